@@ -1,0 +1,255 @@
+"""Who is calling a cell, and what they may do — checked in one place.
+
+Every request reaches a cell through the router, signed (see `common.signing`).
+The signature proves the router sent it and carries the actor: an API key (which
+the cell verifies in full against its bcrypt hash, then caches by SHA-256 of the
+key for `key_recheck_seconds`), or a dashboard admin whose membership and role
+the router checked. Handlers then ask for a scope level and a project with
+`require` and get a 401/403/404/421 problem when the caller falls short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+import asyncpg
+import bcrypt
+
+from common.keys import bearer, fingerprint, key_prefix, key_tag
+from common.problems import Problem, encode
+from common.signing import ACTOR, SIGNATURE, TIMESTAMP, Actor, SignatureError, verify
+
+READ, WRITE, ADMIN, OWNER = 1, 2, 3, 4
+SCOPE_LEVEL = {"read": READ, "write": WRITE, "admin": ADMIN}
+ROLE_LEVEL = {"viewer": READ, "agent": WRITE, "admin": ADMIN, "owner": OWNER}
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller bound to one project."""
+
+    project_id: uuid.UUID
+    level: int
+    ingest: bool
+    actor_type: str  # audit_actor_type: 'api' for keys, 'admin' for dashboard users, 'system'
+    actor_id: str
+    ip: str | None
+
+
+def require(principal: Principal, project_id: uuid.UUID | None = None, *, level: int = 0,
+            ingest: bool = False) -> Principal:
+    """Refuse a caller that lacks the scope/role, or that belongs to another project (404, never which)."""
+    if project_id is not None and principal.project_id != project_id:
+        raise Problem(404, "no such project")
+    if ingest and not principal.ingest:
+        raise Problem(403, "this endpoint needs a key with the ingest scope")
+    if level and principal.level < level:
+        needed = {READ: "read", WRITE: "write", ADMIN: "admin", OWNER: "owner"}[level]
+        raise Problem(403, f"this needs the {needed} scope or role")
+    return principal
+
+
+class HopMiddleware:
+    """Stamp every response with the region and request id; refuse anything the router did not sign."""
+
+    def __init__(self, app: ASGIApp, *, region: str, secret: bytes) -> None:
+        self.app = app
+        self.region = region.encode()
+        self.secret = secret
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        request_id = headers.get(b"x-request-id") or uuid.uuid4().hex.encode()
+        stamp = [(b"x-relay-region", self.region), (b"x-request-id", request_id)]
+
+        async def stamped(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *stamp]
+            await send(message)
+
+        path: str = scope["path"]
+        if path not in OPEN_PATHS:
+            target = scope.get("raw_path", path.encode()).decode("latin-1")
+            if scope.get("query_string"):
+                target += "?" + scope["query_string"].decode("latin-1")
+            try:
+                actor = verify(
+                    self.secret, scope["method"], target,
+                    _h(headers, TIMESTAMP), _h(headers, ACTOR), _h(headers, SIGNATURE),
+                )
+            except SignatureError as exc:
+                await _send_problem(stamped, Problem(401, f"cells answer only the router: {exc}"), path)
+                return
+            scope.setdefault("state", {})["actor"] = actor
+        await self.app(scope, receive, stamped)
+
+
+def _h(headers: dict[bytes, bytes], name: str) -> str | None:
+    value = headers.get(name.encode())
+    return value.decode("latin-1") if value is not None else None
+
+
+async def _send_problem(send: Send, problem: Problem, path: str) -> None:
+    body = encode(problem, path)
+    await send({"type": "http.response.start", "status": problem.status,
+                "headers": [(b"content-type", b"application/problem+json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+@dataclass(slots=True)
+class _CachedKey:
+    key_id: uuid.UUID
+    project_id: uuid.UUID
+    key_hash: str
+    scopes: tuple[str, ...]
+    expires_at: datetime | None
+    checked_at: float
+
+
+class KeyVerifier:
+    """Verifies full API keys against the cell's api_keys rows.
+
+    bcrypt is paid once per key per process; afterwards the key's row is re-read at
+    most every `recheck` seconds (a cheap indexed lookup, no bcrypt) so a revocation
+    or expiry takes effect within that bound in every process, with no cache to flush.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, recheck: float, region: str, regions: dict[str, str]) -> None:
+        self.pool = pool
+        self.recheck = recheck
+        self.region = region
+        self.tag_regions = {tag: name for name, tag in regions.items()}
+        self._cache: dict[str, _CachedKey] = {}
+        self._inflight: dict[str, asyncio.Future[_CachedKey | None]] = {}
+
+    async def verify(self, key: str) -> _CachedKey:
+        """The key's record, or a 401/421 problem."""
+        prefix = key_prefix(key)
+        if prefix is None:
+            raise Problem(401, "malformed API key")
+        digest = fingerprint(key)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and now - cached.checked_at < self.recheck:
+            return self._usable(cached)
+        waiter = self._inflight.get(digest)
+        if waiter is not None:  # one lookup (and at most one bcrypt) per key at a time
+            found = await asyncio.shield(waiter)
+        else:
+            future: asyncio.Future[_CachedKey | None] = asyncio.get_running_loop().create_future()
+            self._inflight[digest] = future
+            try:
+                found = await self._load(key, prefix, cached)
+                future.set_result(found)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # mark retrieved
+                raise
+            finally:
+                del self._inflight[digest]
+        if found is None:
+            self._cache.pop(digest, None)
+            other = self.tag_regions.get(key_tag(prefix))
+            if other is not None and other != self.region and cached is None:
+                raise Problem(421, "this key's project is homed in another region", region=other)
+            raise Problem(401, "invalid or revoked API key")
+        self._cache[digest] = found
+        return self._usable(found)
+
+    def _usable(self, k: _CachedKey) -> _CachedKey:
+        if k.expires_at is not None and k.expires_at <= datetime.now(UTC):
+            raise Problem(401, "API key expired")
+        return k
+
+    async def _load(self, key: str, prefix: str, cached: _CachedKey | None) -> _CachedKey | None:
+        row = await self.pool.fetchrow(
+            "SELECT id, project_id, key_hash, scopes, expires_at FROM api_keys"
+            " WHERE key_prefix = $1 AND revoked_at IS NULL",
+            prefix,
+        )
+        if row is None:
+            return None
+        if cached is None or cached.key_hash != row["key_hash"]:
+            ok = await asyncio.to_thread(bcrypt.checkpw, key.encode(), row["key_hash"].encode())
+            if not ok:
+                return None
+        return _CachedKey(row["id"], row["project_id"], row["key_hash"], tuple(row["scopes"]),
+                          row["expires_at"], time.monotonic())
+
+    def forget(self, key_id: uuid.UUID) -> None:
+        """Drop a key from this process's cache at once (its own revocations)."""
+        for digest, entry in list(self._cache.items()):
+            if entry.key_id == key_id:
+                del self._cache[digest]
+
+
+class Authenticator:
+    """Turns a signed request into a Principal."""
+
+    def __init__(self, pool: asyncpg.Pool, keys: KeyVerifier) -> None:
+        self.pool = pool
+        self.keys = keys
+        self._homed: dict[uuid.UUID, float] = {}
+
+    async def principal(self, scope: Scope, project_id: uuid.UUID | None) -> Principal:
+        """The caller of this request; `project_id` is the project named in the path, if any."""
+        actor: Actor | None = scope.get("state", {}).get("actor")
+        if actor is None:
+            raise Problem(401, "request is not signed by the router")
+        if actor.kind == "key":
+            key = _presented_key(scope)
+            if key is None or actor.key_prefix is None or not key.startswith(actor.key_prefix):
+                raise Problem(401, "missing or mismatched API key")
+            record = await self.keys.verify(key)
+            scopes = set(record.scopes)
+            level = max((SCOPE_LEVEL.get(s, 0) for s in scopes), default=0)
+            return Principal(record.project_id, level, "ingest" in scopes, "api", key[:12], actor.ip)
+        if actor.kind == "admin":
+            if actor.project_id is None or actor.user_id is None or actor.role not in ROLE_LEVEL:
+                raise Problem(401, "incomplete admin assertion")
+            pid = uuid.UUID(actor.project_id)
+            if project_id is not None and pid != project_id:
+                raise Problem(404, "no such project")
+            await self.ensure_homed(pid)
+            return Principal(pid, ROLE_LEVEL[actor.role], False, "admin", actor.user_id, actor.ip)
+        if project_id is None or not scope["path"].startswith("/internal/"):
+            raise Problem(403, "the router acts as itself only on internal endpoints")
+        await self.ensure_homed(project_id)
+        return Principal(project_id, OWNER, False, "system", "router", None)
+
+    async def ensure_homed(self, project_id: uuid.UUID) -> None:
+        """421 unless this cell homes the project (positive answers cached for a few seconds)."""
+        seen = self._homed.get(project_id)
+        if seen is not None and time.monotonic() - seen < 5:
+            return
+        if not await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM projects WHERE id = $1)", project_id):
+            raise Problem(421, "this project is not homed in this region")
+        self._homed[project_id] = time.monotonic()
+
+
+def _presented_key(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return bearer(value.decode("latin-1"))
+    if scope["path"].startswith("/v1/ingest/") and scope.get("query_string"):
+        keys = parse_qs(scope["query_string"].decode("latin-1")).get("key")
+        if keys:
+            return keys[0]
+    return None

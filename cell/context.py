@@ -1,0 +1,35 @@
+"""The resources a cell process holds, opened and closed by the app's lifespan."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from litestar import Request
+from redis.asyncio import Redis
+
+from cell.auth import Authenticator, Principal
+from cell.settings import CellSettings
+
+
+@dataclass
+class CellContext:
+    """What handlers reach through `ctx(request)`."""
+
+    settings: CellSettings
+    pool: asyncpg.Pool
+    redis: Redis
+    auth: Authenticator
+
+
+def ctx(request: Request[Any, Any, Any]) -> CellContext:
+    """The running cell's resources."""
+    context: CellContext = request.app.state.ctx
+    return context
+
+
+async def caller(request: Request[Any, Any, Any], project_id: uuid.UUID | None = None) -> Principal:
+    """The authenticated caller of this request (401/404/421 problems when there is none)."""
+    return await ctx(request).auth.principal(request.scope, project_id)

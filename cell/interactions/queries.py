@@ -1,0 +1,107 @@
+"""SQL for interactions and their logs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+COLUMNS = """id, project_id, type, source, status, severity, tags, assignee_id, user_id, session_id,
+    content_json AS content, technical_context, linked_issue_provider, linked_issue_id, linked_issue_url,
+    ai_summary, ai_labels, ai_duplicate_group_id, ai_confidence, created_at, updated_at"""
+
+
+def content_text(content: dict[str, Any]) -> str | None:
+    """The user's words as one searchable text: `text`, else title, description and steps."""
+    if isinstance(content.get("text"), str):
+        return str(content["text"])
+    parts = [content.get(k) for k in ("title", "description", "steps")]
+    words = [p if isinstance(p, str) else " ".join(map(str, p)) if isinstance(p, list) else None for p in parts]
+    joined = "\n".join(w for w in words if w)
+    return joined or None
+
+
+async def insert(conn: asyncpg.Connection, row: dict[str, Any]) -> asyncpg.Record | None:
+    """Insert an interaction unless its id exists; None when it did (an idempotent retry)."""
+    return await conn.fetchrow(
+        f"""INSERT INTO interactions (id, project_id, type, source, user_id, session_id, content_text,
+                                      content_json, severity, tags, technical_context)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, '{{}}'::text[]),
+                    coalesce($11, '{{}}'::jsonb))
+            ON CONFLICT (id) DO NOTHING
+            RETURNING {COLUMNS}""",
+        row["id"], row["project_id"], row["type"], row["source"], row["user_id"], row["session_id"],
+        row["content_text"], row["content"], row["severity"], row["tags"], row["technical_context"],
+    )
+
+
+async def insert_logs(conn: asyncpg.Connection, log_id: uuid.UUID, project_id: uuid.UUID,
+                      interaction_id: uuid.UUID, console: Any, network: Any, errors: Any) -> None:
+    """Store the logs sent with an interaction."""
+    await conn.execute(
+        """INSERT INTO interaction_logs (id, project_id, interaction_id, console, network, errors)
+           VALUES ($1, $2, $3, coalesce($4, '[]'::jsonb), coalesce($5, '[]'::jsonb), coalesce($6, '[]'::jsonb))""",
+        log_id, project_id, interaction_id, console, network, errors,
+    )
+
+
+async def touch_session(conn: asyncpg.Connection, project_id: uuid.UUID, session_id: uuid.UUID,
+                        user_id: uuid.UUID | None) -> None:
+    """Count the interaction on its session, creating the session row if the SDK has not yet."""
+    await conn.execute(
+        """INSERT INTO sessions (id, project_id, user_id, interaction_count) VALUES ($1, $2, $3, 1)
+           ON CONFLICT (id) DO UPDATE SET interaction_count = sessions.interaction_count + 1,
+               last_seen_at = now(), user_id = coalesce(sessions.user_id, EXCLUDED.user_id)
+           WHERE sessions.project_id = EXCLUDED.project_id""",
+        session_id, project_id, user_id,
+    )
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, project_id: uuid.UUID,
+              interaction_id: uuid.UUID) -> asyncpg.Record | None:
+    """One interaction of the project."""
+    return await conn.fetchrow(
+        f"SELECT {COLUMNS} FROM interactions WHERE project_id = $1 AND id = $2", project_id, interaction_id,
+    )
+
+
+async def get_logs(pool: asyncpg.Pool, project_id: uuid.UUID, interaction_id: uuid.UUID) -> asyncpg.Record | None:
+    """The logs sent with one interaction (ingest stores one row per interaction)."""
+    return await pool.fetchrow(
+        """SELECT console, network, errors FROM interaction_logs
+            WHERE project_id = $1 AND interaction_id = $2 ORDER BY created_at LIMIT 1""",
+        project_id, interaction_id,
+    )
+
+
+class Filters:
+    """The list filters of `GET interactions`, turned into a WHERE clause with numbered parameters."""
+
+    def __init__(self, project_id: uuid.UUID) -> None:
+        self.clauses = ["project_id = $1"]
+        self.params: list[Any] = [project_id]
+
+    def add(self, sql: str, value: Any) -> None:
+        """Add `sql` with `{}` standing for the next parameter, unless value is None."""
+        if value is None:
+            return
+        self.params.append(value)
+        self.clauses.append(sql.format(f"${len(self.params)}"))
+
+    def where(self) -> str:
+        return " AND ".join(self.clauses)
+
+
+async def page(pool: asyncpg.Pool, filters: Filters, after: tuple[datetime, uuid.UUID] | None,
+               limit: int) -> list[asyncpg.Record]:
+    """Up to `limit` + 1 interactions, newest first, strictly after the cursor position."""
+    if after is not None:
+        filters.params.extend(after)
+        n = len(filters.params)
+        filters.clauses.append(f"(created_at, id) < (${n - 1}, ${n})")
+    filters.params.append(limit + 1)
+    sql = (f"SELECT {COLUMNS} FROM interactions WHERE {filters.where()}"
+           f" ORDER BY created_at DESC, id DESC LIMIT ${len(filters.params)}")
+    return await pool.fetch(sql, *filters.params)

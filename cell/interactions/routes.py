@@ -1,0 +1,151 @@
+"""Interaction endpoints: ingest from SDKs, and the management list, get and triage."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+from litestar import Request, Response, get, patch, post
+from litestar.params import Parameter
+
+from cell import audit, users
+from cell.auth import READ, WRITE, require
+from cell.context import caller, ctx
+from cell.interactions import queries
+from cell.interactions.types import (
+    Interaction,
+    InteractionDetail,
+    InteractionIn,
+    InteractionPatch,
+    InteractionType,
+    LogsOut,
+    Severity,
+    Status,
+)
+from cell.outbox import add as enqueue
+from cell.paging import Page, decode_cursor, encode_cursor, limit_of
+from common.ids import uuid7
+from common.problems import Problem
+
+
+class _Exists(Exception):
+    """The client-supplied id was already stored: roll back and answer with the stored row."""
+
+
+@post("/v1/ingest/interactions", status_code=201)
+async def ingest_interaction(request: Request[Any, Any, Any], data: InteractionIn) -> Response[Interaction]:
+    """Store one interaction; a retry with the same `id` returns the stored one with 200."""
+    principal = require(await caller(request), ingest=True)
+    pid = principal.project_id
+    interaction_id = data.id or uuid7()
+    pool = ctx(request).pool
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            user_id = await users.upsert(conn, pid, data.user) if data.user else None
+            row = await queries.insert(conn, {
+                "id": interaction_id, "project_id": pid, "type": data.type, "source": data.source or "sdk",
+                "user_id": user_id, "session_id": data.session_id,
+                "content_text": queries.content_text(data.content), "content": data.content,
+                "severity": data.severity, "tags": data.tags, "technical_context": data.technical_context,
+            })
+            if row is None:
+                raise _Exists
+            if data.session_id is not None:
+                await queries.touch_session(conn, pid, data.session_id, user_id)
+            if data.logs is not None:
+                await queries.insert_logs(conn, uuid7(), pid, interaction_id,
+                                          data.logs.console, data.logs.network, data.logs.errors)
+            await enqueue(conn, pid, "interaction.created", {"interaction_id": str(interaction_id)})
+    except _Exists:
+        existing = await queries.get(pool, pid, interaction_id)
+        if existing is None:
+            raise Problem(409, "this id is already used") from None
+        return Response(msgspec.convert(dict(existing), Interaction), status_code=200)
+    except asyncpg.ForeignKeyViolationError as exc:
+        raise Problem(422, "session_id does not name a session of this project") from exc
+    return Response(msgspec.convert(dict(row), Interaction), status_code=201)
+
+
+@get("/v1/projects/{project_id:uuid}/interactions")
+async def list_interactions(
+    request: Request[Any, Any, Any],
+    project_id: uuid.UUID,
+    type: InteractionType | None = None,
+    status: Status | None = None,
+    severity: Severity | None = None,
+    tag: str | None = None,
+    assignee_id: uuid.UUID | None = None,
+    session_id: uuid.UUID | None = None,
+    user_id: uuid.UUID | None = None,
+    duplicate_group: str | None = None,
+    q: str | None = Parameter(default=None, max_length=500),
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    cursor: str | None = None,
+    limit: int | None = None,
+) -> Page[Interaction]:
+    """Interactions newest first, filtered; `q` is full-text search over the user's words."""
+    require(await caller(request, project_id), project_id, level=READ)
+    size = limit_of(limit)
+    f = queries.Filters(project_id)
+    f.add("type = {}", type)
+    f.add("status = {}", status)
+    f.add("severity = {}", severity)
+    f.add("tags @> ARRAY[{}]::text[]", tag)
+    f.add("assignee_id = {}", assignee_id)
+    f.add("session_id = {}", session_id)
+    f.add("user_id = {}", user_id)
+    f.add("ai_duplicate_group_id = {}", duplicate_group)
+    f.add("search @@ websearch_to_tsquery('simple', {})", q)
+    f.add("created_at > {}", created_after)
+    f.add("created_at < {}", created_before)
+    rows = await queries.page(ctx(request).pool, f, decode_cursor(cursor) if cursor else None, size)
+    data = [msgspec.convert(dict(r), Interaction) for r in rows[:size]]
+    more = len(rows) > size
+    return Page(data, encode_cursor(data[-1].created_at, data[-1].id) if more else None)
+
+
+@get("/v1/projects/{project_id:uuid}/interactions/{interaction_id:uuid}")
+async def get_interaction(request: Request[Any, Any, Any], project_id: uuid.UUID,
+                          interaction_id: uuid.UUID) -> InteractionDetail:
+    """One interaction with its logs."""
+    require(await caller(request, project_id), project_id, level=READ)
+    pool = ctx(request).pool
+    row = await queries.get(pool, project_id, interaction_id)
+    if row is None:
+        raise Problem(404, "no such interaction")
+    logs = await queries.get_logs(pool, project_id, interaction_id)
+    detail = msgspec.convert(dict(row), InteractionDetail)
+    if logs is not None:
+        detail.logs = msgspec.convert(dict(logs), LogsOut)
+    return detail
+
+
+@patch("/v1/projects/{project_id:uuid}/interactions/{interaction_id:uuid}")
+async def triage_interaction(request: Request[Any, Any, Any], project_id: uuid.UUID, interaction_id: uuid.UUID,
+                             data: InteractionPatch) -> Interaction:
+    """Change status, severity, tags or assignee; audited in the same transaction."""
+    principal = require(await caller(request, project_id), project_id, level=WRITE)
+    changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+    if not changes:
+        raise Problem(422, "nothing to change: send status, severity, tags or assignee_id")
+    sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=3))
+    async with ctx(request).pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            f"UPDATE interactions SET {sets}, updated_at = now() WHERE project_id = $1 AND id = $2"
+            f" RETURNING {queries.COLUMNS}",
+            project_id, interaction_id, *changes.values(),
+        )
+        if row is None:
+            raise Problem(404, "no such interaction")
+        await audit.record(conn, principal, "interaction.updated", "interaction", interaction_id,
+                           {"fields": sorted(changes)})
+        await enqueue(conn, project_id, "interaction.updated",
+                      {"interaction_id": str(interaction_id), "fields": sorted(changes)})
+    return msgspec.convert(dict(row), Interaction)
+
+
+ROUTES = [ingest_interaction, list_interactions, get_interaction, triage_interaction]

@@ -1,0 +1,1 @@
+"""Projects homed in this cell: provisioned by the router, idempotently."""

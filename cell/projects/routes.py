@@ -1,0 +1,61 @@
+"""The router's provisioning endpoint: create (or confirm) a project in this cell."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from litestar import Request, put
+
+from cell.context import ctx
+from common.problems import Problem
+from common.signing import Actor
+
+
+class ProjectIn(msgspec.Struct):
+    """What the router knows of a new project."""
+
+    name: str
+    region: str
+    created_at: datetime | None = None
+
+
+class ProjectOut(msgspec.Struct):
+    """The project as this cell holds it."""
+
+    id: uuid.UUID
+    name: str
+    region: str
+    created_at: datetime
+
+
+def require_router(request: Request[Any, Any, Any]) -> Actor:
+    """Internal endpoints are for the router acting as itself."""
+    actor: Actor | None = request.scope.get("state", {}).get("actor")
+    if actor is None or actor.kind != "router":
+        raise Problem(403, "internal endpoint")
+    return actor
+
+
+@put("/internal/projects/{project_id:uuid}", status_code=200)
+async def provision(request: Request[Any, Any, Any], project_id: uuid.UUID, data: ProjectIn) -> ProjectOut:
+    """Create the project here if absent; the same call again changes nothing (outbox retries)."""
+    require_router(request)
+    settings = ctx(request).settings
+    if data.region != settings.region:
+        raise Problem(421, "this project belongs to another region", region=data.region)
+    row = await ctx(request).pool.fetchrow(
+        """INSERT INTO projects (id, name, region, secret, created_at)
+           VALUES ($1, $2, $3, $4, coalesce($5, now()))
+           ON CONFLICT (id) DO UPDATE SET updated_at = projects.updated_at
+           RETURNING id, name, region::text, created_at""",
+        project_id, data.name, data.region, secrets.token_bytes(32), data.created_at,
+    )
+    assert row is not None
+    return msgspec.convert(dict(row), ProjectOut)
+
+
+ROUTES = [provision]

@@ -1,0 +1,53 @@
+"""The cell's settings, from `RELAY_*` environment variables, validated at start."""
+
+from __future__ import annotations
+
+import msgspec
+
+from common.settings import DEFAULT_REGIONS, SettingsError, check_regions, check_secret, load
+
+
+class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a cell process needs; one instance per process."""
+
+    region: str
+    """This cell's region, e.g. `eu-west` (RELAY_REGION)."""
+    database_url: str
+    """The region's own Postgres (RELAY_DATABASE_URL)."""
+    redis_url: str
+    """The region's own Redis: queue, caches, pub/sub (RELAY_REDIS_URL)."""
+    object_store: str
+    """`file:///dir` or `s3://bucket/prefix` for media, replay chunks, exports (RELAY_OBJECT_STORE)."""
+    hop_secret: str
+    """Secret shared with the router for signing the internal hop (RELAY_HOP_SECRET)."""
+    regions: dict[str, str] = msgspec.field(default_factory=lambda: dict(DEFAULT_REGIONS))
+    """All regions and their key tags, to tell a misdirected caller where to go (RELAY_REGIONS)."""
+    host: str = "127.0.0.1"
+    """Interface to listen on (RELAY_HOST)."""
+    port: int = 8101
+    """Port to listen on (RELAY_PORT)."""
+    db_pool_size: int = 20
+    """Maximum Postgres connections per API process (RELAY_DB_POOL_SIZE)."""
+    key_recheck_seconds: float = 1.0
+    """How long a verified API key is trusted before its row is re-read, bounding revocation lag
+    (RELAY_KEY_RECHECK_SECONDS)."""
+
+    def __post_init__(self) -> None:
+        check_regions(self.regions)
+        if self.region not in self.regions:
+            raise SettingsError(f"RELAY_REGION: {self.region!r} is not one of RELAY_REGIONS {sorted(self.regions)}")
+        check_secret("RELAY_HOP_SECRET", self.hop_secret)
+        if not self.object_store.startswith(("file://", "s3://", "memory://")):
+            raise SettingsError("RELAY_OBJECT_STORE: must be a file://, s3:// or memory:// URL")
+        if not 1 <= self.db_pool_size <= 500:
+            raise SettingsError("RELAY_DB_POOL_SIZE: must be between 1 and 500")
+
+    @property
+    def tag(self) -> str:
+        """This region's key tag."""
+        return self.regions[self.region]
+
+
+def from_env() -> CellSettings:
+    """Read and validate the cell settings from the environment."""
+    return load(CellSettings)

@@ -1,0 +1,124 @@
+"""A cell's worker process: relays the outbox to the region's queue and runs its jobs.
+
+Everything here touches only this cell's own stores. Outbox rows are relayed
+to saq (on the cell's Redis) with the outbox id as the job key, so a relay
+that repeats after a crash enqueues nothing twice; a row is marked dispatched
+only after the enqueue succeeded, so a Redis outage delays jobs and loses none.
+Kinds without a handler in this version stay pending in the outbox rather than
+being dropped, and run once a worker that knows them is deployed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from redis.exceptions import RedisError
+from saq import CronJob, Queue, Worker
+
+from cell.settings import CellSettings, from_env
+from common.pg import create_pool
+
+log = logging.getLogger("relay.worker")
+Handler = Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]]
+
+
+async def reconcile_counters(ctx: dict[str, Any]) -> int:
+    """Recompute `sessions.interaction_count` from the interactions themselves; repair drift."""
+    pool: asyncpg.Pool = ctx["pool"]
+    result: str = await pool.execute(
+        """UPDATE sessions s SET interaction_count = c.n
+             FROM (SELECT s2.id, count(i.id) AS n FROM sessions s2
+                     LEFT JOIN interactions i ON i.project_id = s2.project_id AND i.session_id = s2.id
+                    GROUP BY s2.id) c
+            WHERE s.id = c.id AND s.interaction_count <> c.n""")
+    repaired = int(result.split()[-1])
+    if repaired:
+        log.info("reconcile_counters repaired %d sessions", repaired)
+    return repaired
+
+
+# Outbox kinds and the job that handles each; the follow-up work of later issues registers here.
+HANDLERS: dict[str, Handler] = {}
+
+
+async def dispatch(ctx: dict[str, Any], *, kind: str, payload: dict[str, Any]) -> None:
+    """Run the handler of one relayed outbox row."""
+    await HANDLERS[kind](ctx, payload)
+
+
+async def relay_outbox(pool: asyncpg.Pool, queue: Queue, batch: int = 200) -> int:
+    """Move pending outbox rows with a known handler to the queue; return how many."""
+    moved = 0
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            """SELECT id, kind, payload FROM outbox
+                WHERE dispatched_at IS NULL AND available_at <= now() AND kind = ANY($1::text[])
+                ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED""", list(HANDLERS), batch)
+        for row in rows:
+            await queue.enqueue("dispatch", key=f"outbox:{row['id']}", kind=row["kind"], payload=row["payload"],
+                                retries=5, timeout=60)
+            moved += 1
+        if rows:
+            await conn.execute("UPDATE outbox SET dispatched_at = now() WHERE id = ANY($1::bigint[])",
+                               [r["id"] for r in rows])
+    return moved
+
+
+async def _relay_loop(pool: asyncpg.Pool, queue: Queue) -> None:
+    while True:
+        try:
+            if await relay_outbox(pool, queue):
+                continue
+        except (RedisError, OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            log.warning("outbox relay paused (%s); rows stay pending", type(exc).__name__)
+        await asyncio.sleep(0.5)
+
+
+async def work(settings: CellSettings, stop: asyncio.Event) -> None:
+    """Run the relay and the saq worker until `stop` is set."""
+    pool = await create_pool(settings.database_url, 5, min_size=0)
+    queue = Queue.from_url(settings.redis_url, name=f"relay-{settings.region}")
+    ctx_extra = {"pool": pool, "settings": settings}
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx.update(ctx_extra)
+
+    worker = Worker(queue, functions=[dispatch, reconcile_counters], startup=startup,
+                    cron_jobs=[CronJob(reconcile_counters, cron="17 * * * *", timeout=300)],
+                    concurrency=10, shutdown_grace_period_s=10)
+    await queue.connect()
+    tasks = [asyncio.create_task(worker.start()), asyncio.create_task(_relay_loop(pool, queue))]
+    try:
+        await stop.wait()
+    finally:
+        await worker.stop()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await queue.disconnect()
+        await pool.close()
+
+
+def run_worker() -> int:
+    """Entry point of `relay worker`: work until SIGTERM or SIGINT."""
+    settings = from_env()
+    logging.basicConfig(level=logging.INFO,
+                        format=f"%(asctime)s worker[{settings.region}] %(levelname)s %(name)s: %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await work(settings, stop)
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,153 @@
+"""RFC 9457 problem details, for every error either service returns.
+
+One `Problem` exception type carries status, title, detail and the optional
+extensions of the contract (`errors`, `region`); Litestar exception handlers
+turn it, validation failures, unknown routes and framework errors into
+`application/problem+json`, so no error ever leaves as HTML or a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("relay.errors")
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    """One invalid field: a JSON pointer into the request body and what is wrong there."""
+
+    pointer: str
+    message: str
+
+
+class ProblemBody(msgspec.Struct, omit_defaults=True):
+    """The problem+json document."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+    region: str | None = None
+    project_id: str | None = None
+
+
+class Problem(Exception):
+    """An error the caller should see, with its HTTP status."""
+
+    def __init__(
+        self, status: int, detail: str | None = None, *, title: str | None = None,
+        errors: list[FieldError] | None = None, region: str | None = None,
+        retry_after: int | None = None, headers: dict[str, str] | None = None,
+        project_id: str | None = None,
+    ) -> None:
+        super().__init__(detail or title or str(status))
+        self.status = status
+        self.detail = detail
+        self.title = title or HTTPStatus(status).phrase
+        self.errors = errors
+        self.region = region
+        self.project_id = project_id
+        self.headers = dict(headers or {})
+        if retry_after is not None:
+            self.headers["Retry-After"] = str(retry_after)
+
+    def body(self, instance: str | None = None) -> ProblemBody:
+        """The problem document for this error."""
+        slug = self.title.lower().replace(" ", "-").replace("'", "")
+        return ProblemBody(
+            type=f"https://relay.dev/problems/{slug}", title=self.title, status=self.status,
+            detail=self.detail, instance=instance, errors=self.errors, region=self.region,
+            project_id=self.project_id,
+        )
+
+
+def encode(problem: Problem, instance: str | None = None) -> bytes:
+    """Serialized problem+json, for code paths outside Litestar (the router's raw proxy)."""
+    return msgspec.json.encode(problem.body(instance))
+
+
+_AT = re.compile(r" - at `\$([^`]*)`")
+
+
+def pointer_of(path: str) -> str:
+    """`.content.text[0]` (msgspec's path) → `/content/text/0` (a JSON pointer)."""
+    parts = re.findall(r"\.([^.\[]+)|\[(\d+)\]", path)
+    return "".join("/" + (name or index).replace("~", "~0").replace("/", "~1") for name, index in parts)
+
+
+def from_validation(message: str) -> Problem:
+    """A 422 from a msgspec validation message such as "Expected `int` - at `$.limit`"."""
+    # Errors raised inside nested structs carry one " - at `$…`" per level, innermost first.
+    paths = _AT.findall(message)
+    pointer = "".join(pointer_of(p) for p in reversed(paths))
+    text = _AT.split(message, maxsplit=1)[0] if paths else message
+    return Problem(422, "request body has invalid fields", errors=[FieldError(pointer, text)])
+
+
+def _response(problem: Problem, request: Request[Any, Any, Any]) -> Response[bytes]:
+    return Response(
+        content=encode(problem, request.url.path), status_code=problem.status,
+        media_type=PROBLEM_JSON, headers=problem.headers,
+    )
+
+
+def problem_handler(request: Request[Any, Any, Any], exc: Problem) -> Response[bytes]:
+    """Litestar handler for `Problem`."""
+    return _response(exc, request)
+
+
+def validation_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
+    """Litestar's validation errors: malformed JSON is 400, well-formed but invalid is 422."""
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    errors: list[FieldError] = []
+    for item in extra:
+        if not isinstance(item, dict):
+            continue
+        message = str(item.get("message", "invalid"))
+        if item.get("source") == "body":
+            problem = from_validation(message)
+            errors.extend(problem.errors or [])
+        else:
+            errors.append(FieldError(f"/{item.get('key', '')}", message))
+    if not errors:
+        return _response(Problem(400, exc.detail or "malformed request body"), request)
+    return _response(Problem(422, "request has invalid fields", errors=errors), request)
+
+
+def http_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    """Framework HTTP errors (404 unknown route, 405, 400 malformed body …) as problems."""
+    status = exc.status_code
+    if isinstance(exc, NotFoundException):
+        detail = "no such resource"
+    elif status == 400:
+        detail = "malformed request body" if "body" in (exc.detail or "").lower() else exc.detail
+    else:
+        detail = exc.detail
+    return _response(Problem(status, detail, headers=dict(exc.headers or {})), request)
+
+
+def internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Any other exception is a bug: log it with its traceback, answer a bodyless 500 problem."""
+    log.error("unhandled error on %s %s", request.method, request.scope.get("path_template", "?"),
+              exc_info=exc)
+    return _response(Problem(500, "internal error"), request)
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    Problem: problem_handler,
+    ValidationException: validation_handler,
+    HTTPException: http_handler,
+    Exception: internal_handler,
+}
+
+__all__ = ["EXCEPTION_HANDLERS", "FieldError", "MediaType", "PROBLEM_JSON", "Problem", "encode"]

@@ -1,0 +1,97 @@
+"""The `relay` command line: `dev`, `router`, `cell`, `worker`, `db migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import cell
+import router
+from common.settings import SettingsError
+
+# Migrations ship inside their packages, so an installed image finds them too.
+MIGRATIONS = {"router": Path(router.__file__).parent / "migrations", "cell": Path(cell.__file__).parent / "migrations"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relay", description="Relay: in-app feedback with data residency.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run router, us-west and eu-west cells with their workers and stores")
+    dev.add_argument("--state-dir", default=".relay", help="where embedded stores keep data (default .relay/)")
+    dev.add_argument("--port", type=int, default=8000, help="router port; cells follow (default 8000)")
+
+    sub.add_parser("router", help="run the global router (settings from RELAY_* variables)")
+    cell = sub.add_parser("cell", help="run one region's cell API")
+    cell.add_argument("--region", help="region to serve (or RELAY_REGION)")
+    worker = sub.add_parser("worker", help="run one region's workers")
+    worker.add_argument("--region", help="region to work for (or RELAY_REGION)")
+
+    db = sub.add_parser("db", help="database schema")
+    dbsub = db.add_subparsers(dest="db_command", required=True)
+    for name, text in (("migrate", "apply pending migrations"), ("status", "list migrations and whether applied")):
+        p = dbsub.add_parser(name, help=text)
+        p.add_argument("--target", choices=sorted(MIGRATIONS), required=True, help="which schema")
+        p.add_argument("--database-url", help="Postgres URL (default RELAY_DATABASE_URL)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `relay` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "dev":
+            from relay.devstack import run_dev
+
+            return run_dev(Path(args.state_dir), args.port)
+        if args.command == "router":
+            from common.serve import serve
+            from router.app import create_app as router_app
+            from router.settings import from_env as router_settings
+
+            rs = router_settings()
+            serve(router_app(rs), rs.host, rs.port, name="router")
+            return 0
+        if args.command in ("cell", "worker"):
+            if args.region:
+                os.environ["RELAY_REGION"] = args.region
+            if args.command == "cell":
+                from cell.app import create_app as cell_app
+                from cell.settings import from_env as cell_settings
+                from common.serve import serve
+
+                cs = cell_settings()
+                serve(cell_app(cs), cs.host, cs.port, name=f"cell[{cs.region}]")
+                return 0
+            from cell.worker import run_worker
+
+            return run_worker()
+        if args.command == "db":
+            return _db(args)
+    except SettingsError as exc:
+        print(f"relay: bad setting: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+def _db(args: argparse.Namespace) -> int:
+    from common.migrate import MigrationError, migrate, status
+
+    dsn = args.database_url or os.environ.get("RELAY_DATABASE_URL")
+    if not dsn:
+        raise SettingsError("RELAY_DATABASE_URL: required (or pass --database-url)")
+    directory = MIGRATIONS[args.target]
+    try:
+        if args.db_command == "migrate":
+            applied = asyncio.run(migrate(dsn, directory))
+            print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+        else:
+            for name, done in asyncio.run(status(dsn, directory)):
+                print(f"{'applied' if done else 'pending'}  {name}")
+    except MigrationError as exc:
+        print(f"relay: migration error: {exc}", file=sys.stderr)
+        return 1
+    return 0

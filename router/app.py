@@ -1,0 +1,114 @@
+"""The router application: a thin ASGI dispatcher in front of the proxy and the control plane.
+
+Requests for data that lives in a cell (`/v1/ingest/…`, and everything under
+`/v1/projects/{id}/…` except keys, members and moves) go straight to the raw
+proxy; the router's own endpoints (auth, projects, keys, members, regions,
+health) are a Litestar app, which also owns the lifespan and its resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from redis.asyncio import Redis
+
+from common.pg import create_pool
+from common.problems import EXCEPTION_HANDLERS
+from router import health
+from router.auth import routes as auth
+from router.cells import Cells
+from router.directory import Directory
+from router.projects import provisioning
+from router.projects import routes as projects
+from router.proxy import Proxy, Receive, Scope, Send, request_id
+from router.settings import RouterSettings, from_env
+from router.state import RouterState
+
+log = logging.getLogger("relay.router")
+CONTROL_SUBRESOURCES = frozenset({"members", "move"})
+
+
+class RouterApp:
+    """Dispatch: proxy paths to `Proxy`, the rest to the Litestar control plane."""
+
+    def __init__(self, control: Litestar) -> None:
+        self.control = control
+        self.proxy = Proxy(lambda: control.state.router)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith("/v1/ingest/"):
+                await self.proxy.ingest(scope, receive, send)
+                return
+            if path.startswith("/v1/projects/"):
+                project, _, rest = path[len("/v1/projects/"):].partition("/")
+                sub = rest.partition("/")[0]
+                if rest and sub not in CONTROL_SUBRESOURCES and not (sub == "api-keys" and scope["method"] != "GET"):
+                    await self.proxy.management(scope, receive, send, project)
+                    return
+            rid = request_id(scope)
+
+            async def stamped(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", []), (b"x-request-id", rid)]
+                await send(message)
+
+            await self.control(scope, receive, stamped)  # type: ignore[arg-type]
+            return
+        await self.control(scope, receive, send)  # type: ignore[arg-type]
+
+
+def create_app(settings: RouterSettings | None = None) -> RouterApp:
+    """The router ASGI app."""
+    settings = settings or from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        directory = Directory(settings.directory_snapshot)
+        pool = await create_pool(settings.database_url, 20, min_size=0, timeout=5)
+        try:
+            await directory.load(pool)
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+            if not directory.restore():
+                await pool.close()
+                raise
+            log.warning("control DB unreachable at start: routing from the saved directory snapshot")
+        redis = Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
+        feed = Redis.from_url(settings.redis_url, socket_connect_timeout=1, health_check_interval=10)
+        cells = Cells(settings.cells, settings.cell_concurrency)
+        st = RouterState(settings, pool, redis, directory, cells)
+        app.state.router = st
+        tasks = [asyncio.create_task(directory.follow(feed)),
+                 asyncio.create_task(directory.reconcile(pool, settings.reconcile_seconds)),
+                 asyncio.create_task(provisioning.relay(st))]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await cells.close()
+            await feed.aclose()
+            await redis.aclose()
+            await pool.close()
+
+    control = Litestar(
+        route_handlers=[*health.ROUTES, *auth.ROUTES, *projects.ROUTES],
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=OpenAPIConfig(title="Relay router", version="1.0.0"),
+        debug=False,
+    )
+    return RouterApp(control)
+

@@ -1,0 +1,1 @@
+"""Dashboard accounts: signup, login, sessions."""

@@ -1,0 +1,127 @@
+"""`/v1/auth`: signup, login, logout, and who am I."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+from litestar import Request, get, post
+
+from common.ids import uuid7
+from common.keys import bearer
+from common.problems import Problem
+from router.auth import sessions
+from router.auth.passwords import check_password, hash_password
+from router.state import state
+
+
+
+class SignupIn(msgspec.Struct):
+    """`POST /v1/auth/signup`."""
+
+    email: str
+    password: str
+    name: str
+
+    def __post_init__(self) -> None:
+        _check_email(self.email)
+        if not 10 <= len(self.password) <= 200:
+            raise ValueError("password must be 10 to 200 characters - at `$.password`")
+        if not 1 <= len(self.name) <= 255:
+            raise ValueError("name must be 1 to 255 characters - at `$.name`")
+
+
+class LoginIn(msgspec.Struct):
+    """`POST /v1/auth/login`."""
+
+    email: str
+    password: str
+
+
+class User(msgspec.Struct):
+    """A dashboard user."""
+
+    id: uuid.UUID
+    email: str
+    name: str | None
+    created_at: datetime
+
+
+class AuthOut(msgspec.Struct):
+    """A user and their new session token."""
+
+    user: User
+    token: str
+
+
+def _check_email(email: str) -> None:
+    if len(email) > 255 or "@" not in email or " " in email or email.startswith("@") or email.endswith("@"):
+        raise ValueError("not an email address - at `$.email`")
+
+
+@post("/v1/auth/signup", status_code=201)
+async def signup(request: Request[Any, Any, Any], data: SignupIn) -> AuthOut:
+    """Create a dashboard account and sign it in."""
+    st = state(request)
+    hashed = await hash_password(data.password)
+    async with st.pool.acquire() as conn, conn.transaction():
+        try:
+            row = await conn.fetchrow(
+                """INSERT INTO admin_users (id, email, password_hash, name, last_login_at)
+                   VALUES ($1, $2, $3, $4, now()) RETURNING id, email, name, created_at""",
+                uuid7(), data.email.lower(), hashed, data.name,
+            )
+        except asyncpg.UniqueViolationError:
+            raise Problem(409, "an account with this email exists") from None
+        assert row is not None
+        token = await sessions.create(conn, row["id"], st.settings.session_ttl_seconds)
+    return AuthOut(msgspec.convert(dict(row), User), token)
+
+
+@post("/v1/auth/login", status_code=200)
+async def login(request: Request[Any, Any, Any], data: LoginIn) -> AuthOut:
+    """Exchange email and password for a session token."""
+    st = state(request)
+    row = await st.pool.fetchrow(
+        "SELECT id, email, name, created_at, password_hash FROM admin_users WHERE email = $1", data.email.lower())
+    if not await check_password(data.password, row["password_hash"] if row else None) or row is None:
+        raise Problem(401, "wrong email or password")
+    await st.pool.execute("UPDATE admin_users SET last_login_at = now() WHERE id = $1", row["id"])
+    token = await sessions.create(st.pool, row["id"], st.settings.session_ttl_seconds)
+    user = {k: row[k] for k in ("id", "email", "name", "created_at")}
+    return AuthOut(msgspec.convert(user, User), token)
+
+
+@post("/v1/auth/logout", status_code=204)
+async def logout(request: Request[Any, Any, Any]) -> None:
+    """Revoke the session that made this request."""
+    token = bearer(request.headers.get("authorization"))
+    if token is None or not token.startswith("rs_"):
+        raise Problem(401, "send the session token as Authorization: Bearer")
+    await sessions.resolve(state(request).pool, token)
+    await sessions.revoke(state(request).pool, token)
+
+
+@get("/v1/auth/me")
+async def me(request: Request[Any, Any, Any]) -> User:
+    """The signed-in user."""
+    session = await current_session(request)
+    row = await state(request).pool.fetchrow(
+        "SELECT id, email, name, created_at FROM admin_users WHERE id = $1", session.user_id)
+    if row is None:
+        raise Problem(401, "account no longer exists")
+    return msgspec.convert(dict(row), User)
+
+
+async def current_session(request: Request[Any, Any, Any], project_id: uuid.UUID | None = None) -> sessions.Session:
+    """The admin session of this request, with the role in `project_id` (401 without one)."""
+    token = bearer(request.headers.get("authorization"))
+    if token is None or not token.startswith("rs_"):
+        raise Problem(401, "send an admin session token as Authorization: Bearer")
+    return await sessions.resolve(state(request).pool, token, project_id)
+
+
+ROUTES = [signup, login, logout, me]

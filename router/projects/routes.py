@@ -1,0 +1,320 @@
+"""`/v1/projects`: create a project in a region, list and read them, manage keys and members.
+
+These are the router's own endpoints; everything else under a project is
+proxied to the project's cell by `router.proxy`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+import asyncpg
+import httpx
+import msgspec
+from litestar import Request, Response, delete, get, post
+
+from common.ids import uuid7
+from common.keys import bearer, new_key_prefix
+from common.problems import FieldError, Problem
+from common.signing import Actor
+from router.auth.routes import current_session
+from router.auth.sessions import Session
+from router.directory import Change, KeyEntry, ProjectEntry, publish
+from router.projects import provisioning
+from router.state import RouterState, state
+
+Role = Literal["owner", "admin", "agent", "viewer"]
+ROLE_LEVEL = {"viewer": 1, "agent": 2, "admin": 3, "owner": 4}
+
+
+class ProjectIn(msgspec.Struct):
+    """`POST /v1/projects`."""
+
+    name: str
+    region: str
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.name.strip()) <= 200:
+            raise ValueError("name must be 1 to 200 characters - at `$.name`")
+
+
+class Project(msgspec.Struct):
+    """A project and where it lives."""
+
+    id: uuid.UUID
+    name: str
+    region: str
+    created_at: datetime
+    role: str | None = None
+
+
+class ProjectList(msgspec.Struct):
+    data: list[Project]
+    next_cursor: str | None = None
+
+
+class KeyIn(msgspec.Struct, kw_only=True):
+    """`POST /v1/projects/{id}/api-keys`."""
+
+    name: str
+    scopes: list[Literal["ingest", "read", "write", "admin"]]
+    expires_at: datetime | None = None
+
+
+class MemberIn(msgspec.Struct):
+    """`POST /v1/projects/{id}/members`."""
+
+    email: str
+    role: Role
+
+
+class Member(msgspec.Struct):
+    user_id: uuid.UUID
+    email: str
+    name: str | None
+    role: Role
+    joined_at: datetime
+
+
+class MemberList(msgspec.Struct):
+    data: list[Member]
+    next_cursor: str | None = None
+
+
+_PROJECT = "SELECT id, name, region, created_at FROM project_directory"
+
+
+@post("/v1/projects", status_code=201)
+async def create_project(request: Request[Any, Any, Any], data: ProjectIn) -> Project:
+    """Record the project, make the caller its owner, and provision it in its region's cell."""
+    session = await current_session(request)
+    st = state(request)
+    if data.region not in st.settings.cells:
+        raise Problem(422, "unknown region", errors=[
+            FieldError("/region", f"one of {', '.join(sorted(st.settings.cells))}")])
+    project_id = uuid7()
+    async with st.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            """INSERT INTO project_directory (id, name, region, created_by) VALUES ($1, $2, $3, $4)
+               RETURNING id, name, region, created_at""", project_id, data.name.strip(), data.region, session.user_id)
+        assert row is not None
+        await conn.execute(
+            "INSERT INTO project_memberships (id, user_id, project_id, role) VALUES ($1, $2, $3, 'owner')",
+            uuid7(), session.user_id, project_id)
+        outbox_id = await provisioning.add(conn, project_id, "project.provision", {})
+    try:
+        await provisioning.provision_project(st, project_id, row["name"], row["region"], row["created_at"])
+    except Problem as problem:  # the outbox finishes it when the region is back
+        raise Problem(503, f"project recorded; region {data.region} is unreachable, provisioning will finish"
+                      " when it returns", retry_after=10, project_id=str(project_id)) from problem
+    await provisioning.done(st, outbox_id)
+    return Project(**dict(row), role="owner")
+
+
+@get("/v1/projects")
+async def list_projects(request: Request[Any, Any, Any]) -> ProjectList:
+    """The caller's projects, with their region and the caller's role."""
+    session = await current_session(request)
+    rows = await state(request).pool.fetch(
+        """SELECT p.id, p.name, p.region, p.created_at, m.role::text AS role
+             FROM project_directory p JOIN project_memberships m ON m.project_id = p.id
+            WHERE m.user_id = $1 AND p.state NOT IN ('provisioning', 'purged', 'failed')
+            ORDER BY p.created_at DESC""", session.user_id)
+    return ProjectList([Project(**dict(r)) for r in rows])
+
+
+@get("/v1/projects/{project_id:uuid}")
+async def get_project(request: Request[Any, Any, Any], project_id: uuid.UUID) -> Project:
+    """One project the caller is a member of (an API key may read its own project)."""
+    st = state(request)
+    token = bearer(request.headers.get("authorization"))
+    if token is not None and token.startswith("rk_"):
+        entry = st.directory.key(token[:12])
+        if entry is None or entry.revoked or entry.project_id != project_id:
+            raise Problem(404, "no such project")
+        role = None
+    else:
+        role = (await current_session(request, project_id)).role
+        if role is None:
+            raise Problem(404, "no such project")
+    row = await st.pool.fetchrow(f"{_PROJECT} WHERE id = $1 AND state <> 'purged'", project_id)
+    if row is None:
+        raise Problem(404, "no such project")
+    return Project(**dict(row), role=role)
+
+
+async def _actor(request: Request[Any, Any, Any], st: RouterState, project_id: uuid.UUID,
+                 min_level: int) -> tuple[Actor, ProjectEntry, Session | None]:
+    """The acting admin (role checked here) or API key (scope checked by the cell) for a project."""
+    project = st.directory.projects.get(project_id)
+    token = bearer(request.headers.get("authorization"))
+    ip = request.client.host if request.client else None
+    if token is not None and token.startswith("rk_"):
+        entry = st.directory.key(token[:12])
+        if entry is None or entry.revoked:
+            raise Problem(401, "invalid or revoked API key")
+        if project is None or entry.project_id != project_id:
+            raise Problem(404, "no such project")
+        return Actor(kind="key", project_id=str(project_id), key_prefix=entry.key_prefix, ip=ip), project, None
+    session = await current_session(request, project_id)
+    if session.role is None or project is None:
+        raise Problem(404, "no such project")
+    if ROLE_LEVEL[session.role] < min_level:
+        raise Problem(403, "your role in this project does not allow this")
+    actor = Actor(kind="admin", project_id=str(project_id), user_id=str(session.user_id), role=session.role, ip=ip)
+    return actor, project, session
+
+
+def _relay(response: httpx.Response) -> Response[bytes]:
+    """Pass a cell's answer through unchanged (status, body, region header)."""
+    headers = {k: v for k, v in response.headers.items() if k.lower() in ("x-relay-region", "retry-after")}
+    return Response(response.content, status_code=response.status_code,
+                    media_type=response.headers.get("content-type", "application/json"), headers=headers)
+
+
+@post("/v1/projects/{project_id:uuid}/api-keys", status_code=201)
+async def create_key(request: Request[Any, Any, Any], project_id: uuid.UUID, data: KeyIn) -> Response[bytes]:
+    """Reserve a prefix in the key directory, then have the project's cell mint the key."""
+    st = state(request)
+    actor, project, _ = await _actor(request, st, project_id, ROLE_LEVEL["admin"])
+    cell = st.cells[project.region]
+    key_id = uuid7()
+    for _attempt in range(5):  # a prefix collision is astronomically rare; retry rather than fail
+        prefix = new_key_prefix(cell.tag)
+        try:
+            async with st.pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    """INSERT INTO key_directory (key_prefix, key_id, project_id, region, pending)
+                       VALUES ($1, $2, $3, $4, true)""", prefix, key_id, project_id, project.region)
+                outbox_id = await provisioning.add(conn, project_id, "key.discard", {
+                    "region": project.region, "key_id": str(key_id), "key_prefix": prefix})
+            break
+        except asyncpg.UniqueViolationError:
+            continue
+    else:
+        raise Problem(503, "could not reserve a key prefix", retry_after=1)
+    body = {"id": str(key_id), "key_prefix": prefix, "name": data.name, "scopes": data.scopes,
+            "expires_at": data.expires_at.isoformat() if data.expires_at else None}
+    try:
+        response = await cell.call("POST", f"/internal/projects/{project_id}/api-keys", actor, json=body)
+    except Problem:
+        raise  # the outbox discards the reservation (and any key the cell made) later
+    if response.status_code != 201:
+        # refused (scope, validation): nothing was created; drop the reservation now
+        await provisioning.discard_key(st, project_id, project.region, key_id, prefix)
+        await provisioning.done(st, outbox_id)
+        return _relay(response)
+    row = await st.pool.fetchrow(
+        """UPDATE key_directory SET pending = false, updated_at = now() WHERE key_prefix = $1
+           RETURNING key_prefix, key_id, project_id, region, revoked""", prefix)
+    await provisioning.done(st, outbox_id)
+    if row is not None:
+        await publish(st.redis, st.directory, Change(key=KeyEntry(**dict(row))))
+    return _relay(response)
+
+
+@delete("/v1/projects/{project_id:uuid}/api-keys/{key_id:uuid}", status_code=200)
+async def revoke_key(request: Request[Any, Any, Any], project_id: uuid.UUID, key_id: uuid.UUID) -> Response[bytes]:
+    """Revoke a key: refused by every router at once, and by the cell within a second."""
+    st = state(request)
+    actor, project, session = await _actor(request, st, project_id, ROLE_LEVEL["admin"])
+    cell = st.cells[project.region]
+    if session is None:
+        # An API key acting: the cell must verify it (and its admin scope) before anything changes.
+        response = await cell.call("DELETE", f"/internal/projects/{project_id}/api-keys/{key_id}", actor)
+        if response.status_code != 200:
+            return _relay(response)
+    async with st.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            """UPDATE key_directory SET revoked = true, updated_at = now()
+                WHERE key_id = $1 AND project_id = $2
+                RETURNING key_prefix, key_id, project_id, region, revoked""", key_id, project_id)
+        if row is None:
+            raise Problem(404, "no such key")
+        outbox_id = await provisioning.add(conn, project_id, "key.revoke",
+                                           {"region": project.region, "key_id": str(key_id)})
+    await publish(st.redis, st.directory, Change(key=KeyEntry(**dict(row))))
+    if session is None:
+        await provisioning.done(st, outbox_id)
+        return _relay(response)
+    try:
+        response = await cell.call("DELETE", f"/internal/projects/{project_id}/api-keys/{key_id}", actor)
+    except Problem:
+        # Refused by every router already; the outbox tells the cell when it is back.
+        return Response(b'{"id": "%s", "revoked": true}' % str(key_id).encode(), status_code=200,
+                        media_type="application/json")
+    await provisioning.done(st, outbox_id)
+    return _relay(response)
+
+
+@post("/v1/projects/{project_id:uuid}/members", status_code=201)
+async def add_member(request: Request[Any, Any, Any], project_id: uuid.UUID, data: MemberIn) -> Member:
+    """Give an existing account a role in the project (admins add up to admin; owners add owners)."""
+    st = state(request)
+    _, _, session = await _actor(request, st, project_id, ROLE_LEVEL["admin"])
+    if session is None:
+        raise Problem(403, "members are managed by dashboard users")
+    assert session.role is not None
+    if ROLE_LEVEL[data.role] > ROLE_LEVEL[session.role]:
+        raise Problem(403, "you cannot grant a role above your own")
+    user = await st.pool.fetchrow("SELECT id FROM admin_users WHERE email = $1", data.email.lower())
+    if user is None:
+        raise Problem(422, "no account with this email", errors=[FieldError("/email", "no such account")])
+    row = await st.pool.fetchrow(
+        """INSERT INTO project_memberships (id, user_id, project_id, role) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (user_id, project_id) DO UPDATE SET role = EXCLUDED.role
+           RETURNING user_id, role::text AS role, joined_at""", uuid7(), user["id"], project_id, data.role)
+    assert row is not None
+    return await _member(st, project_id, row["user_id"])
+
+
+async def _member(st: RouterState, project_id: uuid.UUID, user_id: uuid.UUID) -> Member:
+    row = await st.pool.fetchrow(
+        """SELECT m.user_id, u.email, u.name, m.role::text AS role, m.joined_at
+             FROM project_memberships m JOIN admin_users u ON u.id = m.user_id
+            WHERE m.project_id = $1 AND m.user_id = $2""", project_id, user_id)
+    if row is None:
+        raise Problem(404, "no such member")
+    return Member(**dict(row))
+
+
+@get("/v1/projects/{project_id:uuid}/members")
+async def list_members(request: Request[Any, Any, Any], project_id: uuid.UUID) -> MemberList:
+    """Everyone with a role in the project."""
+    st = state(request)
+    await _actor(request, st, project_id, ROLE_LEVEL["viewer"])
+    rows = await st.pool.fetch(
+        """SELECT m.user_id, u.email, u.name, m.role::text AS role, m.joined_at
+             FROM project_memberships m JOIN admin_users u ON u.id = m.user_id
+            WHERE m.project_id = $1 ORDER BY m.joined_at""", project_id)
+    return MemberList([Member(**dict(r)) for r in rows])
+
+
+@delete("/v1/projects/{project_id:uuid}/members/{user_id:uuid}", status_code=204)
+async def remove_member(request: Request[Any, Any, Any], project_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    """Remove a member; the last owner cannot be removed."""
+    st = state(request)
+    _, _, session = await _actor(request, st, project_id, ROLE_LEVEL["admin"])
+    if session is None:
+        raise Problem(403, "members are managed by dashboard users")
+    async with st.pool.acquire() as conn, conn.transaction():
+        role = await conn.fetchval(
+            "SELECT role::text FROM project_memberships WHERE project_id = $1 AND user_id = $2 FOR UPDATE",
+            project_id, user_id)
+        if role is None:
+            raise Problem(404, "no such member")
+        if role == "owner":
+            if session.role != "owner":
+                raise Problem(403, "only an owner can remove an owner")
+            owners = await conn.fetchval(
+                "SELECT count(*) FROM project_memberships WHERE project_id = $1 AND role = 'owner'", project_id)
+            if owners <= 1:
+                raise Problem(409, "a project keeps at least one owner")
+        await conn.execute("DELETE FROM project_memberships WHERE project_id = $1 AND user_id = $2",
+                           project_id, user_id)
+
+
+ROUTES = [create_project, list_projects, get_project, create_key, revoke_key, add_member, list_members,
+          remove_member]

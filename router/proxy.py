@@ -1,0 +1,279 @@
+"""The router's hot path: route a request by key prefix or project id and stream it to the cell.
+
+This is a raw ASGI handler, not a Litestar route: every request of SDK traffic
+passes here, and the framework's per-request work would cost a third of the
+throughput. It reads only the key prefix (or the project id in the path), the
+session for dashboard callers, and the headers; bodies pass through in memory
+(JSON, bounded) or as a stream (uploads) and are never written anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+import aiohttp
+import asyncpg
+
+from common.keys import PREFIX_LEN, PREFIX_RE, bearer
+from common.problems import Problem, encode
+from common.signing import Actor, sign
+from router.auth import sessions
+from router.cells import Cell
+from router.state import RouterState
+
+log = logging.getLogger("relay.router.proxy")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+MiB = 1024 * 1024
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
+    b"trailers", b"transfer-encoding", b"upgrade", b"host", b"proxy-connection",
+})
+# Headers a client must never be able to set on the internal hop.
+INTERNAL = frozenset({b"x-relay-timestamp", b"x-relay-actor", b"x-relay-signature"})
+
+
+@dataclass(frozen=True, slots=True)
+class RouteClass:
+    """Timeout and body limit of a kind of request."""
+
+    name: str
+    timeout: float
+    max_body: int
+    stream: bool
+
+
+INGEST = RouteClass("ingest", 10.0, 1 * MiB, stream=False)
+MANAGEMENT = RouteClass("management", 30.0, 1 * MiB, stream=False)
+MEDIA = RouteClass("uploads", 120.0, 25 * MiB, stream=True)
+CHUNKS = RouteClass("uploads", 60.0, 5 * MiB, stream=True)
+DOWNLOAD = RouteClass("uploads", 120.0, 1 * MiB, stream=False)
+
+
+def ingest_class(path: str) -> RouteClass:
+    """Uploads stream with their own limits; the rest of ingest is bounded JSON."""
+    if path.endswith("/media"):
+        return MEDIA
+    if "/chunks/" in path:
+        return CHUNKS
+    return INGEST
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class Proxy:
+    """Forwards one request to its cell and streams the answer back."""
+
+    def __init__(self, state: Callable[[], RouterState]) -> None:
+        self._state = state
+
+    async def ingest(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`/v1/ingest/…`: routed by the key prefix alone."""
+        rid = request_id(scope)
+        try:
+            state = self._state()
+            key = _key(scope, allow_query=True)
+            entry = await self._key_entry(state, key)
+            actor = Actor(kind="key", project_id=str(entry.project_id), key_prefix=entry.key_prefix,
+                          ip=_client_ip(scope))
+            await self._forward(scope, receive, send, state.cells[entry.region], actor,
+                                ingest_class(scope["path"]), rid)
+        except Problem as problem:
+            await send_problem(send, problem, scope["path"], rid)
+
+    async def management(self, scope: Scope, receive: Receive, send: Send, project: str) -> None:
+        """`/v1/projects/{id}/…` resources that live in the project's cell."""
+        rid = request_id(scope)
+        try:
+            state = self._state()
+            try:
+                project_id = uuid.UUID(project)
+            except ValueError:
+                raise Problem(404, "no such project") from None
+            home = state.directory.projects.get(project_id)
+            token = _token(scope)
+            if token is None:
+                raise Problem(401, "send an admin session token or an API key as Authorization: Bearer")
+            if token.startswith("rs_"):
+                try:
+                    session = await sessions.resolve(state.pool, token, project_id)
+                except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+                    raise Problem(503, "sessions are unavailable; API keys keep working", retry_after=5) from exc
+                if session.role is None or home is None:
+                    raise Problem(404, "no such project")
+                actor = Actor(kind="admin", project_id=str(project_id), user_id=str(session.user_id),
+                              role=session.role, ip=_client_ip(scope))
+            else:
+                entry = await self._key_entry(state, token)
+                if home is None or entry.project_id != project_id:
+                    raise Problem(404, "no such project")
+                actor = Actor(kind="key", project_id=project, key_prefix=entry.key_prefix, ip=_client_ip(scope))
+            route = DOWNLOAD if scope["path"].endswith("/content") else MANAGEMENT
+            await self._forward(scope, receive, send, state.cells[home.region], actor, route, rid)
+        except Problem as problem:
+            await send_problem(send, problem, scope["path"], rid)
+
+    async def _key_entry(self, state: RouterState, key: str | None) -> Any:
+        if key is None:
+            raise Problem(401, "send an API key as Authorization: Bearer <key>")
+        prefix = key[:PREFIX_LEN]
+        if len(key) <= PREFIX_LEN or not PREFIX_RE.match(prefix):
+            raise Problem(401, "malformed API key")
+        entry = state.directory.key(prefix)
+        if entry is None and not state.directory.unknown_recently(prefix):
+            try:  # created moments ago through another router process?
+                entry = await asyncio.wait_for(state.directory.fetch_key(state.pool, prefix), 2.0)
+            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+                entry = None
+        if entry is None or entry.revoked:
+            raise Problem(401, "invalid or revoked API key")
+        return entry
+
+    async def _forward(self, scope: Scope, receive: Receive, send: Send, cell: Cell, actor: Actor,
+                       route: RouteClass, rid: bytes) -> None:
+        method: str = scope["method"]
+        target = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
+        if scope.get("query_string"):
+            target += "?" + scope["query_string"].decode("latin-1")
+        headers: dict[str, str] = {}
+        declared: int | None = None
+        for name, value in scope["headers"]:
+            if name in HOP_BY_HOP or name in INTERNAL or name == b"x-request-id":
+                continue
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    raise Problem(400, "bad Content-Length") from None
+            headers[name.decode("latin-1")] = value.decode("latin-1")
+        if declared is not None and declared > route.max_body:
+            raise Problem(413, f"body larger than {route.max_body} bytes")
+        headers.update(sign(cell.secret, method, target, actor))
+        headers["x-request-id"] = rid.decode()
+        body: bytes | AsyncIterator[bytes] | None
+        if route.stream:
+            body = _stream(receive, route.max_body)
+        else:
+            body = await _read(receive, route.max_body)
+        cell.admit()
+        started = time.monotonic()
+        response: aiohttp.ClientResponse | None = None
+        try:
+            try:
+                response = await cell.session.request(
+                    method, cell.url + target, headers=headers, data=body, allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=route.timeout, sock_connect=1.0),
+                )
+            except _TooLarge:
+                raise Problem(413, f"body larger than {route.max_body} bytes") from None
+            except _ClientGone:
+                return
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
+                if isinstance(exc.__cause__, _TooLarge) or isinstance(exc.__context__, _TooLarge):
+                    raise Problem(413, f"body larger than {route.max_body} bytes") from None
+                cell.breaker.failure()
+                raise Problem(503, f"region {cell.region} did not answer", retry_after=2,
+                              region=cell.region) from exc
+            cell.breaker.success()
+            out = [(k.lower(), v) for k, v in response.raw_headers if k.lower() not in HOP_BY_HOP]
+            await send({"type": "http.response.start", "status": response.status, "headers": out})
+            async for chunk in response.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            log.info("%s %s -> %s %d %.1fms", method, route.name, cell.region, response.status,
+                     (time.monotonic() - started) * 1000)
+        finally:
+            cell.release()
+            if response is not None:
+                response.close()  # also when the client went away mid-stream: the pool never leaks
+
+
+async def _read(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Problem(400, "client disconnected")
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > limit:
+            raise Problem(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _stream(receive: Receive, limit: int) -> AsyncIterator[bytes]:
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > limit:
+            raise _TooLarge
+        if chunk:
+            yield chunk
+        if not message.get("more_body"):
+            return
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def request_id(scope: Scope) -> bytes:
+    """The caller's X-Request-Id when it is sane, else a new one."""
+    given = _header(scope, b"x-request-id")
+    if given and len(given) <= 128 and given.isascii():
+        return given
+    return uuid.uuid4().hex.encode()
+
+
+def _token(scope: Scope) -> str | None:
+    value = _header(scope, b"authorization")
+    return bearer(value.decode("latin-1")) if value else None
+
+
+def _key(scope: Scope, *, allow_query: bool) -> str | None:
+    token = _token(scope)
+    if token is None and allow_query and scope.get("query_string"):
+        found = parse_qs(scope["query_string"].decode("latin-1")).get("key")
+        token = found[0] if found else None
+    return token
+
+
+def _client_ip(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+async def send_problem(send: Send, problem: Problem, path: str, rid: bytes) -> None:
+    """Answer with a problem document from outside Litestar."""
+    body = encode(problem, path)
+    headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
+               (b"x-request-id", rid)]
+    headers += [(k.lower().encode(), v.encode()) for k, v in problem.headers.items()]
+    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
