@@ -19,6 +19,8 @@ dev: install
 	$(BIN)/relay dev
 
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: install

@@ -47,4 +47,4 @@ def create_app(settings: CellSettings | None = None) -> Any:
         openapi_config=OpenAPIConfig(title=f"Relay cell ({settings.region})", version="1.0.0"),
         debug=False,
     )
-    return HopMiddleware(app, region=settings.region, secret=settings.hop_secret.encode())
+    return HopMiddleware(app, region=settings.region, secret=settings.hop_secret.encode())  # type: ignore[arg-type]

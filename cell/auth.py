@@ -251,5 +251,5 @@ def _presented_key(scope: Scope) -> str | None:
     if scope["path"].startswith("/v1/ingest/") and scope.get("query_string"):
         keys = parse_qs(scope["query_string"].decode("latin-1")).get("key")
         if keys:
-            return keys[0]
+            return str(keys[0])
     return None

@@ -32,4 +32,4 @@ def ctx(request: Request[Any, Any, Any]) -> CellContext:
 
 async def caller(request: Request[Any, Any, Any], project_id: uuid.UUID | None = None) -> Principal:
     """The authenticated caller of this request (401/404/421 problems when there is none)."""
-    return await ctx(request).auth.principal(request.scope, project_id)
+    return await ctx(request).auth.principal(request.scope, project_id)  # type: ignore[arg-type]

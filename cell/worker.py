@@ -75,7 +75,7 @@ async def _relay_loop(pool: asyncpg.Pool, queue: Queue) -> None:
         try:
             if await relay_outbox(pool, queue):
                 continue
-        except (RedisError, OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError, asyncpg.PostgresError) as exc:
             log.warning("outbox relay paused (%s); rows stay pending", type(exc).__name__)
         await asyncio.sleep(0.5)
 
@@ -89,14 +89,20 @@ async def work(settings: CellSettings, stop: asyncio.Event) -> None:
     async def startup(ctx: dict[str, Any]) -> None:
         ctx.update(ctx_extra)
 
-    worker = Worker(queue, functions=[dispatch, reconcile_counters], startup=startup,
-                    cron_jobs=[CronJob(reconcile_counters, cron="17 * * * *", timeout=300)],
-                    concurrency=10, shutdown_grace_period_s=10)
+    # saq types its context as a closed TypedDict; ours carries the cell's pool and settings too.
+    worker = Worker(queue, functions=[dispatch, reconcile_counters], startup=startup,  # type: ignore[type-var]
+                    cron_jobs=[CronJob(reconcile_counters, cron="17 * * * *", timeout=300)],  # type: ignore[type-var]
+                    concurrency=10, shutdown_grace_period_s=1, dequeue_timeout=1)
+    worker.SIGNALS = []  # this process owns SIGTERM/SIGINT: stop the relay and the worker together
     await queue.connect()
     tasks = [asyncio.create_task(worker.start()), asyncio.create_task(_relay_loop(pool, queue))]
     try:
         await stop.wait()
     finally:
+        # Let running jobs finish (saq's own grace period would also wait out its idle timers).
+        deadline = asyncio.get_running_loop().time() + 10
+        while worker.job_task_contexts and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
         await worker.stop()
         for task in tasks:
             task.cancel()

@@ -76,6 +76,7 @@ def encode(problem: Problem, instance: str | None = None) -> bytes:
     return msgspec.json.encode(problem.body(instance))
 
 
+_MISSING = re.compile(r"missing required field `([^`]+)`")
 _AT = re.compile(r" - at `\$([^`]*)`")
 
 
@@ -107,18 +108,23 @@ def problem_handler(request: Request[Any, Any, Any], exc: Problem) -> Response[b
 
 
 def validation_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
-    """Litestar's validation errors: malformed JSON is 400, well-formed but invalid is 422."""
+    """Litestar's validation errors: malformed JSON is 400, well-formed but invalid is 422 with pointers."""
     extra = exc.extra if isinstance(exc.extra, list) else []
     errors: list[FieldError] = []
     for item in extra:
         if not isinstance(item, dict):
             continue
         message = str(item.get("message", "invalid"))
-        if item.get("source") == "body":
-            problem = from_validation(message)
-            errors.extend(problem.errors or [])
+        key = str(item.get("key", ""))
+        if item.get("source") == "body" or key == "data" or key.startswith("data."):
+            path = "" if key == "data" else key.removeprefix("data.")
+            pointer = pointer_of("." + path) if path else ""
+            missing = _MISSING.search(message)
+            if missing:
+                pointer += "/" + missing.group(1)
         else:
-            errors.append(FieldError(f"/{item.get('key', '')}", message))
+            pointer = f"/{key}" if key else ""
+        errors.append(FieldError(pointer, message))
     if not errors:
         return _response(Problem(400, exc.detail or "malformed request body"), request)
     return _response(Problem(422, "request has invalid fields", errors=errors), request)
@@ -150,4 +156,4 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     Exception: internal_handler,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "FieldError", "MediaType", "PROBLEM_JSON", "Problem", "encode"]
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "FieldError", "MediaType", "Problem", "encode"]

@@ -66,7 +66,8 @@ class DevStack:
     state_dir: Path
     port: int = 8000
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
-    quiet: bool = False
+    log_dir: Path | None = None
+    """Where children write their output (one file each); None: this process's stdout."""
     stores: list[PostgresServer | RedisServer] = field(default_factory=list)
     parts: list[Part] = field(default_factory=list)
     topology: dict[str, Any] = field(default_factory=dict)
@@ -155,9 +156,14 @@ class DevStack:
         full = {k: v for k, v in self.environ.items() if not k.startswith("RELAY_")}
         full.update(env)
         full["PYTHONUNBUFFERED"] = "1"
-        out = subprocess.DEVNULL if self.quiet else None
-        proc = subprocess.Popen([sys.executable, "-m", "relay", *args], env=full, cwd=ROOT,  # noqa: S603
-                                stdout=out, stderr=out, preexec_fn=die_with_parent)
+        out = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = (self.log_dir / f"{name.replace('[', '-').rstrip(']')}.log").open("ab")
+        proc = subprocess.Popen([sys.executable, "-m", "relay", *args], env=full, cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT if out else None, preexec_fn=die_with_parent)
+        if out is not None:
+            out.close()
         self.parts.append(Part(name, proc))
 
     def _wait_ready(self, url: str, deadline: float) -> None:

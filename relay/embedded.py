@@ -8,6 +8,7 @@ to 127.0.0.1 on its own port, with its data under a directory we own.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import pwd
@@ -23,10 +24,8 @@ _PR_SET_PDEATHSIG = 1
 
 def die_with_parent() -> None:
     """In a child (preexec): receive SIGTERM when the parent dies, so nothing outlives `relay dev`."""
-    try:
+    with contextlib.suppress(OSError):  # not Linux: Ctrl-C still reaches the whole process group
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:  # not Linux: Ctrl-C still reaches the whole process group
-        pass
 
 
 def free_port() -> int:
@@ -114,9 +113,10 @@ def _open_path_for(user: pwd.struct_passwd, path: Path) -> None:
 class PostgresServer:
     """A throwaway or persistent PostgreSQL cluster in `data_dir`, listening on 127.0.0.1:port."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, *, durable: bool = True) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
+        self.durable = durable
         self.proc: subprocess.Popen[bytes] | None = None
         self.bin = postgres_bin()
         self.user = _unprivileged_user()
@@ -138,12 +138,14 @@ class PostgresServer:
                 check=True, capture_output=True, **kwargs,  # type: ignore[call-overload]
             )
         log = self.data_dir / "server.log"
+        # Throwaway test clusters skip fsync; a dev cluster keeps every acknowledged commit.
+        speed = [] if self.durable else ["-c", "fsync=off", "-c", "synchronous_commit=off",
+                                         "-c", "full_page_writes=off"]
         with log.open("ab") as out:
-            self.proc = subprocess.Popen(  # noqa: S603 - fixed binary, our arguments
+            self.proc = subprocess.Popen(
                 [str(self.bin / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
                  "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}",
-                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                 "-c", "max_connections=300", "-c", "shared_buffers=128MB"],
+                 "-c", "max_connections=300", "-c", "shared_buffers=128MB", *speed],
                 stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent, **kwargs,  # type: ignore[call-overload]
             )
         wait_port(self.port, self.proc, timeout, "postgres", log)
@@ -178,7 +180,7 @@ class RedisServer:
         args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
                 "--save", "", "--appendonly", "yes" if self.persist else "no", "--logfile", str(log),
                 "--daemonize", "no"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,  # noqa: S603
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      preexec_fn=die_with_parent)
         wait_port(self.port, self.proc, timeout, "redis-server", log)
         return self

@@ -77,7 +77,7 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
         pool = await create_pool(settings.database_url, 20, min_size=0, timeout=5)
         try:
             await directory.load(pool)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncpg.PostgresError):
             if not directory.restore():
                 await pool.close()
                 raise

@@ -156,7 +156,7 @@ class Directory:
             await asyncio.sleep(every)
             try:
                 await self.load(pool)
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 log.warning("directory reload failed (%s); routing on the map in memory", type(exc).__name__)
 
 

@@ -113,7 +113,7 @@ class Proxy:
             if token.startswith("rs_"):
                 try:
                     session = await sessions.resolve(state.pool, token, project_id)
-                except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                     raise Problem(503, "sessions are unavailable; API keys keep working", retry_after=5) from exc
                 if session.role is None or home is None:
                     raise Problem(404, "no such project")
@@ -139,7 +139,7 @@ class Proxy:
         if entry is None and not state.directory.unknown_recently(prefix):
             try:  # created moments ago through another router process?
                 entry = await asyncio.wait_for(state.directory.fetch_key(state.pool, prefix), 2.0)
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+            except (TimeoutError, OSError, asyncpg.PostgresError):
                 entry = None
         if entry is None or entry.revoked:
             raise Problem(401, "invalid or revoked API key")
@@ -184,7 +184,7 @@ class Proxy:
                 raise Problem(413, f"body larger than {route.max_body} bytes") from None
             except _ClientGone:
                 return
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
                 if isinstance(exc.__cause__, _TooLarge) or isinstance(exc.__context__, _TooLarge):
                     raise Problem(413, f"body larger than {route.max_body} bytes") from None
                 cell.breaker.failure()

@@ -47,15 +47,23 @@ async def insert_logs(conn: asyncpg.Connection, log_id: uuid.UUID, project_id: u
     )
 
 
-async def touch_session(conn: asyncpg.Connection, project_id: uuid.UUID, session_id: uuid.UUID,
-                        user_id: uuid.UUID | None) -> None:
-    """Count the interaction on its session, creating the session row if the SDK has not yet."""
+async def ensure_session(conn: asyncpg.Connection, project_id: uuid.UUID, session_id: uuid.UUID,
+                         user_id: uuid.UUID | None) -> None:
+    """Create the session row if the SDK has not registered it yet (an interaction may arrive first)."""
     await conn.execute(
-        """INSERT INTO sessions (id, project_id, user_id, interaction_count) VALUES ($1, $2, $3, 1)
-           ON CONFLICT (id) DO UPDATE SET interaction_count = sessions.interaction_count + 1,
-               last_seen_at = now(), user_id = coalesce(sessions.user_id, EXCLUDED.user_id)
-           WHERE sessions.project_id = EXCLUDED.project_id""",
+        """INSERT INTO sessions (id, project_id, user_id) VALUES ($1, $2, $3)
+           ON CONFLICT (id) DO UPDATE SET user_id = coalesce(sessions.user_id, EXCLUDED.user_id)
+           WHERE sessions.project_id = EXCLUDED.project_id AND sessions.user_id IS NULL
+                 AND EXCLUDED.user_id IS NOT NULL""",
         session_id, project_id, user_id,
+    )
+
+
+async def count_on_session(conn: asyncpg.Connection, project_id: uuid.UUID, session_id: uuid.UUID) -> None:
+    """Count a newly stored interaction on its session."""
+    await conn.execute(
+        """UPDATE sessions SET interaction_count = interaction_count + 1, last_seen_at = now()
+            WHERE project_id = $1 AND id = $2""", project_id, session_id,
     )
 
 
@@ -104,4 +112,5 @@ async def page(pool: asyncpg.Pool, filters: Filters, after: tuple[datetime, uuid
     filters.params.append(limit + 1)
     sql = (f"SELECT {COLUMNS} FROM interactions WHERE {filters.where()}"
            f" ORDER BY created_at DESC, id DESC LIMIT ${len(filters.params)}")
-    return await pool.fetch(sql, *filters.params)
+    rows: list[asyncpg.Record] = await pool.fetch(sql, *filters.params)
+    return rows

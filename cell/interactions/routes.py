@@ -45,6 +45,8 @@ async def ingest_interaction(request: Request[Any, Any, Any], data: InteractionI
     try:
         async with pool.acquire() as conn, conn.transaction():
             user_id = await users.upsert(conn, pid, data.user) if data.user else None
+            if data.session_id is not None:
+                await queries.ensure_session(conn, pid, data.session_id, user_id)
             row = await queries.insert(conn, {
                 "id": interaction_id, "project_id": pid, "type": data.type, "source": data.source or "sdk",
                 "user_id": user_id, "session_id": data.session_id,
@@ -54,7 +56,7 @@ async def ingest_interaction(request: Request[Any, Any, Any], data: InteractionI
             if row is None:
                 raise _Exists
             if data.session_id is not None:
-                await queries.touch_session(conn, pid, data.session_id, user_id)
+                await queries.count_on_session(conn, pid, data.session_id)
             if data.logs is not None:
                 await queries.insert_logs(conn, uuid7(), pid, interaction_id,
                                           data.logs.console, data.logs.network, data.logs.errors)

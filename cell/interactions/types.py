@@ -63,9 +63,9 @@ class InteractionPatch(msgspec.Struct, kw_only=True):
     """`PATCH …/interactions/{id}`: triage fields; absent fields are left alone, null clears."""
 
     status: Status | msgspec.UnsetType = msgspec.UNSET
-    severity: Severity | None | msgspec.UnsetType = msgspec.UNSET
+    severity: Severity | msgspec.UnsetType | None = msgspec.UNSET
     tags: list[str] | msgspec.UnsetType = msgspec.UNSET
-    assignee_id: uuid.UUID | None | msgspec.UnsetType = msgspec.UNSET
+    assignee_id: uuid.UUID | msgspec.UnsetType | None = msgspec.UNSET
 
     def __post_init__(self) -> None:
         if not isinstance(self.tags, msgspec.UnsetType):

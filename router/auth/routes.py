@@ -18,7 +18,6 @@ from router.auth.passwords import check_password, hash_password
 from router.state import state
 
 
-
 class SignupIn(msgspec.Struct):
     """`POST /v1/auth/signup`."""
 

@@ -99,7 +99,7 @@ async def relay(st: RouterState, every: float = 2.0) -> None:
         await asyncio.sleep(every)
         try:
             await relay_once(st)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             log.warning("outbox relay paused: %s", type(exc).__name__)
 
 

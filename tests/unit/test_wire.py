@@ -1,0 +1,82 @@
+"""Pure functions both planes rely on: key format, hop signing, problem pointers, settings, ids."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import msgspec
+import pytest
+
+from common.ids import uuid7
+from common.keys import KEY_RE, bearer, key_prefix, new_key, new_key_prefix
+from common.netaddr import truncate_ip
+from common.problems import pointer_of
+from common.settings import SettingsError, load
+from common.signing import Actor, SignatureError, sign, verify
+from router.settings import RouterSettings
+
+
+def test_key_format() -> None:
+    prefix = new_key_prefix("eu")
+    key = new_key(prefix)
+    assert KEY_RE.match(key) and len(prefix) == 12 and key_prefix(key) == prefix
+    assert key_prefix("rk_eu_abc_" + "x" * 32) is None
+    assert key_prefix(key + "x") is None
+    assert bearer("Bearer  abc ") == "abc" and bearer("Basic abc") is None and bearer(None) is None
+
+
+def test_signatures_bind_method_target_time_and_actor() -> None:
+    secret = b"s" * 32
+    actor = Actor(kind="admin", project_id=str(uuid.uuid4()), user_id="u", role="viewer")
+    h = sign(secret, "GET", "/v1/projects/x/interactions?q=a", actor)
+    args = (h["x-relay-timestamp"], h["x-relay-actor"], h["x-relay-signature"])
+    assert verify(secret, "GET", "/v1/projects/x/interactions?q=a", *args) == actor
+    for method, target in (("POST", "/v1/projects/x/interactions?q=a"), ("GET", "/v1/projects/x/interactions?q=b")):
+        with pytest.raises(SignatureError):
+            verify(secret, method, target, *args)
+    with pytest.raises(SignatureError):
+        verify(b"t" * 32, "GET", "/v1/projects/x/interactions?q=a", *args)
+    forged = sign(secret, "GET", "/p", Actor(kind="admin", role="owner"))
+    with pytest.raises(SignatureError):  # actor swapped under a valid signature
+        verify(secret, "GET", "/v1/projects/x/interactions?q=a", args[0], forged["x-relay-actor"], args[2])
+    old = sign(secret, "GET", "/p", actor, now=time.time() - 60)
+    with pytest.raises(SignatureError, match="stale"):
+        verify(secret, "GET", "/p", old["x-relay-timestamp"], old["x-relay-actor"], old["x-relay-signature"])
+    with pytest.raises(SignatureError, match="not signed"):
+        verify(secret, "GET", "/p", None, None, None)
+
+
+def test_pointers() -> None:
+    assert pointer_of(".content.text") == "/content/text"
+    assert pointer_of(".tags[3]") == "/tags/3"
+    assert pointer_of("") == ""
+
+
+def test_uuid7_is_time_ordered() -> None:
+    ids = [uuid7() for _ in range(2000)]
+    assert all(i.version == 7 for i in ids)
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+def test_ip_truncation() -> None:
+    assert truncate_ip("203.0.113.77") == "203.0.113.0"
+    assert truncate_ip("2001:db8:1234:5678::1") == "2001:db8:1234::"
+    assert truncate_ip("nonsense") is None
+
+
+def test_settings_fail_with_one_clear_line() -> None:
+    good = {"RELAY_DATABASE_URL": "postgresql://x/y", "RELAY_REDIS_URL": "redis://x",
+            "RELAY_CELLS": '{"eu-west": {"url": "http://c", "tag": "eu", "hop_secret": "0123456789abcdefXYZ"}}'}
+    assert load(RouterSettings, good).cells["eu-west"].tag == "eu"
+    with pytest.raises(SettingsError, match="RELAY_PORT"):
+        load(RouterSettings, {**good, "RELAY_PORT": "eighty"})
+    with pytest.raises(SettingsError, match="RELAY_CELLS"):
+        load(RouterSettings, {**good, "RELAY_CELLS": "{nope"})
+    with pytest.raises(SettingsError, match="hop_secret"):
+        short = '{"eu-west": {"url": "http://c", "tag": "eu", "hop_secret": "x"}}'
+        load(RouterSettings, {**good, "RELAY_CELLS": short})
+    with pytest.raises(SettingsError, match="RELAY_DATABASE_URL"):
+        load(RouterSettings, {k: v for k, v in good.items() if k != "RELAY_DATABASE_URL"})
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"kind": "root"}, Actor)
