@@ -114,7 +114,7 @@ class PostgresServer:
     """A throwaway or persistent PostgreSQL cluster in `data_dir`, listening on 127.0.0.1:port."""
 
     def __init__(self, data_dir: Path, port: int | None = None, *, durable: bool = True) -> None:
-        self.data_dir = data_dir
+        self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.durable = durable
         self.proc: subprocess.Popen[bytes] | None = None
@@ -165,7 +165,7 @@ class RedisServer:
     """A redis-server on 127.0.0.1:port with its data (append-only file) in `data_dir`."""
 
     def __init__(self, data_dir: Path, port: int | None = None, *, persist: bool = True) -> None:
-        self.data_dir = data_dir
+        self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.persist = persist
         self.proc: subprocess.Popen[bytes] | None = None
