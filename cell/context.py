@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from cell.auth import Authenticator, Principal
 from cell.settings import CellSettings
+from cell.storage import ObjectStore
 
 
 @dataclass
@@ -22,6 +23,7 @@ class CellContext:
     pool: asyncpg.Pool
     redis: Redis
     auth: Authenticator
+    store: ObjectStore
 
 
 def ctx(request: Request[Any, Any, Any]) -> CellContext:

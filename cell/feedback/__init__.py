@@ -1,0 +1,1 @@
+"""The feedback area of the cell."""

@@ -1,0 +1,1 @@
+"""The flags area of the cell."""

@@ -1,0 +1,1 @@
+"""The integrations area of the cell."""

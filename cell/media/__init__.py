@@ -1,0 +1,1 @@
+"""The media area of the cell."""

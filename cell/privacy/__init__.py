@@ -1,0 +1,1 @@
+"""The privacy area of the cell."""

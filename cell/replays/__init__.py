@@ -1,0 +1,1 @@
+"""The replays area of the cell."""

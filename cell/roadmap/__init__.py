@@ -1,0 +1,1 @@
+"""The roadmap area of the cell."""

@@ -1,0 +1,1 @@
+"""The sessions area of the cell."""

@@ -1,0 +1,1 @@
+"""The webhooks area of the cell."""
