@@ -20,6 +20,9 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
     """`file:///dir` or `s3://bucket/prefix` for media, replay chunks, exports (RELAY_OBJECT_STORE)."""
     hop_secret: str
     """Secret shared with the router for signing the internal hop (RELAY_HOP_SECRET)."""
+    secret_key: str
+    """This cell's key for secrets at rest (integration tokens, webhook secrets): 32+ random characters,
+    never shared with another region (RELAY_SECRET_KEY)."""
     regions: dict[str, str] = msgspec.field(default_factory=lambda: dict(DEFAULT_REGIONS))
     """All regions and their key tags, to tell a misdirected caller where to go (RELAY_REGIONS)."""
     host: str = "127.0.0.1"
@@ -37,6 +40,8 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
         if self.region not in self.regions:
             raise SettingsError(f"RELAY_REGION: {self.region!r} is not one of RELAY_REGIONS {sorted(self.regions)}")
         check_secret("RELAY_HOP_SECRET", self.hop_secret)
+        if len(self.secret_key) < 32:
+            raise SettingsError("RELAY_SECRET_KEY: must be at least 32 characters")
         if not self.object_store.startswith(("file://", "s3://", "memory://")):
             raise SettingsError("RELAY_OBJECT_STORE: must be a file://, s3:// or memory:// URL")
         if not 1 <= self.db_pool_size <= 500:

@@ -81,6 +81,7 @@ class DevStack:
         hop = json.loads(secrets_file.read_text()) if secrets_file.exists() else {}
         for region in regions:
             hop.setdefault(region, secrets.token_urlsafe(32))
+            hop.setdefault(f"{region}:secret_key", secrets.token_urlsafe(32))
         secrets_file.write_text(json.dumps(hop))
         secrets_file.chmod(0o600)
 
@@ -112,7 +113,8 @@ class DevStack:
         for region, cell in cells.items():
             env = {"RELAY_REGION": region, "RELAY_DATABASE_URL": cell["database_url"],
                    "RELAY_REDIS_URL": cell["redis_url"], "RELAY_OBJECT_STORE": cell["object_store"],
-                   "RELAY_HOP_SECRET": hop[region], "RELAY_REGIONS": regions_json,
+                   "RELAY_HOP_SECRET": hop[region], "RELAY_SECRET_KEY": hop[f"{region}:secret_key"],
+                   "RELAY_REGIONS": regions_json,
                    "RELAY_PORT": cell["url"].rsplit(":", 1)[1], "RELAY_WEBHOOKS_ALLOW_LOOPBACK": "1"}
             self._spawn(f"cell[{region}]", ["cell", "--region", region], env)
             self._spawn(f"worker[{region}]", ["worker", "--region", region], env)
