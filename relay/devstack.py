@@ -53,10 +53,12 @@ def _var(region: str, name: str) -> str:
 
 @dataclass
 class Part:
-    """One running child process of the stack."""
+    """One running child process of the stack, with what it takes to start it again."""
 
     name: str
     proc: subprocess.Popen[bytes]
+    args: list[str]
+    env: dict[str, str]
 
 
 @dataclass
@@ -68,6 +70,10 @@ class DevStack:
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     log_dir: Path | None = None
     """Where children write their output (one file each); None: this process's stdout."""
+    router_env: dict[str, str] = field(default_factory=dict)
+    """Extra settings for the router (tests: tight rate limits)."""
+    cell_urls: dict[str, str] = field(default_factory=dict)
+    """How the router reaches a region when not directly (tests: through a fault-injecting proxy)."""
     stores: list[PostgresServer | RedisServer] = field(default_factory=list)
     parts: list[Part] = field(default_factory=list)
     topology: dict[str, Any] = field(default_factory=dict)
@@ -120,9 +126,10 @@ class DevStack:
             self._spawn(f"worker[{region}]", ["worker", "--region", region], env)
         router_env = {
             "RELAY_DATABASE_URL": router_db, "RELAY_REDIS_URL": router_redis, "RELAY_PORT": str(router_port),
-            "RELAY_CELLS": json.dumps({r: {"url": c["url"], "tag": regions[r], "hop_secret": hop[r]}
-                                       for r, c in cells.items()}),
+            "RELAY_CELLS": json.dumps({r: {"url": self.cell_urls.get(r, c["url"]), "tag": regions[r],
+                                           "hop_secret": hop[r]} for r, c in cells.items()}),
             "RELAY_DIRECTORY_SNAPSHOT": str((self.state_dir / "router" / "directory.json").resolve()),
+            **self.router_env,
         }
         self._spawn("router", ["router"], router_env)
 
@@ -154,7 +161,7 @@ class DevStack:
         self.stores.append(server)
         return server.url
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Part:
         full = {k: v for k, v in self.environ.items() if not k.startswith("RELAY_")}
         full.update(env)
         full["PYTHONUNBUFFERED"] = "1"
@@ -166,7 +173,28 @@ class DevStack:
                                 stdout=out, stderr=subprocess.STDOUT if out else None, preexec_fn=die_with_parent)
         if out is not None:
             out.close()
-        self.parts.append(Part(name, proc))
+        part = Part(name, proc, args, env)
+        self.parts.append(part)
+        return part
+
+    def part(self, name: str) -> Part:
+        """A running piece by name: `router`, `cell[eu-west]`, `worker[eu-west]`."""
+        return next(p for p in self.parts if p.name == name)
+
+    def kill(self, name: str) -> None:
+        """Kill one piece at once (SIGKILL), as a crash would."""
+        part = self.part(name)
+        part.proc.kill()
+        part.proc.wait()
+
+    def restart(self, name: str) -> None:
+        """Start a killed or stopped piece again with the same settings."""
+        part = self.part(name)
+        if part.proc.poll() is None:
+            part.proc.terminate()
+            part.proc.wait(15)
+        self.parts.remove(part)
+        self._spawn(part.name, part.args, part.env)
 
     def _wait_ready(self, url: str, deadline: float) -> None:
         with httpx.Client(trust_env=False, timeout=2.0) as client:

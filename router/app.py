@@ -29,6 +29,7 @@ from router.directory import Directory
 from router.projects import provisioning
 from router.projects import routes as projects
 from router.proxy import Proxy, Receive, Scope, Send, request_id
+from router.ratelimit import RateLimiter
 from router.settings import RouterSettings, from_env
 from router.state import RouterState
 
@@ -85,7 +86,7 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
         redis = Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
         feed = Redis.from_url(settings.redis_url, socket_connect_timeout=1, health_check_interval=10)
         cells = Cells(settings.cells, settings.cell_concurrency)
-        st = RouterState(settings, pool, redis, directory, cells)
+        st = RouterState(settings, pool, redis, directory, cells, RateLimiter(settings.redis_url, settings.rate_limits))
         app.state.router = st
         tasks = [asyncio.create_task(directory.follow(feed)),
                  asyncio.create_task(directory.reconcile(pool, settings.reconcile_seconds)),

@@ -26,6 +26,8 @@ from common.problems import Problem, encode
 from common.signing import Actor, sign
 from router.auth import sessions
 from router.cells import Cell
+from router.directory import KeyEntry
+from router.ratelimit import client_tag
 from router.state import RouterState
 
 log = logging.getLogger("relay.router.proxy")
@@ -89,11 +91,12 @@ class Proxy:
         try:
             state = self._state()
             key = _key(scope, allow_query=True)
-            entry = await self._key_entry(state, key)
+            entry = await self._key_entry(state, key, scope)
+            route = ingest_class(scope["path"])
+            await state.limiter.enforce(route.name, entry.key_prefix)
             actor = Actor(kind="key", project_id=str(entry.project_id), key_prefix=entry.key_prefix,
                           ip=_client_ip(scope))
-            await self._forward(scope, receive, send, state.cells[entry.region], actor,
-                                ingest_class(scope["path"]), rid)
+            await self._forward(scope, receive, send, state.cells[entry.region], actor, route, rid)
         except Problem as problem:
             await send_problem(send, problem, scope["path"], rid)
 
@@ -119,17 +122,29 @@ class Proxy:
                     raise Problem(404, "no such project")
                 actor = Actor(kind="admin", project_id=str(project_id), user_id=str(session.user_id),
                               role=session.role, ip=_client_ip(scope))
+                identity = f"user:{session.user_id}"
             else:
-                entry = await self._key_entry(state, token)
+                entry = await self._key_entry(state, token, scope)
                 if home is None or entry.project_id != project_id:
                     raise Problem(404, "no such project")
                 actor = Actor(kind="key", project_id=project, key_prefix=entry.key_prefix, ip=_client_ip(scope))
+                identity = entry.key_prefix
             route = DOWNLOAD if scope["path"].endswith("/content") else MANAGEMENT
+            await state.limiter.enforce(route.name, identity)
             await self._forward(scope, receive, send, state.cells[home.region], actor, route, rid)
         except Problem as problem:
             await send_problem(send, problem, scope["path"], rid)
 
-    async def _key_entry(self, state: RouterState, key: str | None) -> Any:
+    async def _key_entry(self, state: RouterState, key: str | None, scope: Scope) -> KeyEntry:
+        """The directory entry of a presented key; bad keys are counted per client (429 past the limit)."""
+        try:
+            return await self._lookup(state, key)
+        except Problem as problem:
+            if problem.status == 401 and key is not None:
+                await state.limiter.enforce("bad_credentials", client_tag(_client_ip(scope)))
+            raise
+
+    async def _lookup(self, state: RouterState, key: str | None) -> KeyEntry:
         if key is None:
             raise Problem(401, "send an API key as Authorization: Bearer <key>")
         prefix = key[:PREFIX_LEN]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import msgspec
+from limits import parse
 
 from common.settings import CellEndpoint, SettingsError, check_regions, check_secret, load
+from router.ratelimit import DEFAULT_LIMITS
 
 
 class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,6 +29,9 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     directory_snapshot: str = ""
     """File where the routing map is saved, to start routing even with the control DB down
     (RELAY_DIRECTORY_SNAPSHOT; empty: no snapshot)."""
+    rate_limits: dict[str, str] = msgspec.field(default_factory=dict)
+    """Overrides of the router's rate limits, e.g. {"ingest": "600/second", "login_account": "10/15minutes"}
+    (RELAY_RATE_LIMITS; categories: ingest, uploads, management, bad_credentials, login_account, login_client)."""
     reconcile_seconds: float = 30.0
     """Period of the full reload of the directory from the control DB (RELAY_RECONCILE_SECONDS)."""
 
@@ -38,6 +43,13 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
             check_secret(f"RELAY_CELLS[{region}].hop_secret", cell.hop_secret)
             if not cell.url.startswith(("http://", "https://")):
                 raise SettingsError(f"RELAY_CELLS[{region}].url: must be an http(s) URL")
+        for name, value in self.rate_limits.items():
+            if name not in DEFAULT_LIMITS:
+                raise SettingsError(f"RELAY_RATE_LIMITS: unknown category {name!r}")
+            try:
+                parse(value)
+            except ValueError as exc:
+                raise SettingsError(f"RELAY_RATE_LIMITS[{name}]: {exc}") from exc
         if self.cell_concurrency < 1:
             raise SettingsError("RELAY_CELL_CONCURRENCY: must be positive")
 

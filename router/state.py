@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from router.cells import Cells
 from router.directory import Directory
+from router.ratelimit import RateLimiter
 from router.settings import RouterSettings
 
 
@@ -23,6 +24,7 @@ class RouterState:
     redis: Redis
     directory: Directory
     cells: Cells
+    limiter: RateLimiter
 
 
 def state(request: Request[Any, Any, Any]) -> RouterState:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,30 +32,43 @@ def pg(scratch: Path) -> Iterator[StorePostgres]:
     server.close()
 
 
+class Stack:
+    """A running topology plus the throwaway stores it owns."""
+
+    def __init__(self, pg: StorePostgres, scratch: Path, name: str, *, own_control_db: bool = False,
+                 router_env: dict[str, str] | None = None, cell_urls: dict[str, str] | None = None,
+                 port: int = 0) -> None:
+        self.redis: dict[str, RedisServer] = {}
+        env: dict[str, str] = {}
+        if not own_control_db:  # else relay dev starts an embedded Postgres the test may stop
+            env["RELAY_ROUTER_DATABASE_URL"] = pg.database(f"{name}_router")
+        for store in ("router", *REGIONS):
+            var = store.upper().replace("-", "_")
+            self.redis[store] = redis_server(scratch / name, store)
+            env[f"RELAY_{var}_REDIS_URL"] = self.redis[store].url
+            if store != "router":
+                env[f"RELAY_{var}_DATABASE_URL"] = pg.database(f"{name}_{store}")
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")} | env
+        self.dev = DevStack(scratch / name / "state", port=port, environ=environ, log_dir=scratch / name / "logs",
+                            router_env=router_env or {}, cell_urls=cell_urls or {})
+        try:
+            self.dev.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self.dev.stop()
+        for server in self.redis.values():
+            server.stop()
+
+
 @pytest.fixture(scope="session")
 def stack(pg: StorePostgres, scratch: Path) -> Iterator[DevStack]:
     """The topology `relay dev` runs, pointed at this run's databases and Redis servers."""
-    redises: list[RedisServer] = []
-    env: dict[str, str] = {}
-    env["RELAY_ROUTER_DATABASE_URL"] = pg.database("router")
-    redises.append(redis_server(scratch, "router"))
-    env["RELAY_ROUTER_REDIS_URL"] = redises[-1].url
-    for region in REGIONS:
-        var = region.upper().replace("-", "_")
-        env[f"RELAY_{var}_DATABASE_URL"] = pg.database(region)
-        redises.append(redis_server(scratch, region))
-        env[f"RELAY_{var}_REDIS_URL"] = redises[-1].url
-    import os
-
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")} | env
-    dev = DevStack(scratch / "state", port=0, environ=environ, log_dir=scratch / "logs")
-    try:
-        dev.start()
-        yield dev
-    finally:
-        dev.stop()
-        for server in redises:
-            server.stop()
+    running = Stack(pg, scratch, "main")
+    yield running.dev
+    running.close()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime
 from typing import Any
@@ -15,6 +16,7 @@ from common.keys import bearer
 from common.problems import Problem
 from router.auth import sessions
 from router.auth.passwords import check_password, hash_password
+from router.ratelimit import client_tag
 from router.state import state
 
 
@@ -84,9 +86,15 @@ async def signup(request: Request[Any, Any, Any], data: SignupIn) -> AuthOut:
 async def login(request: Request[Any, Any, Any], data: LoginIn) -> AuthOut:
     """Exchange email and password for a session token."""
     st = state(request)
+    account = ("account", hashlib.sha256(data.email.lower().encode()).hexdigest()[:24])
+    client = client_tag(request.client.host if request.client else None)
+    await st.limiter.enforce("login_account", *account, count=False)
+    await st.limiter.enforce("login_client", client, count=False)
     row = await st.pool.fetchrow(
         "SELECT id, email, name, created_at, password_hash FROM admin_users WHERE email = $1", data.email.lower())
     if not await check_password(data.password, row["password_hash"] if row else None) or row is None:
+        await st.limiter.hit("login_account", *account)
+        await st.limiter.hit("login_client", client)
         raise Problem(401, "wrong email or password")
     await st.pool.execute("UPDATE admin_users SET last_login_at = now() WHERE id = $1", row["id"])
     token = await sessions.create(st.pool, row["id"], st.settings.session_ttl_seconds)

@@ -1,0 +1,204 @@
+"""The router under faults: one region's trouble never reaches the other, and routing outlives its stores.
+
+These tests run their own topology (the router's control DB is an embedded Postgres they can stop, the
+us-west cell sits behind a proxy that can slow it down, rate limits are tight) so that the faults they
+inject disturb no other test.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from relay.embedded import PostgresServer, free_port
+from tests.conftest import Admin, Stack, problem
+from tests.faults import DelayProxy
+from tests.services import StorePostgres
+
+LIMITS = ('{"ingest": "40/second", "bad_credentials": "5/minute", "login_account": "3/15minutes",'
+          ' "login_client": "1000/15minutes"}')
+
+
+@pytest.fixture(scope="module")
+def faulty(pg: StorePostgres, scratch: Path) -> Iterator[dict[str, Any]]:
+    base = free_port()
+    while base + 102 > 65535:
+        base = free_port()
+    proxy = DelayProxy(base + 101)  # the us-west cell is base+101
+    stack = Stack(pg, scratch, "faults", own_control_db=True, port=base,
+                  router_env={"RELAY_RATE_LIMITS": LIMITS},
+                  cell_urls={"us-west": f"http://127.0.0.1:{proxy.port}"})
+    router = httpx.Client(base_url=stack.dev.topology["router"]["url"], timeout=30, trust_env=False)
+    admin = Admin(router)
+    projects = {r: admin.project(r) for r in ("us-west", "eu-west")}
+    keys = {r: admin.key(p, ["ingest"]) for r, p in projects.items()}
+    try:
+        yield {"stack": stack, "router": router, "admin": admin, "keys": keys, "proxy": proxy,
+               "projects": projects}
+    finally:
+        router.close()
+        stack.close()
+        proxy.close()
+
+
+def _post(client: httpx.Client, key: dict[str, Any], text: str = "x") -> tuple[int, float, httpx.Response]:
+    began = time.monotonic()
+    r = client.post("/v1/ingest/interactions", headers=key["h"], json={"type": "bug", "content": {"text": text}})
+    return r.status_code, time.monotonic() - began, r
+
+
+class Load:
+    """Steady ingest into one region from a background thread, recording status and latency."""
+
+    def __init__(self, url: str, key: dict[str, Any], every: float = 0.04) -> None:
+        self.samples: list[tuple[float, int, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(url, key, every), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str, key: dict[str, Any], every: float) -> None:
+        with httpx.Client(base_url=url, timeout=10, trust_env=False) as client:
+            while not self._stop.is_set():
+                try:
+                    status, took, _ = _post(client, key)
+                except httpx.TransportError:
+                    status, took = 0, 10.0
+                self.samples.append((time.monotonic(), status, took))
+                time.sleep(every)
+
+    def stop(self) -> list[tuple[float, int, float]]:
+        self._stop.set()
+        self._thread.join(15)
+        return self.samples
+
+
+def test_rate_limits_are_shared_and_explained(faulty: dict[str, Any]) -> None:
+    router: httpx.Client = faulty["router"]
+    key = faulty["admin"].key(faulty["projects"]["eu-west"], ["ingest"])
+    codes = []
+    limited: httpx.Response | None = None
+    for _ in range(60):
+        status, _, r = _post(router, key)
+        codes.append(status)
+        if status == 429 and limited is None:
+            limited = r
+    assert codes.count(201) >= 20 and 429 in codes, codes
+    assert limited is not None
+    problem(limited, 429)
+    assert int(limited.headers["retry-after"]) >= 1
+    assert limited.headers["ratelimit-limit"] == "40" and "ratelimit-remaining" in limited.headers
+    time.sleep(2.1)
+    assert _post(router, key)[0] == 201  # the window moved on
+    # Repeated bad keys from one client: 401 a few times, then 429.
+    bad = [router.post("/v1/ingest/interactions", headers={"Authorization": f"Bearer rk_eu_bad{i:03d}_" + "A" * 32},
+                       json={"type": "bug", "content": {}}).status_code for i in range(8)]
+    assert bad[:5] == [401] * 5 and bad[-1] == 429, bad
+
+
+def test_login_is_throttled_per_account(faulty: dict[str, Any]) -> None:
+    router: httpx.Client = faulty["router"]
+    admin = Admin(router)
+    for _ in range(3):
+        problem(router.post("/v1/auth/login", json={"email": admin.email, "password": "not the password"}), 401)
+    limited = router.post("/v1/auth/login", json={"email": admin.email, "password": admin.password})
+    assert problem(limited, 429) and int(limited.headers["retry-after"]) > 0
+    other = Admin(router)  # another account from the same client is not locked out
+    assert router.post("/v1/auth/login", json={"email": other.email, "password": other.password}).status_code == 200
+
+
+def test_a_slow_cell_does_not_slow_the_other_region(faulty: dict[str, Any]) -> None:
+    url = faulty["stack"].dev.topology["router"]["url"]
+    eu = Load(url, faulty["keys"]["eu-west"])
+    time.sleep(1.5)
+    faulty["proxy"].delay = 0.4
+    us = Load(url, faulty["keys"]["us-west"], every=0.0)  # callers pile up on the slow region
+    us2 = Load(url, faulty["keys"]["us-west"], every=0.0)
+    time.sleep(2.5)
+    faulty["proxy"].delay = 0.0
+    us_samples = us.stop() + us2.stop()
+    samples = eu.stop()
+    mid = samples[0][0] + 1.5
+    before = [t for at, s, t in samples if at < mid and s == 201]
+    during = [t for at, s, t in samples if at >= mid + 0.3 and s == 201]
+    assert all(s == 201 for _, s, _ in samples), {s for _, s, _ in samples}
+    assert before and during
+    assert statistics.median(during) < statistics.median(before) + 0.05, (statistics.median(before),
+                                                                            statistics.median(during))
+    assert statistics.median([t for _, _, t in us_samples]) >= 0.4  # the slow region was slow
+
+
+def test_a_dead_cell_fails_fast_and_recovers(faulty: dict[str, Any]) -> None:
+    stack: Stack = faulty["stack"]
+    url = stack.dev.topology["router"]["url"]
+    us = Load(url, faulty["keys"]["us-west"])
+    eu = Load(url, faulty["keys"]["eu-west"])
+    time.sleep(1.0)
+    stack.dev.kill("cell[eu-west]")
+    killed = time.monotonic()
+    time.sleep(3.0)
+    with httpx.Client(base_url=url, timeout=10, trust_env=False) as client:
+        status, took, r = _post(client, faulty["keys"]["eu-west"])
+        assert status == 503 and took < 0.1, (status, took)
+        assert problem(r, 503) and int(r.headers["retry-after"]) >= 1
+        regions = {x["name"]: x for x in client.get("/v1/regions").json()["data"]}
+        assert regions["eu-west"]["status"].startswith("unreachable") and regions["us-west"]["status"] == "ok"
+    stack.dev.restart("cell[eu-west]")
+    restarted = time.monotonic()
+    recovered = None
+    while time.monotonic() - restarted < 15:
+        if eu.samples and eu.samples[-1][1] == 201 and eu.samples[-1][0] > restarted:
+            recovered = eu.samples[-1][0]
+            break
+        time.sleep(0.1)
+    us_samples, eu_samples = us.stop(), eu.stop()
+    assert all(s == 201 for _, s, _ in us_samples), [s for _, s, _ in us_samples if s != 201]
+    outage = [s for at, s, _ in eu_samples if killed < at < restarted]
+    assert outage and set(outage) <= {503}, set(outage)
+    assert recovered is not None
+    ready = _ready_at(stack, "cell[eu-west]", restarted)
+    assert recovered - ready < 5.0, (recovered - ready)
+
+
+def _ready_at(stack: Stack, name: str, since: float) -> float:
+    """When the restarted cell first answered its own readiness probe (its start-up is not the router's)."""
+    url = stack.dev.topology["cells"][name[5:-1]]["url"]
+    with httpx.Client(timeout=2, trust_env=False) as client:
+        while True:
+            try:
+                if client.get(url + "/readyz").status_code == 200:
+                    return time.monotonic()
+            except httpx.TransportError:
+                pass
+            if time.monotonic() - since > 30:
+                raise AssertionError("cell never came back")
+            time.sleep(0.05)
+
+
+def test_routing_outlives_the_control_db_and_redis(faulty: dict[str, Any]) -> None:
+    stack: Stack = faulty["stack"]
+    router: httpx.Client = faulty["router"]
+    admin: Admin = faulty["admin"]
+    control = next(s for s in stack.dev.stores if isinstance(s, PostgresServer))
+    control.stop()
+    try:
+        for key in faulty["keys"].values():
+            assert _post(router, key)[0] == 201
+        problem(router.get(f"/v1/projects/{faulty['projects']['eu-west']['id']}/interactions", headers=admin.h), 503)
+    finally:
+        control.start()
+    stack.redis["router"].stop()
+    try:
+        for key in faulty["keys"].values():
+            status, took, _ = _post(router, key)
+            assert status == 201 and took < 1.0, (status, took)
+    finally:
+        stack.redis["router"].start()
+    assert router.get(f"/v1/projects/{faulty['projects']['eu-west']['id']}/interactions",
+                      headers=admin.h).status_code == 200
