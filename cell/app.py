@@ -65,5 +65,6 @@ def create_app(settings: CellSettings | None = None) -> Any:
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(title=f"Relay cell ({settings.region})", version="1.0.0"),
         debug=False,
+        logging_config=None,
     )
     return HopMiddleware(app, region=settings.region, secret=settings.hop_secret.encode())  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from saq import CronJob, Queue, Worker
 
 from cell.settings import CellSettings, from_env
+from common import telemetry
 from common.pg import create_pool
 
 log = logging.getLogger("relay.worker")
@@ -116,8 +117,7 @@ async def work(settings: CellSettings, stop: asyncio.Event) -> None:
 def run_worker() -> int:
     """Entry point of `relay worker`: work until SIGTERM or SIGINT."""
     settings = from_env()
-    logging.basicConfig(level=logging.INFO,
-                        format=f"%(asctime)s worker[{settings.region}] %(levelname)s %(name)s: %(message)s")
+    telemetry.setup("worker", settings.region)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -126,5 +126,8 @@ def run_worker() -> int:
             loop.add_signal_handler(sig, stop.set)
         await work(settings, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        telemetry.shutdown()
     return 0

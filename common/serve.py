@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import uvicorn
 
+from common import telemetry
 
-def serve(app: Any, host: str, port: int, *, name: str) -> None:
+
+def serve(app: Any, host: str, port: int, *, name: str, region: str | None = None) -> None:
     """Run `app` with uvicorn (uvloop, httptools) until a signal; in-flight requests finish first."""
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+    telemetry.setup(name, region)
     config = uvicorn.Config(
         app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
-        access_log=False, server_header=False, date_header=False, log_level="warning",
+        access_log=False, server_header=False, date_header=False, log_level="warning", log_config=None,
         timeout_graceful_shutdown=10, backlog=2048,
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        telemetry.shutdown()

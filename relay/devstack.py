@@ -72,6 +72,8 @@ class DevStack:
     """Where children write their output (one file each); None: this process's stdout."""
     router_env: dict[str, str] = field(default_factory=dict)
     """Extra settings for the router (tests: tight rate limits)."""
+    trace_dir: Path | None = None
+    """When set, each child exports its spans as JSON lines to `<trace_dir>/<name>.jsonl`."""
     cell_urls: dict[str, str] = field(default_factory=dict)
     """How the router reaches a region when not directly (tests: through a fault-injecting proxy)."""
     stores: list[PostgresServer | RedisServer] = field(default_factory=list)
@@ -165,6 +167,9 @@ class DevStack:
         full = {k: v for k, v in self.environ.items() if not k.startswith("RELAY_")}
         full.update(env)
         full["PYTHONUNBUFFERED"] = "1"
+        if self.trace_dir is not None:
+            self.trace_dir.mkdir(parents=True, exist_ok=True)
+            full["RELAY_TRACE_FILE"] = str(self.trace_dir / f"{name.replace('[', '-').rstrip(']')}.jsonl")
         out = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)

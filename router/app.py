@@ -110,6 +110,7 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(title="Relay router", version="1.0.0"),
         debug=False,
+        logging_config=None,
     )
     return RouterApp(control)
 

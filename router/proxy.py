@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -20,6 +21,8 @@ from urllib.parse import parse_qs
 
 import aiohttp
 import asyncpg
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
 
 from common.keys import PREFIX_LEN, PREFIX_RE, bearer
 from common.problems import Problem, encode
@@ -30,7 +33,14 @@ from router.directory import KeyEntry
 from router.ratelimit import client_tag
 from router.state import RouterState
 
-log = logging.getLogger("relay.router.proxy")
+log = logging.getLogger("relay.router.access")
+tracer = trace.get_tracer("relay.router")
+_ID_SEGMENT = re.compile(r"/(?:[0-9a-fA-F-]{32,36}|\d+|rk_[a-z]{2}_[a-z0-9]{6}[^/]*)(?=/|$)")
+
+
+def route_template(path: str) -> str:
+    """The path with ids replaced by `{id}`: what logs and spans may carry of a URL."""
+    return _ID_SEGMENT.sub("/{id}", path)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -186,9 +196,22 @@ class Proxy:
             body = _stream(receive, route.max_body)
         else:
             body = await _read(receive, route.max_body)
+        template = route_template(scope["path"])
+        attributes = {"http.request.method": method, "http.route": template, "relay.region": cell.region,
+                      "relay.route_class": route.name, "relay.project_id": actor.project_id or "",
+                      "relay.key_prefix": actor.key_prefix or ""}
+        with tracer.start_as_current_span("router.forward", kind=SpanKind.CLIENT, attributes=attributes) as span:
+            propagate.inject(headers)
+            status = await self._relay(send, cell, method, target, headers, body, route, attributes)
+            span.set_attribute("http.response.status_code", status)
+
+    async def _relay(self, send: Send, cell: Cell, method: str, target: str, headers: dict[str, str],
+                     body: bytes | AsyncIterator[bytes] | None, route: RouteClass, attributes: dict[str, str]) -> int:
+        """Send the request to the cell and stream its answer back; returns the status relayed."""
         cell.admit()
         started = time.monotonic()
         response: aiohttp.ClientResponse | None = None
+        status = 499  # the client went away before an answer
         try:
             try:
                 response = await cell.session.request(
@@ -198,7 +221,7 @@ class Proxy:
             except _TooLarge:
                 raise Problem(413, f"body larger than {route.max_body} bytes") from None
             except _ClientGone:
-                return
+                return status
             except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
                 if isinstance(exc.__cause__, _TooLarge) or isinstance(exc.__context__, _TooLarge):
                     raise Problem(413, f"body larger than {route.max_body} bytes") from None
@@ -206,14 +229,19 @@ class Proxy:
                 raise Problem(503, f"region {cell.region} did not answer", retry_after=2,
                               region=cell.region) from exc
             cell.breaker.success()
+            status = response.status
             out = [(k.lower(), v) for k, v in response.raw_headers if k.lower() not in HOP_BY_HOP]
-            await send({"type": "http.response.start", "status": response.status, "headers": out})
+            await send({"type": "http.response.start", "status": status, "headers": out})
             async for chunk in response.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-            log.info("%s %s -> %s %d %.1fms", method, route.name, cell.region, response.status,
-                     (time.monotonic() - started) * 1000)
+            return status
+        except Problem as problem:
+            status = problem.status
+            raise
         finally:
+            log.info("request", extra={**attributes, "http.response.status_code": status,
+                                       "duration_ms": round((time.monotonic() - started) * 1000, 2)})
             cell.release()
             if response is not None:
                 response.close()  # also when the client went away mid-stream: the pool never leaks

@@ -50,7 +50,8 @@ class Stack:
                 env[f"RELAY_{var}_DATABASE_URL"] = pg.database(f"{name}_{store}")
         environ = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")} | env
         self.dev = DevStack(scratch / name / "state", port=port, environ=environ, log_dir=scratch / name / "logs",
-                            router_env=router_env or {}, cell_urls=cell_urls or {})
+                            trace_dir=scratch / name / "traces", router_env=router_env or {},
+                            cell_urls=cell_urls or {})
         try:
             self.dev.start()
         except BaseException:
