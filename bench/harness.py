@@ -32,7 +32,8 @@ def need(*tools: str) -> None:
                        capture_output=True)
     still = [t for t in tools if shutil.which(t) is None]
     if still:
-        raise SystemExit(f"benchmark needs {', '.join(still)} (Debian packages {', '.join(packages[t] for t in still)})")
+        names = ", ".join(packages[t] for t in still)
+        raise SystemExit(f"benchmark needs {', '.join(still)} (Debian packages {names})")
 
 
 @dataclass
