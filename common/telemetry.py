@@ -79,14 +79,15 @@ def setup(service: str, region: str | None = None) -> trace.Tracer:
     root.setLevel(os.environ.get("RELAY_LOG_LEVEL", "INFO").upper())
     for chatty in ("httpx", "httpcore", "saq"):  # per-request lines that name URLs: warnings only
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    attributes: dict[str, str] = {"service.name": f"relay-{service}"}
-    if region:
-        attributes["relay.region"] = region
-    provider = TracerProvider(resource=Resource.create(attributes))
     trace_file = os.environ.get("RELAY_TRACE_FILE")
     if trace_file:
+        # With nowhere to export to, no SDK provider is installed: spans stay no-ops and cost nothing.
+        attributes: dict[str, str] = {"service.name": f"relay-{service}"}
+        if region:
+            attributes["relay.region"] = region
+        provider = TracerProvider(resource=Resource.create(attributes))
         provider.add_span_processor(BatchSpanProcessor(JsonLinesExporter(trace_file), schedule_delay_millis=200))
-    trace.set_tracer_provider(provider)
+        trace.set_tracer_provider(provider)
     return trace.get_tracer("relay")
 
 

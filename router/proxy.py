@@ -23,6 +23,7 @@ import aiohttp
 import asyncpg
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
+from yarl import URL
 
 from common.keys import PREFIX_LEN, PREFIX_RE, bearer
 from common.problems import Problem, encode
@@ -103,7 +104,7 @@ class Proxy:
             key = _key(scope, allow_query=True)
             entry = await self._key_entry(state, key, scope)
             route = ingest_class(scope["path"])
-            await state.limiter.enforce(route.name, entry.key_prefix)
+            state.limiter.admit(route.name, entry.key_prefix)
             actor = Actor(kind="key", project_id=str(entry.project_id), key_prefix=entry.key_prefix,
                           ip=_client_ip(scope))
             await self._forward(scope, receive, send, state.cells[entry.region], actor, route, rid)
@@ -140,7 +141,7 @@ class Proxy:
                 actor = Actor(kind="key", project_id=project, key_prefix=entry.key_prefix, ip=_client_ip(scope))
                 identity = entry.key_prefix
             route = DOWNLOAD if scope["path"].endswith("/content") else MANAGEMENT
-            await state.limiter.enforce(route.name, identity)
+            state.limiter.admit(route.name, identity)
             await self._forward(scope, receive, send, state.cells[home.region], actor, route, rid)
         except Problem as problem:
             await send_problem(send, problem, scope["path"], rid)
@@ -214,8 +215,8 @@ class Proxy:
         status = 499  # the client went away before an answer
         try:
             try:
-                response = await cell.session.request(
-                    method, cell.url + target, headers=headers, data=body, allow_redirects=False,
+                response = await cell.session.request(  # encoded=True: send the target byte for byte as signed
+                    method, URL(cell.url + target, encoded=True), headers=headers, data=body, allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=route.timeout, sock_connect=1.0),
                 )
             except _TooLarge:
@@ -305,6 +306,17 @@ def _key(scope: Scope, *, allow_query: bool) -> str | None:
         found = parse_qs(scope["query_string"].decode("latin-1")).get("key")
         token = found[0] if found else None
     return token
+
+
+async def _resolve_session(state: RouterState, token: str, project_id: uuid.UUID) -> sessions.Session:
+    """The admin session; one retry rides over a pooled connection the database dropped."""
+    for attempt in (1, 2):
+        try:
+            return await sessions.resolve(state.pool, token, project_id)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if attempt == 2:
+                raise Problem(503, "sessions are unavailable; API keys keep working", retry_after=5) from exc
+    raise AssertionError("unreachable")
 
 
 def _client_ip(scope: Scope) -> str | None:

@@ -5,10 +5,18 @@ management); per client for repeated bad credentials; per account and per client
 for failed logins. Client addresses are hashed before they become part of a
 Redis key. When Redis is unreachable the limits are skipped for a few seconds
 (fail open): routing must not stop because a counter store did.
+
+The per-request limits (`admit`) must not cost a Redis round trip on the hot
+path: each process counts locally and adds its counts to the shared window in
+Redis every `flush_every` seconds (`limits`' `cost`), learning the window's
+remaining budget in return. A process refuses once its unsent count reaches
+the budget left at the last flush, so all processes together overshoot a limit
+by at most what they admit within one flush interval.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -56,8 +64,20 @@ def client_tag(ip: str | None) -> str:
     return hashlib.sha256(f"relay-client:{ip or '-'}".encode()).hexdigest()[:24]
 
 
+@dataclass(slots=True)
+class _Budget:
+    """One (category, identity)'s local view of its shared window."""
+
+    pending: int = 0
+    remaining: int | None = None  # left in the shared window at the last flush; None: not known yet
+    reset_at: float = 0.0  # wall-clock time the shared window frees up again
+    refused_until: float = 0.0
+
+
 class RateLimiter:
     """All router limits, over one Redis."""
+
+    flush_every = 0.05
 
     def __init__(self, redis_url: str, overrides: dict[str, str] | None = None) -> None:
         uri = "async+" + redis_url if not redis_url.startswith("async+") else redis_url
@@ -67,9 +87,58 @@ class RateLimiter:
         merged = {**DEFAULT_LIMITS, **(overrides or {})}
         self.items: dict[str, RateLimitItem] = {name: parse(value) for name, value in merged.items()}
         self._skip_until = 0.0
+        self._budgets: dict[tuple[str, str], _Budget] = {}
+        self._flushing = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def admit(self, category: str, identity: str) -> None:
+        """Count one request locally; raise 429 once the shared budget is spent. No I/O here."""
+        item = self.items[category]
+        budget = self._budgets.get((category, identity))
+        if budget is None:
+            budget = self._budgets[(category, identity)] = _Budget()
+        now = time.time()
+        if now < budget.refused_until or (budget.remaining is not None and budget.pending >= budget.remaining
+                                          and now < budget.reset_at):
+            reset = max(1, math.ceil(budget.reset_at - now))
+            verdict = Verdict(False, item.amount, 0, reset)
+            raise Problem(429, f"rate limit for {category} exceeded", headers=verdict.headers())
+        budget.pending += 1
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_later(self.flush_every, self._spawn_flush)
+
+    def _spawn_flush(self) -> None:
+        task = asyncio.ensure_future(self.flush())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def flush(self) -> None:
+        """Add the counts of this process to the shared windows and learn what is left of them."""
+        self._flushing = False
+        batch = [(key, b, b.pending) for key, b in self._budgets.items() if b.pending]
+        for (category, identity), budget, count in batch:
+            budget.pending -= count
+            if time.monotonic() < self._skip_until:
+                continue
+            item = self.items[category]
+            try:
+                allowed = await self.strategy.hit(item, category, identity, cost=count)
+                stats = await self.strategy.get_window_stats(item, category, identity)
+            except StorageError as exc:
+                self._skip_until = time.monotonic() + 5.0
+                log.warning("rate limits skipped for 5 s: Redis unavailable (%s)", type(exc.storage_error).__name__)
+                continue
+            budget.remaining = stats.remaining
+            budget.reset_at = stats.reset_time
+            if not allowed or stats.remaining <= 0:
+                budget.refused_until = max(budget.refused_until, stats.reset_time)
+        if len(self._budgets) > 50_000:  # identities come and go: keep only those still in play
+            now = time.time()
+            self._budgets = {k: b for k, b in self._budgets.items() if b.pending or b.reset_at > now}
 
     async def hit(self, category: str, *identity: str) -> Verdict:
-        """Count one request against `category` for `identity`; fail open while Redis is down."""
+        """Count one event against `category` for `identity` in Redis now (rare paths: logins, bad keys)."""
         item = self.items[category]
         if time.monotonic() < self._skip_until:
             return Verdict(True, item.amount, item.amount, 0)
