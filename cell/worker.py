@@ -22,6 +22,8 @@ from redis.exceptions import RedisError
 from saq import CronJob, Queue, Worker
 
 from cell.settings import CellSettings, from_env
+from cell.storage import ObjectStore
+from cell.users import erasure
 from common import telemetry
 from common.pg import create_pool
 
@@ -45,7 +47,9 @@ async def reconcile_counters(ctx: dict[str, Any]) -> int:
 
 
 # Outbox kinds and the job that handles each; the follow-up work of later issues registers here.
-HANDLERS: dict[str, Handler] = {}
+HANDLERS: dict[str, Handler] = {
+    "objects.delete": erasure.delete_objects_job,
+}
 
 
 async def dispatch(ctx: dict[str, Any], *, kind: str, payload: dict[str, Any]) -> None:
@@ -85,7 +89,7 @@ async def work(settings: CellSettings, stop: asyncio.Event) -> None:
     """Run the relay and the saq worker until `stop` is set."""
     pool = await create_pool(settings.database_url, 5, min_size=0)
     queue = Queue.from_url(settings.redis_url, name=f"relay-{settings.region}")
-    ctx_extra = {"pool": pool, "settings": settings}
+    ctx_extra = {"pool": pool, "settings": settings, "store": ObjectStore(settings.object_store)}
 
     async def startup(ctx: dict[str, Any]) -> None:
         ctx.update(ctx_extra)

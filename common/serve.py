@@ -15,7 +15,7 @@ def serve(app: Any, host: str, port: int, *, name: str, region: str | None = Non
     config = uvicorn.Config(
         app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
         access_log=False, server_header=False, date_header=False, log_level="warning", log_config=None,
-        timeout_graceful_shutdown=10, backlog=2048,
+        timeout_graceful_shutdown=10, backlog=2048, proxy_headers=False,
     )
     try:
         uvicorn.Server(config).run()

@@ -1,7 +1,173 @@
-"""HTTP routes of the media area."""
+"""Media endpoints: raw-body uploads from SDKs into the cell's object store, and their management.
+
+An upload is checked before a byte is kept (the interaction is the key's
+project's, the declared type is allowed for the kind, the first bytes are that
+type), streamed into the store with the size limit enforced as it flows, and
+recorded as a row only once the bytes are stored; any failure on the way
+leaves neither bytes nor row.
+"""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
-ROUTES: list[Any] = []
+import asyncpg
+import msgspec
+from litestar import Request, Response, delete, get, post
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.response import Stream
+
+from cell import audit
+from cell.auth import READ, WRITE, require
+from cell.context import caller, ctx
+from cell.media import queries, sniff
+from cell.media.types import Media
+from cell.paging import Page, decode_cursor, encode_cursor, limit_of
+from cell.storage import TooLarge, project_key
+from common.ids import uuid7
+from common.problems import FieldError, Problem
+
+MiB = 1024 * 1024
+MAX_MEDIA_BYTES = 25 * MiB
+
+
+async def _head(body: AsyncIterator[bytes]) -> bytes:
+    """The first `SNIFF_BYTES` or more of the body (less only when the body is shorter)."""
+    head = b""
+    while len(head) < sniff.SNIFF_BYTES:
+        piece = await anext(body, None)
+        if piece is None:
+            break
+        head += piece
+    return head
+
+
+async def _rest(head: bytes, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The whole body again: the sniffed head, then what is still to come."""
+    if head:
+        yield head
+    async for piece in body:
+        if piece:
+            yield piece
+
+
+@post("/v1/ingest/interactions/{interaction_id:uuid}/media", status_code=201,
+      request_max_body_size=MAX_MEDIA_BYTES)
+async def upload_media(request: Request[Any, Any, Any], interaction_id: uuid.UUID,
+                       kind: sniff.UploadKind | None = None) -> Response[Media]:
+    """Store a screenshot, video or attachment of an interaction; 413/415 keep nothing."""
+    principal = require(await caller(request), ingest=True)
+    if kind is None:
+        raise Problem(422, "say what this is with ?kind=screenshot|video|attachment",
+                      errors=[FieldError("/kind", "missing required query parameter")])
+    pid = principal.project_id
+    c = ctx(request)
+    if not await queries.interaction_exists(c.pool, pid, interaction_id):
+        raise Problem(404, "no such interaction")
+    content_type = sniff.declared_type(request.headers.get("content-type"))
+    if not sniff.allowed(kind, content_type):
+        types = ", ".join(sorted(sniff.ALLOWED[kind]))
+        raise Problem(415, f"a {kind} must be one of: {types}")
+    assert content_type is not None
+    body = aiter(request.stream())
+    head = await _head(body)
+    if not head:
+        raise Problem(400, "the body is empty")
+    if not sniff.matches(content_type, head):
+        raise Problem(415, f"the bytes are not {content_type}")
+
+    media_id = uuid7()
+    key = project_key(pid, "media", str(media_id))
+    try:
+        stored = await c.store.put_stream(key, _rest(head, body), MAX_MEDIA_BYTES)
+    except (TooLarge, RequestEntityTooLarge):
+        await c.store.delete(key)
+        raise Problem(413, f"media is limited to {MAX_MEDIA_BYTES} bytes") from None
+    except BaseException:  # the caller went away mid-upload, or the store failed: keep no partial object
+        await c.store.delete(key)
+        raise
+    try:
+        row = await queries.insert(c.pool, media_id, pid, interaction_id, kind, content_type, stored)
+    except asyncpg.ForeignKeyViolationError:
+        await c.store.delete(key)
+        raise Problem(404, "no such interaction") from None
+    except BaseException:
+        await c.store.delete(key)
+        raise
+    return Response(msgspec.convert(dict(row), Media), status_code=201)
+
+
+@get("/v1/projects/{project_id:uuid}/interactions/{interaction_id:uuid}/media")
+async def list_media(request: Request[Any, Any, Any], project_id: uuid.UUID, interaction_id: uuid.UUID,
+                     cursor: str | None = None, limit: int | None = None) -> Page[Media]:
+    """An interaction's media, newest first."""
+    require(await caller(request, project_id), project_id, level=READ)
+    size = limit_of(limit)
+    pool = ctx(request).pool
+    if not await queries.interaction_exists(pool, project_id, interaction_id):
+        raise Problem(404, "no such interaction")
+    rows = await queries.page(pool, project_id, interaction_id, decode_cursor(cursor) if cursor else None, size)
+    data = [msgspec.convert(dict(r), Media) for r in rows[:size]]
+    more = len(rows) > size
+    return Page(data, encode_cursor(data[-1].created_at, data[-1].id) if more else None)
+
+
+@get("/v1/projects/{project_id:uuid}/media/{media_id:uuid}")
+async def get_media(request: Request[Any, Any, Any], project_id: uuid.UUID, media_id: uuid.UUID) -> Media:
+    """One file's metadata."""
+    require(await caller(request, project_id), project_id, level=READ)
+    row = await queries.get(ctx(request).pool, project_id, media_id)
+    if row is None:
+        raise Problem(404, "no such media")
+    return msgspec.convert(dict(row), Media)
+
+
+@get("/v1/projects/{project_id:uuid}/media/{media_id:uuid}/content")
+async def media_content(request: Request[Any, Any, Any], project_id: uuid.UUID, media_id: uuid.UUID) -> Stream:
+    """The stored bytes, streamed, typed as stored; never something a browser would sniff or run."""
+    require(await caller(request, project_id), project_id, level=READ)
+    c = ctx(request)
+    row = await queries.get(c.pool, project_id, media_id)
+    if row is None or row["storage_key"] is None:
+        raise Problem(404, "no such media")
+    content_type: str = row["content_type"] or "application/octet-stream"
+    chunks = c.store.stream(row["storage_key"])
+    first = await anext(chunks, b"")  # a missing object is a 404 now, not a broken stream later
+
+    async def content() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        async for piece in chunks:
+            yield piece
+
+    disposition = "inline" if content_type in sniff.IMAGES else "attachment"
+    filename = f"{media_id}{sniff.EXTENSIONS.get(content_type, '')}"
+    headers = {
+        "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": f'{disposition}; filename="{filename}"',
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+        "Cache-Control": "private, max-age=0",
+    }
+    if row["size_bytes"] is not None:
+        headers["Content-Length"] = str(row["size_bytes"])
+    return Stream(content(), media_type=content_type, headers=headers)
+
+
+@delete("/v1/projects/{project_id:uuid}/media/{media_id:uuid}", status_code=204)
+async def delete_media(request: Request[Any, Any, Any], project_id: uuid.UUID, media_id: uuid.UUID) -> None:
+    """Remove a file's bytes and row; audited in the same transaction."""
+    principal = require(await caller(request, project_id), project_id, level=WRITE)
+    c = ctx(request)
+    async with c.pool.acquire() as conn, conn.transaction():
+        row = await queries.delete(conn, project_id, media_id)
+        if row is None:
+            raise Problem(404, "no such media")
+        await audit.record(conn, principal, "media.deleted", "media", media_id, {"kind": row["kind"]})
+        # Bytes go before the commit: if the store fails, the row stays and the delete can be retried.
+        if row["storage_key"] is not None:
+            await c.store.delete(row["storage_key"])
+
+
+ROUTES = [upload_media, list_media, get_media, media_content, delete_media]

@@ -1,1 +1,1 @@
-"""The sessions area of the cell."""
+"""Sessions: one browser or app visit of an end user, with its device and counters."""

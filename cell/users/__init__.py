@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -44,3 +45,43 @@ async def upsert(conn: asyncpg.Connection, project_id: uuid.UUID, user: EndUserI
         uuid7(), project_id, user.external_id, user.email, user.name, user.avatar_url, user.traits,
     )
     return row_id
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """The ids of every row that is about one end user: what erasure deletes and export returns."""
+
+    user_id: uuid.UUID
+    session_ids: list[uuid.UUID]
+    interaction_ids: list[uuid.UUID]
+    conversation_ids: list[uuid.UUID]
+    replay_ids: list[uuid.UUID]
+
+
+async def footprint(conn: asyncpg.Connection, project_id: uuid.UUID, user_id: uuid.UUID, *,
+                    lock: bool = False) -> Footprint | None:
+    """Everything of the person's, found by identity or by session: None when there is no such end user.
+
+    Interactions and conversations made in one of their sessions belong to them even without `user_id`
+    (an SDK may identify the user only later), and so do the replays of their sessions and those attached
+    to their interactions. With `lock`, the rows are locked in the order ingest locks them (user, then
+    sessions), so nothing new can attach to them until the caller's transaction ends.
+    """
+    for_update = " FOR UPDATE" if lock else ""
+    found = await conn.fetchval(
+        f"SELECT id FROM end_users WHERE project_id = $1 AND id = $2{for_update}", project_id, user_id)
+    if found is None:
+        return None
+    sessions = [r[0] for r in await conn.fetch(
+        f"SELECT id FROM sessions WHERE project_id = $1 AND user_id = $2 ORDER BY id{for_update}",
+        project_id, user_id)]
+    theirs = "project_id = $1 AND (user_id = $2 OR session_id = ANY($3::uuid[]))"
+    interactions = [r[0] for r in await conn.fetch(
+        f"SELECT id FROM interactions WHERE {theirs} ORDER BY id{for_update}", project_id, user_id, sessions)]
+    conversations = [r[0] for r in await conn.fetch(
+        f"SELECT id FROM conversations WHERE {theirs} ORDER BY id{for_update}", project_id, user_id, sessions)]
+    replays = [r[0] for r in await conn.fetch(
+        f"""SELECT id FROM replays WHERE project_id = $1
+               AND (session_id = ANY($2::uuid[]) OR interaction_id = ANY($3::uuid[])) ORDER BY id{for_update}""",
+        project_id, sessions, interactions)]
+    return Footprint(user_id, sessions, interactions, conversations, replays)

@@ -1,0 +1,95 @@
+"""SQL for replays and their chunk index (`replays.chunks`); chunk bytes live in the object store."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from cell.interactions.queries import Filters, ensure_session
+
+COLUMNS = """id, session_id, interaction_id, status, event_count, duration, started_at, ended_at,
+    jsonb_array_length(chunks) AS chunk_count, created_at"""
+
+
+async def lock(conn: asyncpg.Connection, project_id: uuid.UUID, replay_id: uuid.UUID) -> asyncpg.Record | None:
+    """The project's replay, locked until the transaction ends (chunk appends and finish take turns)."""
+    return await conn.fetchrow(
+        """SELECT id, session_id, status, chunks FROM replays WHERE project_id = $1 AND id = $2 FOR UPDATE""",
+        project_id, replay_id,
+    )
+
+
+async def lock_or_create(conn: asyncpg.Connection, project_id: uuid.UUID, replay_id: uuid.UUID,
+                         session_id: uuid.UUID) -> asyncpg.Record | None:
+    """Lock the replay, creating it (and its session) on its first chunk; None if the id is another project's.
+
+    A session id of another project fails the foreign key (ForeignKeyViolationError).
+    """
+    row = await lock(conn, project_id, replay_id)
+    if row is not None:
+        return row
+    await ensure_session(conn, project_id, session_id, None)
+    await conn.execute(
+        "INSERT INTO replays (id, project_id, session_id) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+        replay_id, project_id, session_id,
+    )
+    return await lock(conn, project_id, replay_id)
+
+
+async def attach(conn: asyncpg.Connection, project_id: uuid.UUID, replay_id: uuid.UUID,
+                 interaction_id: uuid.UUID) -> None:
+    """Point the replay at the interaction it illustrates, unless it already points somewhere."""
+    await conn.execute(
+        """UPDATE replays SET interaction_id = coalesce(interaction_id, $3) WHERE project_id = $1 AND id = $2""",
+        project_id, replay_id, interaction_id,
+    )
+
+
+def _at(ms: float) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+async def set_chunks(conn: asyncpg.Connection, project_id: uuid.UUID, replay_id: uuid.UUID,
+                     chunks: list[dict[str, Any]]) -> None:
+    """Write the whole chunk index (in index order) and the figures it implies, under the row lock."""
+    count = sum(int(c["eventCount"]) for c in chunks)
+    start = min(float(c["startTime"]) for c in chunks)
+    end = max(float(c["endTime"]) for c in chunks)
+    await conn.execute(
+        """UPDATE replays SET chunks = $3, event_count = $4, started_at = $5, ended_at = $6, duration = $7
+            WHERE project_id = $1 AND id = $2""",
+        project_id, replay_id, chunks, count, _at(start), _at(end), round(end - start),
+    )
+
+
+async def set_status(conn: asyncpg.Connection, project_id: uuid.UUID, replay_id: uuid.UUID, status: str) -> None:
+    """Move the replay along `recording → processing → ready | failed`."""
+    await conn.execute("UPDATE replays SET status = $3 WHERE project_id = $1 AND id = $2",
+                       project_id, replay_id, status)
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, project_id: uuid.UUID,
+              replay_id: uuid.UUID) -> asyncpg.Record | None:
+    """One replay of the project with its chunk index."""
+    return await conn.fetchrow(
+        f"SELECT {COLUMNS}, chunks FROM replays WHERE project_id = $1 AND id = $2", project_id, replay_id,
+    )
+
+
+async def page(pool: asyncpg.Pool, filters: Filters, after: tuple[datetime, uuid.UUID] | None,
+               limit: int) -> list[asyncpg.Record]:
+    """Up to `limit` + 1 replays, newest first, strictly after the cursor position."""
+    if after is not None:
+        filters.params.extend(after)
+        n = len(filters.params)
+        filters.clauses.append(f"(created_at, id) < (${n - 1}, ${n})")
+    filters.params.append(limit + 1)
+    rows: list[asyncpg.Record] = await pool.fetch(
+        f"SELECT {COLUMNS} FROM replays WHERE {filters.where()}"
+        f" ORDER BY created_at DESC, id DESC LIMIT ${len(filters.params)}",
+        *filters.params,
+    )
+    return rows
