@@ -34,6 +34,13 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
     key_recheck_seconds: float = 1.0
     """How long a verified API key is trusted before its row is re-read, bounding revocation lag
     (RELAY_KEY_RECHECK_SECONDS)."""
+    webhooks_allow_loopback: bool = False
+    """Let webhook and integration destinations resolve to loopback addresses; `relay dev` sets it for local
+    receivers, production never should (RELAY_WEBHOOKS_ALLOW_LOOPBACK)."""
+    webhooks_allow_private: bool = False
+    """Let webhook and integration destinations resolve to private addresses (10/8, 172.16/12, 192.168/16,
+    100.64/10, fc00::/7), e.g. a self-hosted Jira; link-local, metadata, multicast and reserved addresses stay
+    refused regardless (RELAY_WEBHOOKS_ALLOW_PRIVATE)."""
 
     def __post_init__(self) -> None:
         check_regions(self.regions)
