@@ -72,6 +72,8 @@ class DevStack:
     """Where children write their output (one file each); None: this process's stdout."""
     router_env: dict[str, str] = field(default_factory=dict)
     """Extra settings for the router (tests: tight rate limits)."""
+    cell_env: dict[str, str] = field(default_factory=dict)
+    """Extra settings for every cell API and worker (tests: small pools on a shared Postgres)."""
     trace_dir: Path | None = None
     """When set, each child exports its spans as JSON lines to `<trace_dir>/<name>.jsonl`."""
     cell_urls: dict[str, str] = field(default_factory=dict)
@@ -123,7 +125,8 @@ class DevStack:
                    "RELAY_REDIS_URL": cell["redis_url"], "RELAY_OBJECT_STORE": cell["object_store"],
                    "RELAY_HOP_SECRET": hop[region], "RELAY_SECRET_KEY": hop[f"{region}:secret_key"],
                    "RELAY_REGIONS": regions_json,
-                   "RELAY_PORT": cell["url"].rsplit(":", 1)[1], "RELAY_WEBHOOKS_ALLOW_LOOPBACK": "1"}
+                   "RELAY_PORT": cell["url"].rsplit(":", 1)[1], "RELAY_WEBHOOKS_ALLOW_LOOPBACK": "1",
+                   **self.cell_env}
             self._spawn(f"cell[{region}]", ["cell", "--region", region], env)
             self._spawn(f"worker[{region}]", ["worker", "--region", region], env)
         router_env = {

@@ -75,7 +75,7 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         directory = Directory(settings.directory_snapshot)
-        pool = await create_pool(settings.database_url, 20, min_size=0, timeout=5)
+        pool = await create_pool(settings.database_url, settings.db_pool_size, min_size=0, timeout=5)
         try:
             await directory.load(pool)
         except (TimeoutError, OSError, asyncpg.PostgresError):

@@ -22,6 +22,8 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Interface to listen on (RELAY_HOST)."""
     port: int = 8000
     """Port to listen on (RELAY_PORT)."""
+    db_pool_size: int = 20
+    """Maximum control-DB connections per router process (RELAY_DB_POOL_SIZE)."""
     session_ttl_seconds: int = 14 * 24 * 3600
     """How long an admin session lasts (RELAY_SESSION_TTL_SECONDS)."""
     cell_concurrency: int = 512

@@ -50,8 +50,9 @@ class Stack:
                 env[f"RELAY_{var}_DATABASE_URL"] = pg.database(f"{name}_{store}")
         environ = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")} | env
         self.dev = DevStack(scratch / name / "state", port=port, environ=environ, log_dir=scratch / name / "logs",
-                            trace_dir=scratch / name / "traces", router_env=router_env or {},
-                            cell_urls=cell_urls or {})
+                            trace_dir=scratch / name / "traces",
+                            router_env={"RELAY_DB_POOL_SIZE": "6", **(router_env or {})},
+                            cell_env={"RELAY_DB_POOL_SIZE": "8"}, cell_urls=cell_urls or {})
         try:
             self.dev.start()
         except BaseException:
