@@ -14,21 +14,20 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+import httpx
 from redis.exceptions import RedisError
 from saq import CronJob, Queue, Worker
 
+from cell.jobs import registry
 from cell.settings import CellSettings, from_env
 from cell.storage import ObjectStore
-from cell.users import erasure
 from common import telemetry
 from common.pg import create_pool
 
 log = logging.getLogger("relay.worker")
-Handler = Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]]
 
 
 async def reconcile_counters(ctx: dict[str, Any]) -> int:
@@ -46,15 +45,12 @@ async def reconcile_counters(ctx: dict[str, Any]) -> int:
     return repaired
 
 
-# Outbox kinds and the job that handles each; the follow-up work of later issues registers here.
-HANDLERS: dict[str, Handler] = {
-    "objects.delete": erasure.delete_objects_job,
-}
+JOBS, CRONS = registry()
 
 
 async def dispatch(ctx: dict[str, Any], *, kind: str, payload: dict[str, Any]) -> None:
     """Run the handler of one relayed outbox row."""
-    await HANDLERS[kind](ctx, payload)
+    await JOBS[kind].handler(ctx, payload)
 
 
 async def relay_outbox(pool: asyncpg.Pool, queue: Queue, batch: int = 200) -> int:
@@ -64,10 +60,11 @@ async def relay_outbox(pool: asyncpg.Pool, queue: Queue, batch: int = 200) -> in
         rows = await conn.fetch(
             """SELECT id, kind, payload FROM outbox
                 WHERE dispatched_at IS NULL AND available_at <= now() AND kind = ANY($1::text[])
-                ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED""", list(HANDLERS), batch)
+                ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED""", list(JOBS), batch)
         for row in rows:
+            job = JOBS[row["kind"]]
             await queue.enqueue("dispatch", key=f"outbox:{row['id']}", kind=row["kind"], payload=row["payload"],
-                                retries=5, timeout=60)
+                                retries=job.retries, timeout=job.timeout)
             moved += 1
         if rows:
             await conn.execute("UPDATE outbox SET dispatched_at = now() WHERE id = ANY($1::bigint[])",
@@ -89,15 +86,18 @@ async def work(settings: CellSettings, stop: asyncio.Event) -> None:
     """Run the relay and the saq worker until `stop` is set."""
     pool = await create_pool(settings.database_url, 5, min_size=0)
     queue = Queue.from_url(settings.redis_url, name=f"relay-{settings.region}")
-    ctx_extra = {"pool": pool, "settings": settings, "store": ObjectStore(settings.object_store)}
+    http = httpx.AsyncClient(trust_env=False, timeout=10.0, follow_redirects=False)
+    ctx_extra = {"pool": pool, "settings": settings, "store": ObjectStore(settings.object_store), "http": http}
 
     async def startup(ctx: dict[str, Any]) -> None:
         ctx.update(ctx_extra)
 
     # saq types its context as a closed TypedDict; ours carries the cell's pool and settings too.
-    worker = Worker(queue, functions=[dispatch, reconcile_counters], startup=startup,  # type: ignore[type-var]
-                    cron_jobs=[CronJob(reconcile_counters, cron="17 * * * *", timeout=300)],  # type: ignore[type-var]
-                    concurrency=10, shutdown_grace_period_s=1, dequeue_timeout=1)
+    cron_jobs: list[Any] = [CronJob(reconcile_counters, cron="17 * * * *", timeout=300)]
+    cron_jobs += [CronJob(c.function, cron=c.cron, timeout=c.timeout) for c in CRONS]
+    functions: list[Any] = [dispatch, reconcile_counters, *(c.function for c in CRONS)]
+    worker: Worker[Any] = Worker(queue, functions=functions, startup=startup, cron_jobs=cron_jobs,
+                                 concurrency=10, shutdown_grace_period_s=1, dequeue_timeout=1)
     worker.SIGNALS = []  # this process owns SIGTERM/SIGINT: stop the relay and the worker together
     await queue.connect()
     tasks = [asyncio.create_task(worker.start()), asyncio.create_task(_relay_loop(pool, queue))]
@@ -115,6 +115,7 @@ async def work(settings: CellSettings, stop: asyncio.Event) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await queue.disconnect()
+        await http.aclose()
         await pool.close()
 
 

@@ -1,0 +1,66 @@
+"""The registry of worker jobs: each area declares its own in `cell/<area>/jobs.py`.
+
+An area module exports `JOBS` (outbox kinds and their handlers) and may export
+`CRONS` (scheduled jobs). The worker runs the union; an outbox kind that no
+area handles stays pending in the outbox instead of being dropped.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+Handler = Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]]
+CronFunction = Callable[[dict[str, Any]], Awaitable[Any]]
+
+# Areas with jobs; a module listed here that does not exist yet is skipped.
+JOB_MODULES = (
+    "cell.users.jobs",
+    "cell.maintenance.jobs",
+    "cell.enrichment.jobs",
+    "cell.replays.jobs",
+    "cell.integrations.jobs",
+    "cell.notifications.jobs",
+    "cell.webhooks.jobs",
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """How to run one outbox kind: its handler, its time budget and how often to retry it."""
+
+    kind: str
+    handler: Handler
+    timeout: int = 60
+    retries: int = 5
+
+
+@dataclass(frozen=True)
+class Cron:
+    """A scheduled job (cron syntax, UTC)."""
+
+    name: str
+    function: CronFunction
+    cron: str
+    timeout: int = 300
+
+
+def registry() -> tuple[dict[str, Job], list[Cron]]:
+    """Every job and cron job the areas declare; two areas claiming one kind is an error."""
+    jobs: dict[str, Job] = {}
+    crons: list[Cron] = []
+    for name in JOB_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+                continue  # the area (or its jobs module) does not exist yet
+            raise
+        for job in getattr(module, "JOBS", []):
+            if job.kind in jobs:
+                raise RuntimeError(f"outbox kind {job.kind} is handled twice")
+            jobs[job.kind] = job
+        crons.extend(getattr(module, "CRONS", []))
+    return jobs, crons
