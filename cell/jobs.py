@@ -1,7 +1,9 @@
 """The registry of worker jobs: each area declares its own in `cell/<area>/jobs.py`.
 
 An area module exports `JOBS` (outbox kinds and their handlers) and may export
-`CRONS` (scheduled jobs). The worker runs the union; an outbox kind that no
+`CRONS` (scheduled jobs). The worker runs the union. Several areas may consume
+one kind (an `interaction.created` feeds enrichment, webhooks and integrations):
+each consumer is its own queued job, retried on its own. An outbox kind that no
 area handles stays pending in the outbox instead of being dropped.
 """
 
@@ -29,12 +31,20 @@ JOB_MODULES = (
 
 @dataclass(frozen=True)
 class Job:
-    """How to run one outbox kind: its handler, its time budget and how often to retry it."""
+    """One consumer of an outbox kind: its handler, its time budget and how often to retry it.
+
+    `name` identifies the consumer (unique across areas); it defaults to the kind.
+    """
 
     kind: str
     handler: Handler
     timeout: int = 60
     retries: int = 5
+    name: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.name or self.kind
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,7 @@ class Cron:
 
 
 def registry() -> tuple[dict[str, Job], list[Cron]]:
-    """Every job and cron job the areas declare; two areas claiming one kind is an error."""
+    """Every job (by consumer name) and cron job the areas declare; a name used twice is an error."""
     jobs: dict[str, Job] = {}
     crons: list[Cron] = []
     for name in JOB_MODULES:
@@ -59,8 +69,8 @@ def registry() -> tuple[dict[str, Job], list[Cron]]:
                 continue  # the area (or its jobs module) does not exist yet
             raise
         for job in getattr(module, "JOBS", []):
-            if job.kind in jobs:
-                raise RuntimeError(f"outbox kind {job.kind} is handled twice")
-            jobs[job.kind] = job
+            if job.id in jobs:
+                raise RuntimeError(f"job {job.id} is declared twice")
+            jobs[job.id] = job
         crons.extend(getattr(module, "CRONS", []))
     return jobs, crons

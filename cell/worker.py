@@ -48,9 +48,9 @@ async def reconcile_counters(ctx: dict[str, Any]) -> int:
 JOBS, CRONS = registry()
 
 
-async def dispatch(ctx: dict[str, Any], *, kind: str, payload: dict[str, Any]) -> None:
-    """Run the handler of one relayed outbox row."""
-    await JOBS[kind].handler(ctx, payload)
+async def dispatch(ctx: dict[str, Any], *, job: str, payload: dict[str, Any], **_: Any) -> None:
+    """Run one consumer of one relayed outbox row."""
+    await JOBS[job].handler(ctx, payload)
 
 
 async def relay_outbox(pool: asyncpg.Pool, queue: Queue, batch: int = 200) -> int:
@@ -60,11 +60,11 @@ async def relay_outbox(pool: asyncpg.Pool, queue: Queue, batch: int = 200) -> in
         rows = await conn.fetch(
             """SELECT id, kind, payload FROM outbox
                 WHERE dispatched_at IS NULL AND available_at <= now() AND kind = ANY($1::text[])
-                ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED""", list(JOBS), batch)
+                ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED""", sorted({j.kind for j in JOBS.values()}), batch)
         for row in rows:
-            job = JOBS[row["kind"]]
-            await queue.enqueue("dispatch", key=f"outbox:{row['id']}", kind=row["kind"], payload=row["payload"],
-                                retries=job.retries, timeout=job.timeout)
+            for job in (j for j in JOBS.values() if j.kind == row["kind"]):
+                await queue.enqueue("dispatch", key=f"outbox:{row['id']}:{job.id}", job=job.id, kind=row["kind"],
+                                    payload=row["payload"], retries=job.retries, timeout=job.timeout)
             moved += 1
         if rows:
             await conn.execute("UPDATE outbox SET dispatched_at = now() WHERE id = ANY($1::bigint[])",
