@@ -229,10 +229,23 @@ class Authenticator:
                 raise Problem(404, "no such project")
             await self.ensure_homed(pid)
             return Principal(pid, ROLE_LEVEL[actor.role], False, "admin", actor.user_id, actor.ip)
+        if actor.kind == "public":
+            raise Problem(401, "this endpoint needs credentials")
         if project_id is None or not scope["path"].startswith("/internal/"):
             raise Problem(403, "the router acts as itself only on internal endpoints")
         await self.ensure_homed(project_id)
         return Principal(project_id, OWNER, False, "system", "router", None)
+
+    async def public_project(self, scope: Scope, project_id: uuid.UUID) -> uuid.UUID:
+        """For `/v1/hooks/{project_id}/…`: the project the router routed an unauthenticated call to.
+
+        The handler must then authenticate the caller itself (a provider's webhook signature).
+        """
+        actor: Actor | None = scope.get("state", {}).get("actor")
+        if actor is None or actor.kind != "public" or actor.project_id != str(project_id):
+            raise Problem(404, "no such project")
+        await self.ensure_homed(project_id)
+        return project_id
 
     async def ensure_homed(self, project_id: uuid.UUID) -> None:
         """421 unless this cell homes the project (positive answers cached for a few seconds)."""

@@ -29,9 +29,11 @@ class Actor(msgspec.Struct, frozen=True, omit_defaults=True):
     `key`: an API key the cell must still verify in full (the router only saw its prefix).
     `admin`: a dashboard user whose session and membership the router checked; `role` is theirs.
     `router`: the router itself, for provisioning.
+    `public`: nobody the router could authenticate, on `/v1/hooks/{project_id}/…` only — inbound
+    webhooks from providers (Linear, Jira, GitHub), which the cell verifies by their own signatures.
     """
 
-    kind: Literal["key", "admin", "router"]
+    kind: Literal["key", "admin", "router", "public"]
     project_id: str | None = None
     key_prefix: str | None = None
     user_id: str | None = None

@@ -50,6 +50,9 @@ class RouterApp:
             if path.startswith("/v1/ingest/"):
                 await self.proxy.ingest(scope, receive, send)
                 return
+            if path.startswith("/v1/hooks/"):
+                await self.proxy.hooks(scope, receive, send, path[len("/v1/hooks/"):].partition("/")[0])
+                return
             if path.startswith("/v1/projects/"):
                 project, _, rest = path[len("/v1/projects/"):].partition("/")
                 sub = rest.partition("/")[0]

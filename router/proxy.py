@@ -146,6 +146,27 @@ class Proxy:
         except Problem as problem:
             await send_problem(send, problem, scope["path"], rid)
 
+    async def hooks(self, scope: Scope, receive: Receive, send: Send, project: str) -> None:
+        """`/v1/hooks/{project_id}/…`: providers' inbound webhooks, routed by project id, unauthenticated here.
+
+        The cell verifies each provider's own signature; the router only finds the region and rate-limits.
+        """
+        rid = request_id(scope)
+        try:
+            state = self._state()
+            try:
+                project_id = uuid.UUID(project)
+            except ValueError:
+                raise Problem(404, "no such project") from None
+            home = state.directory.projects.get(project_id)
+            if home is None:
+                raise Problem(404, "no such project")
+            state.limiter.admit("management", f"hooks:{project_id}")
+            actor = Actor(kind="public", project_id=str(project_id), ip=_client_ip(scope))
+            await self._forward(scope, receive, send, state.cells[home.region], actor, MANAGEMENT, rid)
+        except Problem as problem:
+            await send_problem(send, problem, scope["path"], rid)
+
     async def _key_entry(self, state: RouterState, key: str | None, scope: Scope) -> KeyEntry:
         """The directory entry of a presented key; bad keys are counted per client (429 past the limit)."""
         try:

@@ -259,3 +259,12 @@ def test_encoded_query_strings_reach_the_cell_as_signed(router: httpx.Client, ad
                    params={"q": "a@b.c: x/y?z", "created_after": "2020-01-01T00:00:00+00:00"}, headers=admin.h)
     assert r.status_code == 200, r.text
     assert "%40" in str(r.request.url) and "%3A" in str(r.request.url)
+
+
+def test_hooks_are_routed_by_project_without_credentials(router: httpx.Client, admin: Admin) -> None:
+    """Providers' inbound webhooks reach the project's cell, which alone decides whether to trust them."""
+    p = admin.project("eu-west")
+    problem(router.post(f"/v1/hooks/{uuid7()}/github", json={}), 404)
+    problem(router.post("/v1/hooks/not-a-uuid/github", json={}), 404)
+    r = router.post(f"/v1/hooks/{p['id']}/no-such-provider", json={})
+    assert r.status_code == 404 and r.headers["x-relay-region"] == "eu-west"
