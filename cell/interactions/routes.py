@@ -27,6 +27,7 @@ from cell.interactions.types import (
 )
 from cell.outbox import add as enqueue
 from cell.paging import Page, decode_cursor, encode_cursor, limit_of
+from cell.privacy import scrub
 from common.ids import uuid7
 from common.problems import Problem
 
@@ -42,6 +43,12 @@ async def ingest_interaction(request: Request[Any, Any, Any], data: InteractionI
     pid = principal.project_id
     interaction_id = data.id or uuid7()
     pool = ctx(request).pool
+    # Privacy rules redact before anything is stored; the report keeps which rule and how many, never values.
+    rules, report = await scrub.rules_for(pool, pid), scrub.Report()
+    content = scrub.scrub_value(rules, data.content, "content", report)
+    technical_context = scrub.scrub_value(rules, data.technical_context, "context", report)
+    logs = None if data.logs is None else [scrub.scrub_value(rules, part, "logs", report)
+                                           for part in (data.logs.console, data.logs.network, data.logs.errors)]
     try:
         async with pool.acquire() as conn, conn.transaction():
             user_id = await users.upsert(conn, pid, data.user) if data.user else None
@@ -50,16 +57,18 @@ async def ingest_interaction(request: Request[Any, Any, Any], data: InteractionI
             row = await queries.insert(conn, {
                 "id": interaction_id, "project_id": pid, "type": data.type, "source": data.source or "sdk",
                 "user_id": user_id, "session_id": data.session_id,
-                "content_text": queries.content_text(data.content), "content": data.content,
-                "severity": data.severity, "tags": data.tags, "technical_context": data.technical_context,
+                "content_text": queries.content_text(content), "content": content,
+                "severity": data.severity, "tags": data.tags, "technical_context": technical_context,
             })
             if row is None:
                 raise _Exists
+            if report:
+                await conn.execute("UPDATE interactions SET privacy_scope = $3 WHERE project_id = $1 AND id = $2",
+                                   pid, interaction_id, report.as_json())
             if data.session_id is not None:
                 await queries.count_on_session(conn, pid, data.session_id)
-            if data.logs is not None:
-                await queries.insert_logs(conn, uuid7(), pid, interaction_id,
-                                          data.logs.console, data.logs.network, data.logs.errors)
+            if logs is not None:
+                await queries.insert_logs(conn, uuid7(), pid, interaction_id, *logs)
             await enqueue(conn, pid, "interaction.created", {"interaction_id": str(interaction_id)})
     except _Exists:
         existing = await queries.get(pool, pid, interaction_id)

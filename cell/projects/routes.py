@@ -11,6 +11,7 @@ import msgspec
 from litestar import Request, put
 
 from cell.context import ctx
+from cell.privacy import queries as privacy
 from common.problems import Problem
 from common.signing import Actor
 
@@ -47,14 +48,17 @@ async def provision(request: Request[Any, Any, Any], project_id: uuid.UUID, data
     settings = ctx(request).settings
     if data.region != settings.region:
         raise Problem(421, "this project belongs to another region", region=data.region)
-    row = await ctx(request).pool.fetchrow(
-        """INSERT INTO projects (id, name, region, secret, created_at)
-           VALUES ($1, $2, $3, $4, coalesce($5, now()))
-           ON CONFLICT (id) DO UPDATE SET updated_at = projects.updated_at
-           RETURNING id, name, region::text, created_at""",
-        project_id, data.name, data.region, secrets.token_bytes(32), data.created_at,
-    )
-    assert row is not None
+    async with ctx(request).pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            """INSERT INTO projects (id, name, region, secret, created_at)
+               VALUES ($1, $2, $3, $4, coalesce($5, now()))
+               ON CONFLICT (id) DO UPDATE SET updated_at = projects.updated_at
+               RETURNING id, name, region::text, created_at, (xmax = 0) AS created""",
+            project_id, data.name, data.region, secrets.token_bytes(32), data.created_at,
+        )
+        assert row is not None
+        if row["created"]:  # a retried call finds the row and leaves its rules alone
+            await privacy.insert_defaults(conn, project_id)
     return msgspec.convert(dict(row), ProjectOut)
 
 
