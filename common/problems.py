@@ -77,6 +77,7 @@ def encode(problem: Problem, instance: str | None = None) -> bytes:
 
 
 _MISSING = re.compile(r"missing required field `([^`]+)`")
+_MISSING_PARAM = re.compile(r"Missing required (query|header|cookie|path) parameter '([^']+)'")
 _AT = re.compile(r" - at `\$([^`]*)`")
 
 
@@ -115,7 +116,8 @@ def validation_handler(request: Request[Any, Any, Any], exc: ValidationException
         if not isinstance(item, dict):
             continue
         message = str(item.get("message", "invalid"))
-        key = str(item.get("key", ""))
+        # Errors raised inside nested structs come as "x` - at `$.outer" (innermost first): unfold them.
+        key = ".".join(reversed(re.split(r"` - at `\$\.?", str(item.get("key", "")))))
         if item.get("source") == "body" or key == "data" or key.startswith("data."):
             path = "" if key == "data" else key.removeprefix("data.")
             pointer = pointer_of("." + path) if path else ""
@@ -125,6 +127,9 @@ def validation_handler(request: Request[Any, Any, Any], exc: ValidationException
         else:
             pointer = f"/{key}" if key else ""
         errors.append(FieldError(pointer, message))
+    missing = _MISSING_PARAM.match(exc.detail or "")
+    if not errors and missing:
+        errors.append(FieldError(f"/{missing.group(2)}", f"missing required {missing.group(1)} parameter"))
     if not errors:
         return _response(Problem(400, exc.detail or "malformed request body"), request)
     return _response(Problem(422, "request has invalid fields", errors=errors), request)

@@ -17,6 +17,20 @@ Status = Literal["new", "triaging", "in_progress", "resolved", "closed"]
 Provider = Literal["linear", "jira", "github"]
 
 MAX_TAGS, MAX_TAG_LEN = 50, 100
+MAX_DEPTH = 32
+
+
+def check_depth(value: Any, where: str, limit: int = MAX_DEPTH) -> None:
+    """Refuse JSON nested deeper than `limit` (it would exhaust recursion when stored or scrubbed)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            raise ValueError(f"nested deeper than {limit} levels - at `$.{where}`")
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
 
 
 class LogsIn(msgspec.Struct):
@@ -48,6 +62,14 @@ class InteractionIn(msgspec.Struct, kw_only=True):
                 raise ValueError(f"Expected `str` - at `$.content.{field}`")
         if self.tags is not None:
             check_tags(self.tags)
+        check_depth(self.content, "content")
+        if self.technical_context is not None:
+            check_depth(self.technical_context, "technical_context")
+        if self.logs is not None:
+            for name in ("console", "network", "errors"):
+                check_depth(getattr(self.logs, name), f"logs.{name}")
+        if self.user is not None and self.user.traits is not None:
+            check_depth(self.user.traits, "user.traits")
 
 
 def check_tags(tags: list[str]) -> None:

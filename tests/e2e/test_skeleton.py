@@ -268,3 +268,16 @@ def test_hooks_are_routed_by_project_without_credentials(router: httpx.Client, a
     problem(router.post("/v1/hooks/not-a-uuid/github", json={}), 404)
     r = router.post(f"/v1/hooks/{p['id']}/no-such-provider", json={})
     assert r.status_code == 404 and r.headers["x-relay-region"] == "eu-west"
+
+
+def test_deeply_nested_json_is_refused_not_crashed(router: httpx.Client, admin: Admin) -> None:
+    p = admin.project("us-west")
+    key = admin.key(p, ["ingest"])
+    deep: Any = "x"
+    for _ in range(500):
+        deep = {"a": deep}
+    body = problem(router.post("/v1/ingest/interactions", headers=key["h"],
+                               json={"type": "bug", "content": {"text": "t", "extra": deep}}), 422)
+    assert body["errors"][0]["pointer"] == "/content"
+    missing = problem(router.get(f"/v1/projects/{p['id']}/interactions?limit=", headers=admin.h), 422)
+    assert missing["errors"]
