@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ["bench.router"]
+MODULES = ["bench.router", "bench.cell"]
 
 
 def main() -> int:
