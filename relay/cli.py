@@ -30,12 +30,26 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run one region's workers")
     worker.add_argument("--region", help="region to work for (or RELAY_REGION)")
 
+    def ops(name: str, text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--state-dir", default=".relay", help="a relay dev state dir (its topology.json)")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    ops("regions", "regions and their health as the router sees them")
+    ops("projects", "projects and where they live").add_argument("--region", help="only this region")
+    ops("keys", "API keys by prefix (never secrets)").add_argument("prefix", help="e.g. rk_eu_ or rk_eu_ab12cd")
+    ops("queue", "per region: outbox backlog, queue depth, workers, dead letters")
+
     db = sub.add_parser("db", help="database schema")
     dbsub = db.add_subparsers(dest="db_command", required=True)
     for name, text in (("migrate", "apply pending migrations"), ("status", "list migrations and whether applied")):
         p = dbsub.add_parser(name, help=text)
-        p.add_argument("--target", choices=sorted(MIGRATIONS), required=True, help="which schema")
+        p.add_argument("--target", choices=sorted(MIGRATIONS), help="which schema")
         p.add_argument("--database-url", help="Postgres URL (default RELAY_DATABASE_URL)")
+        p.add_argument("--all", action="store_true", help="every store of a running system (with --state-dir)")
+        p.add_argument("--state-dir", default=".relay", help="a relay dev state dir (its topology.json)")
+        p.add_argument("--json", action="store_true", help="machine-readable output (with --all)")
     return parser
 
 
@@ -71,6 +85,16 @@ def main(argv: list[str] | None = None) -> int:
             return run_worker()
         if args.command == "db":
             return _db(args)
+        if args.command in ("regions", "projects", "keys", "queue"):
+            from relay import ops
+
+            if args.command == "regions":
+                return ops.regions(args.state_dir, args.json)
+            if args.command == "projects":
+                return ops.projects(args.state_dir, args.region, args.json)
+            if args.command == "keys":
+                return ops.keys(args.state_dir, args.prefix, args.json)
+            return ops.queue(args.state_dir, args.json)
     except SettingsError as exc:
         print(f"relay: bad setting: {exc}", file=sys.stderr)
         return 2
@@ -80,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
 def _db(args: argparse.Namespace) -> int:
     from common.migrate import MigrationError, migrate, status
 
+    if args.all:
+        from relay import ops
+
+        return ops.schema(args.state_dir, args.json, MIGRATIONS)
+    if args.target is None:
+        raise SettingsError("--target router|cell is required (or --all for every store of a running system)")
     dsn = args.database_url or os.environ.get("RELAY_DATABASE_URL")
     if not dsn:
         raise SettingsError("RELAY_DATABASE_URL: required (or pass --database-url)")
