@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, get
 
-from common.problems import PROBLEM_JSON, Problem, encode
+from common.health import Health, readiness
 from router.state import state
 
 
@@ -27,31 +27,16 @@ class RegionList(msgspec.Struct):
 
 
 @get("/healthz", sync_to_thread=False)
-def healthz() -> dict[str, str]:
+def healthz() -> Health:
     """Alive."""
-    return {"status": "ok"}
+    return Health("ok")
 
 
 @get("/readyz")
 async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
     """Ready when the control DB and Redis answer; routing itself goes on without them."""
     st = state(request)
-    checks: dict[str, str] = {}
-
-    async def probe(name: str, call: Any) -> None:
-        try:
-            await asyncio.wait_for(call, 1.0)
-            checks[name] = "ok"
-        except Exception as exc:  # noqa: BLE001 - any failure means "down" for readiness
-            checks[name] = f"down: {type(exc).__name__}"
-
-    await asyncio.gather(probe("control_db", st.pool.fetchval("SELECT 1")), probe("redis", st.redis.ping()))
-    down = sorted(k for k, v in checks.items() if v != "ok")
-    if down:
-        problem = Problem(503, f"not ready: {', '.join(down)} down", retry_after=5)
-        return Response(encode(problem, "/readyz"), status_code=503, media_type=PROBLEM_JSON,
-                        headers=problem.headers)
-    return Response({"status": "ok", "checks": checks})
+    return await readiness({"control_db": st.pool.fetchval("SELECT 1"), "redis": st.redis.ping()})
 
 
 @get("/v1/regions")
