@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from common.settings import DEFAULT_REGIONS, SettingsError, check_regions, check_secret, load
@@ -41,6 +43,12 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Let webhook and integration destinations resolve to private addresses (10/8, 172.16/12, 192.168/16,
     100.64/10, fc00::/7), e.g. a self-hosted Jira; link-local, metadata, multicast and reserved addresses stay
     refused regardless (RELAY_WEBHOOKS_ALLOW_PRIVATE)."""
+    dashboard_url: str = ""
+    """The dashboard's base URL, for the link back to an interaction in the issues filed from it in Linear,
+    Jira or GitHub; empty: the issue names the interaction's id only (RELAY_DASHBOARD_URL)."""
+    replay_idle_timeout_seconds: Annotated[int, msgspec.Meta(ge=1)] = 1800
+    """A replay still recording with no chunk for this long is closed and processed as if its SDK had
+    finished it (RELAY_REPLAY_IDLE_TIMEOUT_SECONDS)."""
 
     def __post_init__(self) -> None:
         check_regions(self.regions)
@@ -51,6 +59,8 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("RELAY_SECRET_KEY: must be at least 32 characters")
         if not self.object_store.startswith(("file://", "s3://", "memory://")):
             raise SettingsError("RELAY_OBJECT_STORE: must be a file://, s3:// or memory:// URL")
+        if self.dashboard_url and not self.dashboard_url.startswith(("https://", "http://")):
+            raise SettingsError("RELAY_DASHBOARD_URL: must be an http(s) URL or empty")
         if not 1 <= self.db_pool_size <= 500:
             raise SettingsError("RELAY_DB_POOL_SIZE: must be between 1 and 500")
 

@@ -11,7 +11,7 @@ import asyncpg
 from cell.interactions.queries import Filters, ensure_session
 
 COLUMNS = """id, session_id, interaction_id, status, event_count, duration, started_at, ended_at,
-    jsonb_array_length(chunks) AS chunk_count, created_at"""
+    jsonb_array_length(chunks) AS chunk_count, created_at, failure_reason"""
 
 
 async def lock(conn: asyncpg.Connection, project_id: uuid.UUID, replay_id: uuid.UUID) -> asyncpg.Record | None:
@@ -52,14 +52,24 @@ def _at(ms: float) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-async def set_chunks(conn: asyncpg.Connection, project_id: uuid.UUID, replay_id: uuid.UUID,
-                     chunks: list[dict[str, Any]]) -> None:
-    """Write the whole chunk index (in index order) and the figures it implies, under the row lock."""
+def _figures(chunks: list[dict[str, Any]]) -> tuple[int, float, float]:
+    """Event count, first and last event time (ms) of a non-empty chunk index."""
     count = sum(int(c["eventCount"]) for c in chunks)
     start = min(float(c["startTime"]) for c in chunks)
     end = max(float(c["endTime"]) for c in chunks)
+    return count, start, end
+
+
+async def set_chunks(conn: asyncpg.Connection, project_id: uuid.UUID, replay_id: uuid.UUID,
+                     chunks: list[dict[str, Any]]) -> None:
+    """Write the whole chunk index (in index order) and the figures it implies, under the row lock.
+
+    It also restarts the idle clock: a replay whose SDK keeps sending is never closed by the timeout.
+    """
+    count, start, end = _figures(chunks)
     await conn.execute(
-        """UPDATE replays SET chunks = $3, event_count = $4, started_at = $5, ended_at = $6, duration = $7
+        """UPDATE replays SET chunks = $3, event_count = $4, started_at = $5, ended_at = $6, duration = $7,
+                  last_chunk_at = now()
             WHERE project_id = $1 AND id = $2""",
         project_id, replay_id, chunks, count, _at(start), _at(end), round(end - start),
     )
@@ -69,6 +79,47 @@ async def set_status(conn: asyncpg.Connection, project_id: uuid.UUID, replay_id:
     """Move the replay along `recording → processing → ready | failed`."""
     await conn.execute("UPDATE replays SET status = $3 WHERE project_id = $1 AND id = $2",
                        project_id, replay_id, status)
+
+
+async def mark_ready(conn: asyncpg.Connection, project_id: uuid.UUID, replay_id: uuid.UUID,
+                     chunks: list[dict[str, Any]]) -> None:
+    """Processing checked every chunk: store the index and the figures as the objects themselves say."""
+    count, start, end = _figures(chunks)
+    await conn.execute(
+        """UPDATE replays SET status = 'ready', chunks = $3, event_count = $4, started_at = $5, ended_at = $6,
+                  duration = $7, processed_at = now(), failure_reason = NULL
+            WHERE project_id = $1 AND id = $2""",
+        project_id, replay_id, chunks, count, _at(start), _at(end), round(end - start))
+
+
+async def mark_failed(conn: asyncpg.Connection, project_id: uuid.UUID, replay_id: uuid.UUID, reason: str) -> None:
+    """Processing gave up on the replay; the reason is for the people who wanted to watch it."""
+    await conn.execute(
+        """UPDATE replays SET status = 'failed', processed_at = now(), failure_reason = $3
+            WHERE project_id = $1 AND id = $2""", project_id, replay_id, reason)
+
+
+async def lock_processing(conn: asyncpg.Connection, replay_id: uuid.UUID) -> asyncpg.Record | None:
+    """The replay, locked, if it is still waiting for processing (any other state: leave it alone)."""
+    return await conn.fetchrow(
+        """SELECT project_id, chunks FROM replays WHERE id = $1 AND status = 'processing' FOR UPDATE""",
+        replay_id)
+
+
+async def close_idle(conn: asyncpg.Connection, idle_seconds: float, limit: int) -> list[asyncpg.Record]:
+    """Move up to `limit` replays still recording with no chunk for `idle_seconds` to `processing`.
+
+    Rows a chunk upload or `finish` holds are skipped (they are not idle); the status is
+    re-checked on the locked row, so a replay finished meanwhile is not closed twice.
+    """
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """WITH idle AS (
+               SELECT id FROM replays
+                WHERE status = 'recording' AND last_chunk_at < now() - make_interval(secs => $1)
+                ORDER BY last_chunk_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+           UPDATE replays r SET status = 'processing' FROM idle WHERE r.id = idle.id
+           RETURNING r.id, r.project_id""", float(idle_seconds), limit)
+    return rows
 
 
 async def get(conn: asyncpg.Connection | asyncpg.Pool, project_id: uuid.UUID,

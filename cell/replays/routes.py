@@ -173,12 +173,18 @@ async def _merged(store: ObjectStore, chunks: list[Chunk], first: bytes) -> Asyn
 
 @get("/v1/projects/{project_id:uuid}/replays/{replay_id:uuid}/events")
 async def replay_events(request: Request[Any, Any, Any], project_id: uuid.UUID, replay_id: uuid.UUID) -> Stream:
-    """Every event of the replay, chunks in index order merged by timestamp, streamed as one JSON array."""
+    """Every event of the replay, chunks in index order merged by timestamp, streamed as one JSON array.
+
+    A `ready` replay's chunks were all read back and its index corrected by processing, so its stream
+    is whole and in order; a `failed` one is refused with the reason rather than cut off mid-stream.
+    """
     require(await caller(request, project_id), project_id, level=READ)
     store = ctx(request).store
     row = await queries.get(ctx(request).pool, project_id, replay_id)
     if row is None:
         raise Problem(404, "no such replay")
+    if row["status"] == "failed":
+        raise Problem(409, f"the replay failed processing: {row['failure_reason']}")
     chunks = sorted(msgspec.convert(row["chunks"], list[Chunk]), key=lambda c: c.index)
     first = await store.get(chunks[0].storage_key) if chunks else b""  # a missing object: 404 before the stream
     return Stream(_merged(store, chunks, first), media_type="application/json",

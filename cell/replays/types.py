@@ -22,7 +22,8 @@ class Chunk(msgspec.Struct, kw_only=True, rename="camel"):
 
 
 class Replay(msgspec.Struct, kw_only=True):
-    """A replay in lists; counts and times come from the chunk index until processing refines them."""
+    """A replay in lists; counts and times come from the chunk index until processing checks them against
+    the chunks themselves (`ready`)."""
 
     id: uuid.UUID
     session_id: uuid.UUID | None
@@ -34,6 +35,8 @@ class Replay(msgspec.Struct, kw_only=True):
     ended_at: datetime | None
     chunk_count: int
     created_at: datetime
+    failure_reason: str | None = None
+    """Why processing failed (a missing or corrupt chunk, no events); null unless `failed`."""
 
 
 class ReplayDetail(Replay, kw_only=True):

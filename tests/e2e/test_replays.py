@@ -104,19 +104,22 @@ def test_chunks_out_of_order_idempotent_finish_and_events(router: httpx.Client, 
         done = router.post(f"/v1/ingest/replays/{replay_id}/finish", params={"interaction_id": interaction["id"]},
                            headers=ingest["h"])
         assert done.status_code == 202, done.text
-        assert done.json()["status"] == "processing" and done.json()["interaction_id"] == interaction["id"]
+        # The region's worker may already have processed it: finishing moves it past recording either way.
+        assert done.json()["status"] in ("processing", "ready") and done.json()["interaction_id"] == interaction["id"]
     jobs = sql(_db(topo, "eu-west"), "SELECT kind, payload FROM outbox WHERE project_id = $1 AND kind = $2",
                uuid.UUID(pid), "replay.finished")
     assert [msgspec.json.decode(j["payload"]) for j in jobs] == [{"replay_id": str(replay_id)}]
     [row] = sql(_db(topo, "eu-west"), "SELECT status::text, jsonb_array_length(chunks) AS n FROM replays "
                                       "WHERE id = $1", replay_id)
-    assert (row["status"], row["n"]) == ("processing", 3)
+    assert row["status"] in ("processing", "ready") and row["n"] == 3
     # No new chunk once finished; a retry of a stored one is still a 200.
     assert problem(_chunk(router, ingest, replay_id, 3, session_id, _events(T0 + 2000, 2)), 409)["detail"]
     assert _chunk(router, ingest, replay_id, 0, session_id, c0).status_code == 200
     assert len(_files(topo, "eu-west", pid)) == 3
 
-    listed = router.get(f"/v1/projects/{pid}/replays", params={"status": "processing"}, headers=read["h"]).json()
+    listed = router.get(f"/v1/projects/{pid}/replays", params={"status": row["status"]}, headers=read["h"]).json()
+    if listed["data"] == []:  # processed between the two reads
+        listed = router.get(f"/v1/projects/{pid}/replays", params={"status": "ready"}, headers=read["h"]).json()
     assert [r["id"] for r in listed["data"]] == [str(replay_id)] and listed["next_cursor"] is None
     assert "chunks" not in listed["data"][0]
     assert router.get(f"/v1/projects/{pid}/replays", params={"status": "recording"},
