@@ -32,7 +32,7 @@ from cell.interactions.queries import Filters
 from cell.outbox import add as enqueue
 from cell.paging import Page, decode_cursor, encode_cursor, limit_of
 from cell.privacy import scrub
-from cell.surveys.queries import identify, note_redactions
+from cell.sessions.queries import identify
 from common.ids import uuid7
 from common.problems import Problem
 
@@ -83,10 +83,8 @@ async def start_conversation(request: Request[Any, Any, Any], data: Conversation
             await interactions.insert(conn, {
                 "id": interaction_id, "project_id": pid, "type": "chat", "source": data.source,
                 "user_id": user_id, "session_id": data.session_id, "content_text": body, "content": content,
-                "severity": None, "tags": None, "technical_context": None,
+                "severity": None, "tags": None, "technical_context": None, "privacy_scope": redactions or None,
             })
-            if redactions:
-                await note_redactions(conn, pid, interaction_id, redactions)
             await interactions.count_on_session(conn, pid, data.session_id)
             await enqueue(conn, pid, "interaction.created", {"interaction_id": str(interaction_id)})
             await enqueue(conn, pid, "message.created", _event(message))

@@ -125,10 +125,8 @@ async def suggest_item(request: Request[Any, Any, Any], data: SuggestionIn) -> R
                 "user_id": user_id, "session_id": data.session_id,
                 "content_text": interactions.content_text(content), "content": content,
                 "severity": None, "tags": None, "technical_context": None,
+                "privacy_scope": report.as_json() if report else None,
             })
-            if report:
-                await conn.execute("UPDATE interactions SET privacy_scope = $3 WHERE project_id = $1 AND id = $2",
-                                   pid, interaction_id, report.as_json())
             if data.session_id is not None:
                 await interactions.count_on_session(conn, pid, data.session_id)
             linked = await queries.link(conn, pid, item_id, interaction_id)

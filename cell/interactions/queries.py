@@ -10,7 +10,7 @@ import asyncpg
 
 COLUMNS = """id, project_id, type, source, status, severity, tags, assignee_id, user_id, session_id,
     content_json AS content, technical_context, linked_issue_provider, linked_issue_id, linked_issue_url,
-    ai_summary, ai_labels, ai_duplicate_group_id, ai_confidence, created_at, updated_at"""
+    ai_summary, ai_labels, ai_duplicate_group_id, ai_confidence, privacy_scope, created_at, updated_at"""
 
 
 def content_text(content: dict[str, Any]) -> str | None:
@@ -24,16 +24,20 @@ def content_text(content: dict[str, Any]) -> str | None:
 
 
 async def insert(conn: asyncpg.Connection, row: dict[str, Any]) -> asyncpg.Record | None:
-    """Insert an interaction unless its id exists; None when it did (an idempotent retry)."""
+    """Insert an interaction unless its id exists; None when it did (an idempotent retry).
+
+    `privacy_scope` is the redaction report of the privacy rules (which rule, how many), if any.
+    """
     return await conn.fetchrow(
         f"""INSERT INTO interactions (id, project_id, type, source, user_id, session_id, content_text,
-                                      content_json, severity, tags, technical_context)
+                                      content_json, severity, tags, technical_context, privacy_scope)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, '{{}}'::text[]),
-                    coalesce($11, '{{}}'::jsonb))
+                    coalesce($11, '{{}}'::jsonb), coalesce($12, '{{}}'::jsonb))
             ON CONFLICT (id) DO NOTHING
             RETURNING {COLUMNS}""",
         row["id"], row["project_id"], row["type"], row["source"], row["user_id"], row["session_id"],
         row["content_text"], row["content"], row["severity"], row["tags"], row["technical_context"],
+        row.get("privacy_scope"),
     )
 
 

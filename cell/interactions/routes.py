@@ -59,12 +59,10 @@ async def ingest_interaction(request: Request[Any, Any, Any], data: InteractionI
                 "user_id": user_id, "session_id": data.session_id,
                 "content_text": queries.content_text(content), "content": content,
                 "severity": data.severity, "tags": data.tags, "technical_context": technical_context,
+                "privacy_scope": report.as_json() if report else None,
             })
             if row is None:
                 raise _Exists
-            if report:
-                await conn.execute("UPDATE interactions SET privacy_scope = $3 WHERE project_id = $1 AND id = $2",
-                                   pid, interaction_id, report.as_json())
             if data.session_id is not None:
                 await queries.count_on_session(conn, pid, data.session_id)
             if logs is not None:

@@ -116,6 +116,8 @@ class Interaction(msgspec.Struct, kw_only=True):
     ai_labels: list[str]
     ai_duplicate_group_id: str | None
     ai_confidence: float | None
+    privacy_scope: dict[str, Any]
+    """What the privacy rules redacted before storage: rule and count, never the values."""
     created_at: datetime
     updated_at: datetime
 

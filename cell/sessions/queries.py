@@ -10,7 +10,10 @@ from typing import Any
 
 import asyncpg
 
+from cell import users
+from cell.interactions import queries as interactions
 from cell.interactions.queries import Filters
+from cell.users import EndUserIn
 
 COLUMNS = """id, project_id, user_id, started_at, last_seen_at, device, app_version, environment,
     user_agent, ip_hash, page_views, interaction_count"""
@@ -76,3 +79,17 @@ async def page(pool: asyncpg.Pool, filters: Filters, after: tuple[datetime, uuid
            f" ORDER BY started_at DESC, id DESC LIMIT ${len(filters.params)}")
     rows: list[asyncpg.Record] = await pool.fetch(sql, *filters.params)
     return rows
+
+
+async def identify(conn: asyncpg.Connection, project_id: uuid.UUID, session_id: uuid.UUID,
+                   user: EndUserIn | None) -> uuid.UUID | None:
+    """The end user acting in this session: the one sent (upserted, and tied to the session if it had
+    none), else the one the session already belongs to. Chat and surveys attribute their interactions
+    with it, so "once per person" and a person's erasure see everything they did."""
+    user_id = await users.upsert(conn, project_id, user) if user else None
+    await interactions.ensure_session(conn, project_id, session_id, user_id)
+    if user_id is not None:
+        return user_id
+    owner: uuid.UUID | None = await conn.fetchval(
+        "SELECT user_id FROM sessions WHERE project_id = $1 AND id = $2", project_id, session_id)
+    return owner

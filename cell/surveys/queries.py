@@ -8,36 +8,11 @@ from typing import Any
 
 import asyncpg
 
-from cell import users
-from cell.interactions import queries as interactions
-from cell.users import EndUserIn
-
 COLUMNS = "id, project_id, name, definition, targeting, active, response_count, created_at, updated_at"
 RESPONSE_COLUMNS = """r.id, r.project_id, r.survey_id, r.interaction_id, i.session_id, i.user_id, r.responses,
     r.created_at"""
 RESPONSE_FROM = """survey_responses r
     LEFT JOIN interactions i ON i.project_id = r.project_id AND i.id = r.interaction_id"""
-
-
-async def identify(conn: asyncpg.Connection, project_id: uuid.UUID, session_id: uuid.UUID,
-                   user: EndUserIn | None) -> uuid.UUID | None:
-    """The end user acting in this session: the one sent (upserted, and tied to the session if it had
-    none), else the one the session already belongs to. Chat and surveys attribute their interactions
-    with it, so "once per person" and a person's erasure see everything they did."""
-    user_id = await users.upsert(conn, project_id, user) if user else None
-    await interactions.ensure_session(conn, project_id, session_id, user_id)
-    if user_id is not None:
-        return user_id
-    owner: uuid.UUID | None = await conn.fetchval(
-        "SELECT user_id FROM sessions WHERE project_id = $1 AND id = $2", project_id, session_id)
-    return owner
-
-
-async def note_redactions(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id: uuid.UUID,
-                          redactions: dict[str, Any]) -> None:
-    """Record on a new interaction what the privacy rules redacted (which rule, how many; never the value)."""
-    await conn.execute("UPDATE interactions SET privacy_scope = $3 WHERE project_id = $1 AND id = $2",
-                       project_id, interaction_id, redactions)
 
 
 async def insert(conn: asyncpg.Connection, survey_id: uuid.UUID, project_id: uuid.UUID, name: str,

@@ -18,6 +18,7 @@ from cell.interactions import queries as interactions
 from cell.outbox import add as enqueue
 from cell.paging import Page, decode_cursor, encode_cursor, limit_of
 from cell.privacy import scrub
+from cell.sessions.queries import identify
 from cell.surveys import answers, queries, targeting
 from cell.surveys.types import (
     MAX_NAME,
@@ -166,7 +167,7 @@ async def respond(request: Request[Any, Any, Any], survey_id: uuid.UUID,
                "survey_response_id": str(response_id), "responses": kept}
     try:
         async with pool.acquire() as conn, conn.transaction():
-            user_id = await queries.identify(conn, pid, data.session_id, data.user)
+            user_id = await identify(conn, pid, data.session_id, data.user)
             if show_once:
                 await queries.lock_once(conn, survey_id, data.session_id, user_id)
                 if await queries.get_response(conn, response_id) is not None:
@@ -177,12 +178,11 @@ async def respond(request: Request[Any, Any, Any], survey_id: uuid.UUID,
                 "id": interaction_id, "project_id": pid, "type": "survey", "source": data.source,
                 "user_id": user_id, "session_id": data.session_id, "content_text": content["text"] or None,
                 "content": content, "severity": None, "tags": None, "technical_context": None,
+                "privacy_scope": report.as_json() if report else None,
             })
             row = await queries.insert_response(conn, response_id, pid, survey_id, interaction_id, kept)
             if row is None:
                 raise _Exists
-            if report:
-                await queries.note_redactions(conn, pid, interaction_id, report.as_json())
             await interactions.count_on_session(conn, pid, data.session_id)
             if not await queries.count_response(conn, pid, survey_id):
                 raise Problem(409, "this survey is not active")

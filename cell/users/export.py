@@ -64,7 +64,7 @@ async def person(conn: asyncpg.Connection, project_id: uuid.UUID, found: Footpri
         """SELECT * FROM media WHERE project_id = $1 AND interaction_id = ANY($2::uuid[])
             ORDER BY created_at, id""", project_id, interactions)
     out_interactions = _rows(await conn.fetch(
-        f"""SELECT {INTERACTION_COLUMNS}, content_text, privacy_scope FROM interactions
+        f"""SELECT {INTERACTION_COLUMNS}, content_text FROM interactions
              WHERE project_id = $1 AND id = ANY($2::uuid[]) ORDER BY created_at, id""", project_id, interactions))
     by_id = {i["id"]: i for i in out_interactions}
     for i in out_interactions:
