@@ -25,6 +25,7 @@ from cell.media import routes as media
 from cell.privacy import routes as privacy
 from cell.projects import routes as projects
 from cell.replays import routes as replays
+from cell.residency import routes as residency
 from cell.roadmap import routes as roadmap
 from cell.sessions import routes as sessions
 from cell.settings import CellSettings, from_env
@@ -37,7 +38,7 @@ from common.problems import EXCEPTION_HANDLERS
 
 # One module per area of the data model, each exporting ROUTES.
 AREAS = (health, projects, keys, interactions, media, replays, sessions, users, feedback, roadmap, surveys, chat,
-         privacy, flags, integrations, webhooks, audit)
+         privacy, flags, integrations, webhooks, audit, residency)
 
 
 def create_app(settings: CellSettings | None = None) -> Any:

@@ -1,4 +1,4 @@
-"""The `relay` command line: `dev`, `router`, `cell`, `worker`, `db migrate`."""
+"""The `relay` command line: `dev`, `router`, `cell`, `worker`, `db migrate`, `residency`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import cell
 import router
 from common.settings import SettingsError
+from relay import residency
 
 # Migrations ship inside their packages, so an installed image finds them too.
 MIGRATIONS = {"router": Path(router.__file__).parent / "migrations", "cell": Path(cell.__file__).parent / "migrations"}
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--all", action="store_true", help="every store of a running system (with --state-dir)")
         p.add_argument("--state-dir", default=".relay", help="a relay dev state dir (its topology.json)")
         p.add_argument("--json", action="store_true", help="machine-readable output (with --all)")
+    residency.add_parser(sub)
     return parser
 
 
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "keys":
                 return ops.keys(args.state_dir, args.prefix, args.json)
             return ops.queue(args.state_dir, args.json)
+        if args.command == "residency":
+            return residency.run(args)
     except SettingsError as exc:
         print(f"relay: bad setting: {exc}", file=sys.stderr)
         return 2

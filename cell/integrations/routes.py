@@ -16,7 +16,7 @@ from litestar import Request, Response, delete, get, patch, put
 from cell import audit, netguard
 from cell.auth import ADMIN, READ, require
 from cell.context import caller, ctx
-from cell.integrations import queries
+from cell.integrations import hooks, issues, queries
 from cell.integrations.types import (
     CONFIG_TYPES,
     EmailConfig,
@@ -169,4 +169,5 @@ async def delete_integration(request: Request[Any, Any, Any], project_id: uuid.U
         await audit.record(conn, principal, "integration.deleted", "integration", row_id, {"provider": provider})
 
 
-ROUTES = [put_integration, list_integrations, get_integration, patch_integration, delete_integration]
+ROUTES = [put_integration, list_integrations, get_integration, patch_integration, delete_integration,
+          *issues.ROUTES, *hooks.ROUTES]
