@@ -32,7 +32,7 @@ import httpx
 
 from common.migrate import migrate
 from common.settings import DEFAULT_REGIONS, check_regions
-from relay.embedded import PostgresServer, RedisServer, die_with_parent, free_port
+from relay.embedded import PostgresServer, RedisServer, child_setup, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,6 +59,7 @@ class Part:
     proc: subprocess.Popen[bytes]
     args: list[str]
     env: dict[str, str]
+    netns: str | None = None
 
 
 @dataclass
@@ -74,6 +75,9 @@ class DevStack:
     """Extra settings for the router (tests: tight rate limits)."""
     cell_env: dict[str, str] = field(default_factory=dict)
     """Extra settings for every cell API and worker (tests: small pools on a shared Postgres)."""
+    netns: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Regions to run inside their own network namespace: region → (namespace, its address). The cell, its
+    worker and its embedded stores run there, listening on that address (tests of network isolation)."""
     trace_dir: Path | None = None
     """When set, each child exports its spans as JSON lines to `<trace_dir>/<name>.jsonl`."""
     cell_urls: dict[str, str] = field(default_factory=dict)
@@ -100,15 +104,16 @@ class DevStack:
         router_redis = self._redis("router", self.environ.get("RELAY_ROUTER_REDIS_URL"))
         cells: dict[str, dict[str, Any]] = {}
         for i, region in enumerate(regions):
+            netns, host = self.netns.get(region, (None, "127.0.0.1"))
             objects = self.environ.get(_var(region, "OBJECT_STORE"))
             if not objects:
                 directory = (self.state_dir / region / "objects").resolve()
                 directory.mkdir(parents=True, exist_ok=True)
                 objects = directory.as_uri()
             cells[region] = {
-                "url": f"http://127.0.0.1:{router_port + 101 + i if self.port else free_port()}",
-                "database_url": self._database(region, self.environ.get(_var(region, "DATABASE_URL"))),
-                "redis_url": self._redis(region, self.environ.get(_var(region, "REDIS_URL"))),
+                "url": f"http://{host}:{router_port + 101 + i if self.port else free_port()}",
+                "database_url": self._database(region, self.environ.get(_var(region, "DATABASE_URL")), host, netns),
+                "redis_url": self._redis(region, self.environ.get(_var(region, "REDIS_URL")), host, netns),
                 "object_store": objects,
             }
 
@@ -126,9 +131,10 @@ class DevStack:
                    "RELAY_HOP_SECRET": hop[region], "RELAY_SECRET_KEY": hop[f"{region}:secret_key"],
                    "RELAY_REGIONS": regions_json,
                    "RELAY_PORT": cell["url"].rsplit(":", 1)[1], "RELAY_WEBHOOKS_ALLOW_LOOPBACK": "1",
-                   **self.cell_env}
-            self._spawn(f"cell[{region}]", ["cell", "--region", region], env)
-            self._spawn(f"worker[{region}]", ["worker", "--region", region], env)
+                   "RELAY_HOST": self.netns.get(region, (None, "127.0.0.1"))[1], **self.cell_env}
+            netns = self.netns.get(region, (None, ""))[0]
+            self._spawn(f"cell[{region}]", ["cell", "--region", region], env, netns)
+            self._spawn(f"worker[{region}]", ["worker", "--region", region], env, netns)
         router_env = {
             "RELAY_DATABASE_URL": router_db, "RELAY_REDIS_URL": router_redis, "RELAY_PORT": str(router_port),
             "RELAY_CELLS": json.dumps({r: {"url": self.cell_urls.get(r, c["url"]), "tag": regions[r],
@@ -152,21 +158,21 @@ class DevStack:
         tmp.replace(self.state_dir / "topology.json")
         return self.topology
 
-    def _database(self, name: str, given: str | None) -> str:
+    def _database(self, name: str, given: str | None, host: str = "127.0.0.1", netns: str | None = None) -> str:
         if given:
             return given
-        server = PostgresServer(self.state_dir / name / "postgres").start()
+        server = PostgresServer(self.state_dir / name / "postgres", host=host, netns=netns).start()
         self.stores.append(server)
         return server.url
 
-    def _redis(self, name: str, given: str | None) -> str:
+    def _redis(self, name: str, given: str | None, host: str = "127.0.0.1", netns: str | None = None) -> str:
         if given:
             return given
-        server = RedisServer(self.state_dir / name / "redis").start()
+        server = RedisServer(self.state_dir / name / "redis", host=host, netns=netns).start()
         self.stores.append(server)
         return server.url
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Part:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str], netns: str | None = None) -> Part:
         full = {k: v for k, v in self.environ.items() if not k.startswith("RELAY_")}
         full.update(env)
         full["PYTHONUNBUFFERED"] = "1"
@@ -178,10 +184,10 @@ class DevStack:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             out = (self.log_dir / f"{name.replace('[', '-').rstrip(']')}.log").open("ab")
         proc = subprocess.Popen([sys.executable, "-m", "relay", *args], env=full, cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT if out else None, preexec_fn=die_with_parent)
+                                stdout=out, stderr=subprocess.STDOUT if out else None, preexec_fn=child_setup(netns))
         if out is not None:
             out.close()
-        part = Part(name, proc, args, env)
+        part = Part(name, proc, args, env, netns)
         self.parts.append(part)
         return part
 
@@ -202,7 +208,7 @@ class DevStack:
             part.proc.terminate()
             part.proc.wait(15)
         self.parts.remove(part)
-        self._spawn(part.name, part.args, part.env)
+        self._spawn(part.name, part.args, part.env, part.netns)
 
     def _wait_ready(self, url: str, deadline: float) -> None:
         with httpx.Client(trust_env=False, timeout=2.0) as client:

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -29,6 +30,32 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+_CLONE_NEWNET = 0x40000000
+
+
+def child_setup(netns: str | None = None, user: pwd.struct_passwd | None = None) -> Callable[[], None]:
+    """A preexec function: die with the parent, enter network namespace `netns`, then drop to `user`.
+
+    Entering the namespace needs root, so it happens before the privileges are dropped.
+    """
+
+    def setup() -> None:
+        die_with_parent()
+        if netns is not None:
+            fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
+            try:
+                if ctypes.CDLL("libc.so.6", use_errno=True).setns(fd, _CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns {netns}")
+            finally:
+                os.close(fd)
+        if user is not None:
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+
+    return setup
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as s:
@@ -37,8 +64,9 @@ def free_port() -> int:
         return port
 
 
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float, what: str, log: Path | None = None) -> None:
-    """Block until something accepts on 127.0.0.1:port; fail if `proc` dies or time runs out."""
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float, what: str, log: Path | None = None,
+              host: str = "127.0.0.1") -> None:
+    """Block until something accepts on host:port; fail if `proc` dies or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -46,7 +74,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float, what: st
             raise RuntimeError(f"{what} exited with {proc.returncode}\n{tail}")
         with socket.socket() as s:
             s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+            if s.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not listen on port {port} within {timeout}s")
@@ -108,19 +136,25 @@ def _open_path_for(user: pwd.struct_passwd, path: Path) -> None:
 
 
 class PostgresServer:
-    """A throwaway or persistent PostgreSQL cluster in `data_dir`, listening on 127.0.0.1:port."""
+    """A throwaway or persistent PostgreSQL cluster in `data_dir`, listening on host:port.
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, durable: bool = True) -> None:
+    `netns` runs it inside a network namespace (tests of network isolation), listening on `host` there.
+    """
+
+    def __init__(self, data_dir: Path, port: int | None = None, *, durable: bool = True,
+                 host: str = "127.0.0.1", netns: str | None = None) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.durable = durable
+        self.host = host
+        self.netns = netns
         self.proc: subprocess.Popen[bytes] | None = None
         self.bin = postgres_bin()
         self.user = _unprivileged_user()
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
 
     def start(self, timeout: float = 60.0) -> PostgresServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -134,6 +168,9 @@ class PostgresServer:
                  "--encoding=UTF8", "--no-sync"],
                 check=True, capture_output=True, **kwargs,  # type: ignore[call-overload]
             )
+            if self.host != "127.0.0.1":  # clients in its namespace's network connect over TCP
+                with (self.data_dir / "pg_hba.conf").open("a") as hba:
+                    hba.write(f"host all all {self.host}/16 trust\n")
         log = self.data_dir / "server.log"
         # Throwaway test clusters skip fsync; a dev cluster keeps every acknowledged commit.
         speed = [] if self.durable else ["-c", "fsync=off", "-c", "synchronous_commit=off",
@@ -141,11 +178,11 @@ class PostgresServer:
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [str(self.bin / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}",
+                 "-c", f"listen_addresses={self.host}", "-c", f"unix_socket_directories={self.data_dir}",
                  "-c", "max_connections=300", "-c", "shared_buffers=128MB", *speed],
-                stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent, **kwargs,  # type: ignore[call-overload]
+                stdout=out, stderr=subprocess.STDOUT, preexec_fn=child_setup(self.netns, self.user),
             )
-        wait_port(self.port, self.proc, timeout, "postgres", log)
+        wait_port(self.port, self.proc, timeout, "postgres", log, self.host)
         return self
 
     def stop(self) -> None:
@@ -159,27 +196,32 @@ class PostgresServer:
 
 
 class RedisServer:
-    """A redis-server on 127.0.0.1:port with its data (append-only file) in `data_dir`."""
+    """A redis-server on host:port (in network namespace `netns` if given), its data in `data_dir`."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, persist: bool = True) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, *, persist: bool = True,
+                 host: str = "127.0.0.1", netns: str | None = None) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.persist = persist
+        self.host = host
+        self.netns = netns
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self, timeout: float = 20.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.data_dir / "redis.log"
-        args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+        args = [redis_binary(), "--port", str(self.port), "--bind", self.host, "--dir", str(self.data_dir),
                 "--save", "", "--appendonly", "yes" if self.persist else "no", "--logfile", str(log),
                 "--daemonize", "no"]
+        if self.host != "127.0.0.1":  # reachable only inside its own namespace's network, by design
+            args += ["--protected-mode", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     preexec_fn=die_with_parent)
-        wait_port(self.port, self.proc, timeout, "redis-server", log)
+                                     preexec_fn=child_setup(self.netns))
+        wait_port(self.port, self.proc, timeout, "redis-server", log, self.host)
         return self
 
     def stop(self) -> None:
