@@ -5,6 +5,10 @@ An area module exports `JOBS` (outbox kinds and their handlers) and may export
 one kind (an `interaction.created` feeds enrichment, webhooks and integrations):
 each consumer is its own queued job, retried on its own. An outbox kind that no
 area handles stays pending in the outbox instead of being dropped.
+
+Delivery is at least once (see `cell.worker`): a handler may run again after a
+crash, a lost queue or an operator's retry, so every handler must be idempotent.
+A job that still fails after its retries lands in the `dead_letters` table.
 """
 
 from __future__ import annotations
@@ -33,7 +37,10 @@ JOB_MODULES = (
 class Job:
     """One consumer of an outbox kind: its handler, its time budget and how often to retry it.
 
-    `name` identifies the consumer (unique across areas); it defaults to the kind.
+    `name` identifies the consumer (unique across areas); it defaults to the kind. `retries` counts
+    attempts in all (saq's meaning): after the last one fails, the job is dead-lettered. Between attempts
+    the worker waits a random time up to `retry_delay * 2**(attempt-1)` seconds, at most `retry_backoff`.
+    `timeout` bounds one attempt; an attempt that runs out of time counts as failed.
     """
 
     kind: str
@@ -41,6 +48,8 @@ class Job:
     timeout: int = 60
     retries: int = 5
     name: str = ""
+    retry_delay: float = 1.0
+    retry_backoff: float = 300.0
 
     @property
     def id(self) -> str:

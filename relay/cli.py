@@ -1,4 +1,4 @@
-"""The `relay` command line: `dev`, `router`, `cell`, `worker`, `db migrate`, `residency`."""
+"""The `relay` command line: `dev`, `router`, `cell`, `worker`, `db migrate`, `jobs`, `residency`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import cell
 import router
 from common.settings import SettingsError
-from relay import residency
+from relay import jobs_cli, residency
 
 # Migrations ship inside their packages, so an installed image finds them too.
 MIGRATIONS = {"router": Path(router.__file__).parent / "migrations", "cell": Path(cell.__file__).parent / "migrations"}
@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     ops("projects", "projects and where they live").add_argument("--region", help="only this region")
     ops("keys", "API keys by prefix (never secrets)").add_argument("prefix", help="e.g. rk_eu_ or rk_eu_ab12cd")
     ops("queue", "per region: outbox backlog, queue depth, workers, dead letters")
+
+    jobs = sub.add_parser("jobs", help="a cell's job queue: dead letters, retries, maintenance runs")
+    jobs_cli.configure(jobs)
 
     db = sub.add_parser("db", help="database schema")
     dbsub = db.add_subparsers(dest="db_command", required=True)
@@ -87,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_worker()
         if args.command == "db":
             return _db(args)
+        if args.command == "jobs":
+            return jobs_cli.run(args)
         if args.command in ("regions", "projects", "keys", "queue"):
             from relay import ops
 
