@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -50,6 +51,25 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
     """A replay still recording with no chunk for this long is closed and processed as if its SDK had
     finished it (RELAY_REPLAY_IDLE_TIMEOUT_SECONDS)."""
 
+    ai_provider: Literal["local", "openai"] = "local"
+    """Who enriches this cell's interactions (summaries, labels, duplicate groups): `local`, in the worker
+    with no network, or `openai`, an OpenAI-compatible endpoint; set per cell, so a region's text only goes
+    to the endpoint configured for that region (RELAY_AI_PROVIDER)."""
+    ai_endpoint: str = ""
+    """Base URL of the OpenAI-compatible API, e.g. `https://eu.example.com/v1`; https unless on loopback
+    (RELAY_AI_ENDPOINT)."""
+    ai_api_key: str = ""
+    """Bearer token for the endpoint (RELAY_AI_API_KEY)."""
+    ai_model: str = ""
+    """Chat model for summaries and labels; empty: the local ones (RELAY_AI_MODEL)."""
+    ai_embedding_model: str = ""
+    """Embedding model for duplicate similarity; empty: local TF-IDF similarity (RELAY_AI_EMBEDDING_MODEL)."""
+    ai_embedding_threshold: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.85
+    """Cosine similarity of two embeddings from which the interactions are duplicates
+    (RELAY_AI_EMBEDDING_THRESHOLD)."""
+    ai_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=600)] = 30.0
+    """Time budget of one call to the endpoint (RELAY_AI_TIMEOUT_SECONDS)."""
+
     def __post_init__(self) -> None:
         check_regions(self.regions)
         if self.region not in self.regions:
@@ -63,11 +83,25 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("RELAY_DASHBOARD_URL: must be an http(s) URL or empty")
         if not 1 <= self.db_pool_size <= 500:
             raise SettingsError("RELAY_DB_POOL_SIZE: must be between 1 and 500")
+        if self.ai_provider == "openai":
+            check_ai_endpoint(self.ai_endpoint)
+            if not (self.ai_model or self.ai_embedding_model):
+                raise SettingsError("RELAY_AI_MODEL: the openai provider needs a chat model, an embedding model "
+                                    "(RELAY_AI_EMBEDDING_MODEL) or both")
 
     @property
     def tag(self) -> str:
         """This region's key tag."""
         return self.regions[self.region]
+
+
+def check_ai_endpoint(url: str) -> None:
+    """The AI endpoint is an http(s) base URL; plain http only to this machine (a local model server)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise SettingsError("RELAY_AI_ENDPOINT: must be an https URL, e.g. https://eu.example.com/v1")
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise SettingsError("RELAY_AI_ENDPOINT: must use https unless it is on loopback")
 
 
 def from_env() -> CellSettings:

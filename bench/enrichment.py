@@ -1,0 +1,163 @@
+"""bench/enrichment: quality of duplicate grouping on a labelled set of reports.
+
+`bench/data/enrichment/reports.jsonl` holds hand-written reports (bug reports with and without logs,
+feedback posts, chats, survey answers), each with the id of the problem it describes. The benchmark feeds
+them, in a shuffled arrival order, through the same functions the enrichment job runs (document → terms →
+`grouping.decide` against every earlier report, with merges), then scores the groups pairwise: precision
+is the share of pairs put together that belong together, recall the share of pairs that belong together
+that were put together.
+
+Two parts: the `dev` reports (r001…) were written first and used to develop the method — reading its
+mistakes on them led to the phrase and synonym lists in `cell.enrichment.text`, the linkage rule in
+`grouping.decide`, and the thresholds (`--sweep` shows the threshold sweep on them). The `test` reports
+(t001…, `"split": "test"`) were written afterwards, with the method frozen, about other problems (and
+near misses of the dev ones), and were not used to choose anything. RESULT lines give the whole set —
+dev and test interleaved in one project, as a real project mixes them — and the test part alone;
+every figure is a mean over several arrival orders.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from bench.harness import result
+from cell.enrichment import grouping, labels, summary
+from cell.enrichment.text import Document, document
+
+DATA = Path(__file__).parent / "data" / "enrichment" / "reports.jsonl"
+SEEDS = (1, 2, 3, 4, 5)
+
+
+@dataclass
+class Report:
+    """One labelled report."""
+
+    id: str
+    cluster: str
+    split: str
+    doc: Document
+
+
+def content_of(row: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The interaction content and content_text the ingest endpoints would store for this report."""
+    kind = row["type"]
+    if kind == "chat":
+        content = {"text": row["text"], **({"subject": row["subject"]} if row.get("subject") else {})}
+        return content, row["text"]
+    if kind == "survey":
+        return {"text": row["text"]}, row["text"]
+    content = {"title": row.get("title") or "", "description": row["text"]}
+    return content, f"{content['title']}\n{row['text']}"
+
+
+def load(path: Path = DATA) -> list[Report]:
+    """The labelled set."""
+    reports = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            content, text = content_of(row)
+            reports.append(Report(row["id"], row["cluster"], row.get("split", "dev"),
+                                  document(row["type"], content, text, row.get("logs"))))
+    return reports
+
+
+def group(reports: Sequence[Report], limits: grouping.Thresholds, seed: int) -> dict[str, str]:
+    """Run the job's online grouping over the reports in one arrival order; report id → group id."""
+    order = list(reports)
+    random.Random(seed).shuffle(order)
+    seen: list[grouping.Candidate] = []
+    for n, report in enumerate(order):
+        iid = f"{n:05d}-{report.id}"  # ids sort by arrival, as uuid7 does
+        sig = grouping.signature(report.doc)
+        idf = grouping.Idf([c.signature for c in seen] + [sig])
+        decision = grouping.decide(iid, sig, seen, idf, limits)
+        if decision.merged:
+            for cand in seen:
+                if cand.group_id in decision.merged:
+                    cand.group_id = decision.group_id
+        seen.append(grouping.Candidate(iid, decision.group_id, sig))
+    return {c.interaction_id.split("-", 1)[1]: c.group_id for c in seen}
+
+
+def pairwise(reports: Sequence[Report], groups: dict[str, str]) -> tuple[float, float]:
+    """Pairwise precision and recall of a grouping against the labels."""
+    tp = fp = fn = 0
+    for a, b in combinations(reports, 2):
+        same_truth, same_found = a.cluster == b.cluster, groups[a.id] == groups[b.id]
+        tp += same_truth and same_found
+        fp += same_found and not same_truth
+        fn += same_truth and not same_found
+    return (tp / (tp + fp) if tp + fp else 1.0), (tp / (tp + fn) if tp + fn else 1.0)
+
+
+def f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def score(reports: Sequence[Report], limits: grouping.Thresholds) -> tuple[float, float]:
+    """Precision and recall averaged over the arrival orders."""
+    runs = [pairwise(reports, group(reports, limits, seed)) for seed in SEEDS]
+    return sum(p for p, _ in runs) / len(runs), sum(r for _, r in runs) / len(runs)
+
+
+def describe(reports: Sequence[Report]) -> str:
+    clusters = {r.cluster for r in reports}
+    pairs = sum(len(m) * (len(m) - 1) // 2 for m in ([r for r in reports if r.cluster == c] for c in clusters))
+    types: dict[str, int] = {}
+    for r in reports:
+        types[r.doc.type] = types.get(r.doc.type, 0) + 1
+    return f"{len(reports)} reports, {len(clusters)} problems, {pairs} duplicate pairs, types {types}"
+
+
+def sweep(reports: Sequence[Report]) -> None:
+    """Precision and recall on the dev reports over a range of join and merge thresholds."""
+    print("join  merge  precision  recall  f1   (dev reports)")
+    for join in (0.26, 0.28, 0.30, 0.31, 0.32, 0.33, 0.34, 0.36, 0.38):
+        for merge in (join + 0.10, join + 0.15, 9.0):
+            p, r = score(reports, grouping.Thresholds(join=join, merge=merge))
+            print(f"{join:.2f}  {merge:.2f}   {p:.3f}      {r:.3f}   {f1(p, r):.3f}")
+
+
+def show_examples(reports: Sequence[Report]) -> None:
+    """A few summaries and labels, for a reader to judge."""
+    for report in reports[:: max(1, len(reports) // 8)][:8]:
+        found = labels.derive(report.doc)
+        print(f"  [{report.doc.type}] {summary.extractive(report.doc)!r} -> {[lab for lab, _ in found]}")
+
+
+def main() -> None:
+    reports = load()
+    dev = [r for r in reports if r.split == "dev"]
+    test = [r for r in reports if r.split == "test"]
+    if "--sweep" in sys.argv:
+        sweep(dev)
+        return
+    limits = grouping.Thresholds()
+    print(f"set: {describe(reports)}")
+    print(f"thresholds: join {limits.join:.2f}, merge {limits.merge:.2f} (chosen on the dev reports)")
+    figures = {}
+    for name, part in (("dev", dev), ("test", test), ("all", reports)):
+        p, r = score(part, limits)
+        figures[name] = (p, r)
+        print(f"{name:9s} {describe(part)}")
+        print(f"{'':9s} precision {p:.3f}  recall {r:.3f}  f1 {f1(p, r):.3f}  (mean of {len(SEEDS)} orders)")
+    show_examples(reports)
+    p, r = figures["all"]
+    result("enrichment.precision", p, "ratio")
+    result("enrichment.recall", r, "ratio")
+    result("enrichment.f1", f1(p, r), "ratio")
+    tp, tr = figures["test"]
+    result("enrichment.test_precision", tp, "ratio")
+    result("enrichment.test_recall", tr, "ratio")
+
+
+if __name__ == "__main__":
+    main()

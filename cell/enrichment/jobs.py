@@ -1,0 +1,69 @@
+"""Worker jobs of the enrichment area: every new interaction gets its summary, labels and duplicate group.
+
+The provider (local, or the cell's configured endpoint) is asked outside any transaction, since it may
+take seconds. Grouping then runs in one transaction under a per-project advisory lock: it reads the
+signatures of the project's earlier interactions, decides, renames merged groups and writes this
+interaction's signature and ai_* fields together. A redelivered job finds the signature and does nothing;
+a job for an interaction erased meanwhile finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+
+from cell.enrichment import grouping, providers, queries
+from cell.enrichment.text import document
+from cell.jobs import Job
+from cell.settings import CellSettings
+
+log = logging.getLogger("relay.enrichment")
+
+RECENT = 1000
+"""How many of the project's latest interactions every new one is compared with (and IDF is taken from)."""
+OLDER = 500
+"""How many older interactions sharing one of its rarest terms it is compared with besides."""
+
+
+async def enrich(pool: asyncpg.Pool, settings: CellSettings, http: httpx.AsyncClient,
+                 interaction_id: uuid.UUID) -> str:
+    """Enrich one interaction (idempotent); returns what happened: `enriched`, `already` or `gone`."""
+    loaded = await queries.load(pool, interaction_id)
+    if loaded is None:
+        return "gone"
+    if loaded.enriched:
+        return "already"
+    doc = document(loaded.type, loaded.content, loaded.content_text, loaded.logs)
+    analysis = await providers.for_settings(settings, http).analyse(doc)
+    sig = grouping.signature(doc)
+    sig.embedding, sig.embedding_model = analysis.embedding, analysis.embedding_model
+    limits = grouping.Thresholds(embedding=settings.ai_embedding_threshold)
+    pid = loaded.project_id
+    async with pool.acquire() as conn, conn.transaction():
+        await queries.lock_project(conn, pid)
+        state = await queries.state(conn, pid, interaction_id)
+        if state != "pending":
+            return "already" if state == "enriched" else "gone"
+        candidates, oldest = await queries.recent(conn, pid, grouping.METHOD, RECENT)
+        idf = grouping.Idf([c.signature for c in candidates] + [sig])
+        if oldest is not None:  # a long history: also the older ones that share a rare term
+            candidates += await queries.sharing(conn, pid, grouping.METHOD, idf.top(sig), oldest,
+                                                [c.interaction_id for c in candidates], OLDER)
+        decision = grouping.decide(str(interaction_id), sig, candidates, idf, limits)
+        if decision.merged:
+            await queries.merge_groups(conn, pid, decision.merged, decision.group_id)
+        await queries.store(conn, pid, interaction_id, loaded.created_at, grouping.METHOD, sig, grouping.keys(sig),
+                            decision.group_id, analysis.summary, analysis.labels, decision.confidence)
+    return "enriched"
+
+
+async def enrich_interaction(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
+    """`interaction.created`: enrich the new interaction."""
+    await enrich(ctx["pool"], ctx["settings"], ctx["http"], uuid.UUID(payload["interaction_id"]))
+
+
+JOBS = [Job("interaction.created", enrich_interaction, timeout=120, retries=5, name="enrichment.interaction")]

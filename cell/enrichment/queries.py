@@ -1,0 +1,124 @@
+"""SQL of the enrichment job: the interaction to read, the signatures to compare with, and the write."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from cell.enrichment.grouping import Candidate, Signature
+
+
+@dataclass
+class Loaded:
+    """An interaction as the job reads it."""
+
+    project_id: uuid.UUID
+    type: str
+    content: dict[str, Any]
+    content_text: str | None
+    created_at: datetime
+    logs: dict[str, Any] | None
+    enriched: bool
+
+
+async def load(pool: asyncpg.Pool, interaction_id: uuid.UUID) -> Loaded | None:
+    """The interaction, its logs and whether it is enriched already; None when it is gone (erased)."""
+    row = await pool.fetchrow(
+        """SELECT i.project_id, i.type::text AS type, i.content_json, i.content_text, i.created_at,
+                  l.console, l.network, l.errors,
+                  EXISTS (SELECT 1 FROM enrichment_signatures s
+                           WHERE s.project_id = i.project_id AND s.interaction_id = i.id) AS enriched
+             FROM interactions i
+             LEFT JOIN LATERAL (SELECT console, network, errors FROM interaction_logs
+                                 WHERE project_id = i.project_id AND interaction_id = i.id
+                                 ORDER BY created_at LIMIT 1) l ON true
+            WHERE i.id = $1""", interaction_id)
+    if row is None:
+        return None
+    logs = None if row["errors"] is None else {"console": row["console"], "network": row["network"],
+                                                "errors": row["errors"]}
+    return Loaded(row["project_id"], row["type"], row["content_json"] or {}, row["content_text"], row["created_at"],
+                  logs, row["enriched"])
+
+
+async def lock_project(conn: asyncpg.Connection, project_id: uuid.UUID) -> None:
+    """Serialise grouping within a project until the transaction ends: two similar reports enriched at once
+    must see each other, not each found a group of its own."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"enrichment:{project_id}")
+
+
+async def state(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id: uuid.UUID) -> str:
+    """`gone`, `enriched` or `pending`; the interaction row is key-share locked, so it cannot be deleted
+    (erasure, retention) before this transaction ends, while triage edits go on."""
+    exists = await conn.fetchval(
+        "SELECT true FROM interactions WHERE project_id = $1 AND id = $2 FOR KEY SHARE", project_id, interaction_id)
+    if not exists:
+        return "gone"
+    done = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM enrichment_signatures WHERE project_id = $1 AND interaction_id = $2)",
+        project_id, interaction_id)
+    return "enriched" if done else "pending"
+
+
+def _candidate(row: asyncpg.Record) -> Candidate:
+    embedding = row["embedding"]
+    return Candidate(str(row["interaction_id"]), row["group_id"],
+                     Signature(dict(row["terms"]), dict(row["log_terms"]),
+                               list(embedding) if embedding is not None else None, row["embedding_model"] or ""))
+
+
+_CANDIDATE_COLUMNS = "interaction_id, group_id, terms, log_terms, embedding, embedding_model, created_at"
+
+
+async def recent(conn: asyncpg.Connection, project_id: uuid.UUID, method: str,
+                 limit: int) -> tuple[list[Candidate], datetime | None]:
+    """The project's most recently created enriched interactions, and the creation time of the oldest of
+    them (None when there are fewer than `limit`: then these are all there is)."""
+    rows = await conn.fetch(
+        f"""SELECT {_CANDIDATE_COLUMNS} FROM enrichment_signatures
+             WHERE project_id = $1 AND method = $2
+             ORDER BY created_at DESC, interaction_id DESC LIMIT $3""", project_id, method, limit)
+    oldest = rows[-1]["created_at"] if len(rows) == limit else None
+    return [_candidate(r) for r in rows], oldest
+
+
+async def sharing(conn: asyncpg.Connection, project_id: uuid.UUID, method: str, keys: list[str],
+                  before: datetime, exclude: list[str], limit: int) -> list[Candidate]:
+    """Older enriched interactions (created at or before `before`) that share any of `keys`, newest first."""
+    rows = await conn.fetch(
+        f"""SELECT {_CANDIDATE_COLUMNS} FROM enrichment_signatures
+             WHERE project_id = $1 AND method = $2 AND keys && $3::text[] AND created_at <= $4
+               AND NOT (interaction_id = ANY($5::uuid[]))
+             ORDER BY created_at DESC LIMIT $6""", project_id, method, keys, before,
+        [uuid.UUID(i) for i in exclude], limit)
+    return [_candidate(r) for r in rows]
+
+
+async def merge_groups(conn: asyncpg.Connection, project_id: uuid.UUID, merged: list[str], into: str) -> None:
+    """Rename merged groups to the surviving id, on the interactions and their signatures alike."""
+    await conn.execute(
+        """UPDATE interactions SET ai_duplicate_group_id = $3
+            WHERE project_id = $1 AND ai_duplicate_group_id = ANY($2::text[])""", project_id, merged, into)
+    await conn.execute(
+        """UPDATE enrichment_signatures SET group_id = $3
+            WHERE project_id = $1 AND group_id = ANY($2::text[])""", project_id, merged, into)
+
+
+async def store(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id: uuid.UUID,
+                created_at: datetime, method: str, sig: Signature, keys: list[str], group_id: str,
+                summary: str | None, labels: list[str], confidence: float) -> None:
+    """Write the signature and fill the interaction's ai_* fields (the caller holds the row, see `state`)."""
+    await conn.execute(
+        """INSERT INTO enrichment_signatures (project_id, interaction_id, group_id, method, terms, log_terms, keys,
+                                              embedding, embedding_model, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+        project_id, interaction_id, group_id, method, sig.terms, sig.log_terms, keys, sig.embedding,
+        sig.embedding_model or None, created_at)
+    await conn.execute(
+        """UPDATE interactions SET ai_summary = $3, ai_labels = $4, ai_duplicate_group_id = $5, ai_confidence = $6
+            WHERE project_id = $1 AND id = $2""",
+        project_id, interaction_id, summary, labels, group_id, confidence)
