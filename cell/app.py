@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar
+import asyncpg
+from litestar import Litestar, Request, Response
 from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
+from saq.queue.redis import RedisQueue
 
-from cell import health
+from cell import health, outbox
 from cell.audit import routes as audit
 from cell.auth import Authenticator, HopMiddleware, KeyVerifier
 from cell.chat import routes as chat
@@ -22,6 +26,7 @@ from cell.integrations import routes as integrations
 from cell.interactions import routes as interactions
 from cell.keys import routes as keys
 from cell.media import routes as media
+from cell.moves import routes as moves
 from cell.privacy import routes as privacy
 from cell.projects import routes as projects
 from cell.replays import routes as replays
@@ -33,16 +38,66 @@ from cell.storage import ObjectStore
 from cell.surveys import routes as surveys
 from cell.users import routes as users
 from cell.webhooks import routes as webhooks
+from common import metrics, telemetry
 from common.pg import create_pool
-from common.problems import EXCEPTION_HANDLERS
+from common.problems import EXCEPTION_HANDLERS, Problem, internal_handler, problem_handler
 
 # One module per area of the data model, each exporting ROUTES.
 AREAS = (health, projects, keys, interactions, media, replays, sessions, users, feedback, roadmap, surveys, chat,
-         privacy, flags, integrations, webhooks, audit, residency)
+         privacy, flags, integrations, webhooks, audit, residency, moves)
+
+
+# Per-request metrics of the cell API (see common.metrics): per route template, method and status.
+REQUESTS = metrics.timings(
+    count="relay.cell.requests", duration="relay.cell.request.duration", errors="relay.cell.request.errors",
+    labels=("relay.region", "http.route", "http.request.method", "http.response.status_code"),
+    description="Requests the cell API answered, per route template", failed=metrics.server_error(3))
+PROJECTS = metrics.counts("relay.cell.project.requests", ("relay.region", "relay.project_id", "status_class"),
+                          "Requests the cell API answered for each project, per status class")
+
+
+def _recorder(region: str) -> telemetry.Recorder:
+    def record(scope: MutableMapping[str, Any], status: int, seconds: float, project: str | None) -> None:
+        REQUESTS.record((region, telemetry.route_of(scope), scope["method"], status), seconds)
+        if project:
+            PROJECTS.add((region, project, metrics.status_class(status)))
+
+    return record
+
+
+def _watch(context: CellContext) -> None:
+    """The cell's gauges: outbox backlog and queue depth (read at most every 5 s), database pool use."""
+    region = context.settings.region
+    queue = RedisQueue(context.redis, name=f"relay-{region}")  # the worker's queue (cell.worker)
+
+    async def backlog() -> list[tuple[float, dict[str, Any]]]:
+        return [(float(await outbox.backlog(context.pool)), {"relay.region": region})]
+
+    async def depth() -> list[tuple[float, dict[str, Any]]]:
+        queued, active, incomplete = await asyncio.gather(
+            queue.count("queued"), queue.count("active"), queue.count("incomplete"))
+        return [(float(n), {"relay.region": region, "state": state}) for state, n in
+                (("queued", queued), ("active", active), ("scheduled", max(incomplete - queued - active, 0)))]
+
+    metrics.gauge("relay.cell.outbox.backlog", "Outbox rows not yet relayed to the queue", metrics.Probe(backlog))
+    metrics.gauge("relay.cell.queue.depth", "Jobs on the cell's queue, by state (queued, active, scheduled)",
+                  metrics.Probe(depth))
+    metrics.gauge("relay.db.pool.connections", "Database connections of this API process, by state",
+                  lambda: metrics.pool_usage(context.pool, region))
+
+
+def database_error(request: Request[Any, Any, Any], exc: asyncpg.PostgresError) -> Response[bytes]:
+    """A write refused by a project move's fence in the database (SQLSTATE RL503) is a 503 to retry;
+    any other database error is a bug."""
+    if getattr(exc, "sqlstate", None) == "RL503":
+        problem = Problem(503, "this project is moving to another region; retry in a moment", retry_after=2)
+        return problem_handler(request, problem)
+    return internal_handler(request, exc)
 
 
 def create_app(settings: CellSettings | None = None) -> Any:
-    """The cell ASGI app: Litestar wrapped in the hop-signature middleware."""
+    """The cell ASGI app: Litestar with server spans and request metrics, inside the hop-signature middleware
+    (which stays outermost: unsigned requests are refused before anything is measured or traced)."""
     settings = settings or from_env()
 
     @asynccontextmanager
@@ -55,17 +110,27 @@ def create_app(settings: CellSettings | None = None) -> Any:
                                    regions=settings.regions)
             store = ObjectStore(settings.object_store)
             app.state.ctx = CellContext(settings, pool, redis, Authenticator(pool, verifier), store)
-            yield
+            _watch(app.state.ctx)
+            # Scrapes refresh the gauges; with OTLP only, nobody scrapes, so refresh them in the background.
+            fresh = asyncio.create_task(metrics.keep_fresh()) if metrics.otlp_configured() else None
+            try:
+                yield
+            finally:
+                if fresh is not None:
+                    fresh.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await fresh
         finally:
             await redis.aclose()
             await pool.close()
 
     app = Litestar(
-        route_handlers=[handler for area in AREAS for handler in area.ROUTES],
+        route_handlers=[*(handler for area in AREAS for handler in area.ROUTES), metrics.scrape_route()],
         lifespan=[lifespan],
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={**EXCEPTION_HANDLERS, asyncpg.PostgresError: database_error},
         openapi_config=OpenAPIConfig(title=f"Relay cell ({settings.region})", version="1.0.0"),
         debug=False,
         logging_config=None,
     )
-    return HopMiddleware(app, region=settings.region, secret=settings.hop_secret.encode())  # type: ignore[arg-type]
+    served = telemetry.HttpServerTelemetry(app, _recorder(settings.region))
+    return HopMiddleware(served, region=settings.region, secret=settings.hop_secret.encode())

@@ -29,7 +29,10 @@ from common.signing import ACTOR, SIGNATURE, TIMESTAMP, Actor, SignatureError, v
 READ, WRITE, ADMIN, OWNER = 1, 2, 3, 4
 SCOPE_LEVEL = {"read": READ, "write": WRITE, "admin": ADMIN}
 ROLE_LEVEL = {"viewer": READ, "agent": WRITE, "admin": ADMIN, "owner": OWNER}
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+PLACEMENT_TTL = 1.0
+"""Seconds a project's placement (move state, epoch) is trusted per process; a move's fence waits it out."""
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -200,13 +203,23 @@ class KeyVerifier:
                 del self._cache[digest]
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a project stands in this cell: its move state (`absent` when unknown here) and routing epoch."""
+
+    state: str
+    epoch: int
+    region: str | None
+    """The region it moved to, for state `moved`."""
+
+
 class Authenticator:
     """Turns a signed request into a Principal."""
 
     def __init__(self, pool: asyncpg.Pool, keys: KeyVerifier) -> None:
         self.pool = pool
         self.keys = keys
-        self._homed: dict[uuid.UUID, float] = {}
+        self._placements: dict[uuid.UUID, tuple[Placement, float]] = {}
 
     async def principal(self, scope: Scope, project_id: uuid.UUID | None) -> Principal:
         """The caller of this request; `project_id` is the project named in the path, if any."""
@@ -217,7 +230,16 @@ class Authenticator:
             key = _presented_key(scope)
             if key is None or actor.key_prefix is None or not key.startswith(actor.key_prefix):
                 raise Problem(401, "missing or mismatched API key")
-            record = await self.keys.verify(key)
+            write = scope["method"] in WRITES
+            try:
+                record = await self.keys.verify(key)
+            except Problem as problem:  # the key left with its project: say where it went
+                if problem.status == 401 and actor.project_id is not None:
+                    place = await self.placement(uuid.UUID(actor.project_id))
+                    if place.state == "moved":
+                        raise Problem(421, f"this project moved to {place.region}", region=place.region) from None
+                raise
+            await self.ensure_homed(record.project_id, epoch=actor.epoch, write=write)
             scopes = set(record.scopes)
             level = max((SCOPE_LEVEL.get(s, 0) for s in scopes), default=0)
             return Principal(record.project_id, level, "ingest" in scopes, "api", key[:12], actor.ip)
@@ -227,13 +249,13 @@ class Authenticator:
             pid = uuid.UUID(actor.project_id)
             if project_id is not None and pid != project_id:
                 raise Problem(404, "no such project")
-            await self.ensure_homed(pid)
+            await self.ensure_homed(pid, epoch=actor.epoch, write=scope["method"] in WRITES)
             return Principal(pid, ROLE_LEVEL[actor.role], False, "admin", actor.user_id, actor.ip)
         if actor.kind == "public":
             raise Problem(401, "this endpoint needs credentials")
         if project_id is None or not scope["path"].startswith("/internal/"):
             raise Problem(403, "the router acts as itself only on internal endpoints")
-        await self.ensure_homed(project_id)
+        await self.ensure_homed(project_id, write=scope["method"] in WRITES)
         return Principal(project_id, OWNER, False, "system", "router", None)
 
     async def public_project(self, scope: Scope, project_id: uuid.UUID) -> uuid.UUID:
@@ -244,17 +266,49 @@ class Authenticator:
         actor: Actor | None = scope.get("state", {}).get("actor")
         if actor is None or actor.kind != "public" or actor.project_id != str(project_id):
             raise Problem(404, "no such project")
-        await self.ensure_homed(project_id)
+        await self.ensure_homed(project_id, epoch=actor.epoch, write=scope["method"] in WRITES)
         return project_id
 
-    async def ensure_homed(self, project_id: uuid.UUID) -> None:
-        """421 unless this cell homes the project (positive answers cached for a few seconds)."""
-        seen = self._homed.get(project_id)
-        if seen is not None and time.monotonic() - seen < 5:
-            return
-        if not await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM projects WHERE id = $1)", project_id):
+    async def ensure_homed(self, project_id: uuid.UUID, *, epoch: int | None = None, write: bool = False) -> None:
+        """421 unless this cell serves the project to a router with a current map; 503 for writes in a fence.
+
+        421 (with the new region) once the project moved away; 421 for an epoch older than this cell's, so
+        a router that missed a move's fence or flip can never write here; 503 with Retry-After for writes
+        while a move is fencing the project (reads are still served).
+        """
+        place = await self.placement(project_id)
+        if place.state == "moved":
+            raise Problem(421, f"this project moved to {place.region}", region=place.region)
+        if place.state in ("absent", "importing"):
             raise Problem(421, "this project is not homed in this region")
-        self._homed[project_id] = time.monotonic()
+        if epoch is not None and epoch < place.epoch:
+            raise Problem(421, "the router's routing epoch for this project is stale", region=self.keys.region)
+        if write and place.state in ("fencing", "fenced"):
+            raise Problem(503, "this project is moving to another region; retry in a moment", retry_after=2)
+
+    async def placement(self, project_id: uuid.UUID, *, fresh: bool = False) -> Placement:
+        """The project's placement, trusted for PLACEMENT_TTL seconds unless `fresh`."""
+        now = time.monotonic()
+        cached = self._placements.get(project_id)
+        if cached is not None and not fresh and now - cached[1] < PLACEMENT_TTL:
+            return cached[0]
+        row = await self.pool.fetchrow(
+            """SELECT p.state, coalesce(p.epoch, m.epoch) AS epoch,
+                      CASE WHEN p.state IS NULL OR p.state = 'moved' THEN m.region END AS region
+                 FROM (SELECT $1::uuid AS id) x
+                 LEFT JOIN projects p ON p.id = x.id
+                 LEFT JOIN moved_projects m ON m.project_id = x.id""", project_id)
+        assert row is not None
+        if row["state"] is None:
+            state = "moved" if row["region"] is not None else "absent"
+        else:
+            state = "moved" if row["state"] == "moved" and row["region"] is not None else row["state"]
+        place = Placement(state, row["epoch"] or 0, row["region"])
+        if state != "absent":  # a project being provisioned is not refused for longer than its own lookup
+            if len(self._placements) > 100_000:  # bounded: one entry per project this process serves
+                self._placements.clear()
+            self._placements[project_id] = (place, now)
+        return place
 
 
 def _presented_key(scope: Scope) -> str | None:

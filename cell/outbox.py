@@ -1,7 +1,10 @@
 """The transactional outbox: follow-up work is recorded in the same transaction as the data.
 
 Workers relay pending rows to the queue; a crash or a Redis outage between the
-commit and the enqueue therefore loses nothing.
+commit and the enqueue therefore loses nothing. Each row also carries the W3C
+`traceparent` of the request (or job) that wrote it, so the worker's span for
+the job continues that request's trace (see `common.telemetry.job_span`); it
+is NULL when tracing is off.
 """
 
 from __future__ import annotations
@@ -11,9 +14,18 @@ from typing import Any
 
 import asyncpg
 
+from common.telemetry import current_traceparent
+
 
 async def add(conn: asyncpg.Connection, project_id: uuid.UUID | None, kind: str, payload: dict[str, Any]) -> None:
     """Record a job to run after the surrounding transaction commits."""
     await conn.execute(
-        "INSERT INTO outbox (project_id, kind, payload) VALUES ($1, $2, $3)", project_id, kind, payload,
+        "INSERT INTO outbox (project_id, kind, payload, traceparent) VALUES ($1, $2, $3, $4)",
+        project_id, kind, payload, current_traceparent(),
     )
+
+
+async def backlog(pool: asyncpg.Pool) -> int:
+    """Rows not yet relayed to the queue: the outbox backlog an operator watches (a gauge reads it)."""
+    count: int = await pool.fetchval("SELECT count(*) FROM outbox WHERE dispatched_at IS NULL")
+    return count

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,7 @@ from cell.jobs import Cron, Job, registry
 from cell.maintenance import dead_letters
 from cell.settings import CellSettings, from_env
 from cell.storage import ObjectStore
-from common import telemetry
+from common import metrics, telemetry
 from common.pg import create_pool
 
 log = logging.getLogger("relay.worker")
@@ -259,14 +260,21 @@ async def heartbeat(ctx: dict[str, Any]) -> AsyncIterator[None]:
                 await task
 
 
-async def dispatch(ctx: dict[str, Any], *, job: str, payload: dict[str, Any], **_: Any) -> None:
-    """Run one consumer of one relayed outbox row."""
+async def dispatch(ctx: dict[str, Any], *, job: str, payload: dict[str, Any], project_id: str | None = None,
+                   traceparent: str | None = None, **_: Any) -> None:
+    """Run one consumer of one relayed outbox row, in the trace of the request that wrote the row."""
     jobs: dict[str, Job] = ctx["jobs"]
     spec = jobs.get(job)
     if spec is None:
         raise LookupError(f"no consumer named {job!r} in this version of the worker")
-    async with heartbeat(ctx):
-        await spec.handler(ctx, payload)
+    started, ok = time.perf_counter(), False
+    with telemetry.job_span(job, traceparent, ctx["settings"].region, project_id):
+        try:
+            async with heartbeat(ctx):
+                await spec.handler(ctx, payload)
+            ok = True
+        finally:
+            metrics.record_job(job, time.perf_counter() - started, ok)
 
 
 def cron_function(cron: Cron) -> Callable[..., Awaitable[Any]]:
@@ -274,8 +282,15 @@ def cron_function(cron: Cron) -> Callable[..., Awaitable[Any]]:
     heartbeat like every other job."""
 
     async def run(ctx: dict[str, Any], **_: Any) -> Any:
-        async with heartbeat(ctx):
-            return await cron.function(ctx)
+        started, ok = time.perf_counter(), False
+        with telemetry.job_span(cron.name, None, ctx["settings"].region, None):
+            try:
+                async with heartbeat(ctx):
+                    result = await cron.function(ctx)
+                ok = True
+                return result
+            finally:
+                metrics.record_job(cron.name, time.perf_counter() - started, ok)
 
     run.__name__ = run.__qualname__ = cron.name
     return run
@@ -294,6 +309,7 @@ async def _enqueue(queue: CellQueue, spec: Job, row: asyncpg.Record, heartbeat_s
     job: SaqJob | None = await queue.enqueue(
         "dispatch", key=job_key(origin, spec.id), job=spec.id, kind=row["kind"], payload=row["payload"],
         outbox_id=row["id"], project_id=str(project_id) if project_id is not None else None,
+        traceparent=row["traceparent"],
         timeout=spec.timeout, retries=spec.retries, retry_delay=spec.retry_delay,
         retry_backoff=spec.retry_backoff, heartbeat=heartbeat_s)
     return job
@@ -310,7 +326,7 @@ async def relay_outbox(pool: asyncpg.Pool, queue: CellQueue, jobs: dict[str, Job
     failure: BaseException | None = None
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
-            """SELECT id, project_id, kind, payload, only_job, retry_of FROM outbox
+            """SELECT id, project_id, kind, payload, only_job, retry_of, traceparent FROM outbox
                 WHERE dispatched_at IS NULL AND available_at <= now()
                   AND CASE WHEN only_job IS NULL THEN kind = ANY($1::text[]) ELSE only_job = ANY($2::text[]) END
                 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED""", kinds, sorted(jobs), timing.batch)
@@ -342,7 +358,7 @@ async def rerelay_unfinished(pool: asyncpg.Pool, queue: CellQueue, jobs: dict[st
     revived = 0
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
-            """SELECT id, project_id, kind, payload, retry_of, pending_jobs FROM outbox
+            """SELECT id, project_id, kind, payload, retry_of, pending_jobs, traceparent FROM outbox
                 WHERE pending_jobs <> '{}' AND dispatched_at < now() - make_interval(secs => $1)
                 ORDER BY dispatched_at, id LIMIT $2 FOR UPDATE SKIP LOCKED""", float(timing.stale), timing.batch)
         checked: list[int] = []

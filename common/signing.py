@@ -31,6 +31,8 @@ class Actor(msgspec.Struct, frozen=True, omit_defaults=True):
     `router`: the router itself, for provisioning.
     `public`: nobody the router could authenticate, on `/v1/hooks/{project_id}/…` only — inbound
     webhooks from providers (Linear, Jira, GitHub), which the cell verifies by their own signatures.
+    `epoch` is the project's routing epoch in the router's directory: a cell that knows a newer one answers
+    421, so a router with a stale map can never write to a project's old cell after a move's fence.
     """
 
     kind: Literal["key", "admin", "router", "public"]
@@ -39,6 +41,7 @@ class Actor(msgspec.Struct, frozen=True, omit_defaults=True):
     user_id: str | None = None
     role: str | None = None
     ip: str | None = None
+    epoch: int | None = None
 
 
 class SignatureError(Exception):

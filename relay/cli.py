@@ -11,7 +11,7 @@ from pathlib import Path
 import cell
 import router
 from common.settings import SettingsError
-from relay import jobs_cli, residency
+from relay import jobs_cli, moves_cli, residency
 
 # Migrations ship inside their packages, so an installed image finds them too.
 MIGRATIONS = {"router": Path(router.__file__).parent / "migrations", "cell": Path(cell.__file__).parent / "migrations"}
@@ -38,7 +38,9 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     ops("regions", "regions and their health as the router sees them")
-    ops("projects", "projects and where they live").add_argument("--region", help="only this region")
+    projects = ops("projects", "projects and where they live; `projects move` moves one to another region")
+    projects.add_argument("--region", help="only this region")
+    moves_cli.configure(projects)
     ops("keys", "API keys by prefix (never secrets)").add_argument("prefix", help="e.g. rk_eu_ or rk_eu_ab12cd")
     ops("queue", "per region: outbox backlog, queue depth, workers, dead letters")
 
@@ -97,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.command == "regions":
                 return ops.regions(args.state_dir, args.json)
+            if args.command == "projects" and args.projects_command == "move":
+                return moves_cli.run(args)
             if args.command == "projects":
                 return ops.projects(args.state_dir, args.region, args.json)
             if args.command == "keys":

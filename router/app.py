@@ -20,15 +20,19 @@ from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 
+from common import metrics, telemetry
 from common.pg import create_pool
 from common.problems import EXCEPTION_HANDLERS
 from router import health
 from router.auth import routes as auth
 from router.cells import Cells
 from router.directory import Directory
+from router.moves import driver as mover
+from router.moves import routes as moves
+from router.moves.settings import from_env as move_settings
 from router.projects import provisioning
 from router.projects import routes as projects
-from router.proxy import Proxy, Receive, Scope, Send, request_id
+from router.proxy import GLOBAL, REQUESTS, Proxy, Receive, Scope, Send, request_id
 from router.ratelimit import RateLimiter
 from router.settings import RouterSettings, from_env
 from router.state import RouterState
@@ -43,6 +47,8 @@ class RouterApp:
     def __init__(self, control: Litestar) -> None:
         self.control = control
         self.proxy = Proxy(lambda: control.state.router)
+        # The control plane's requests: server spans when tracing, metrics as route class `control`.
+        self.served = telemetry.HttpServerTelemetry(control, _record_control, trust_incoming=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -66,14 +72,45 @@ class RouterApp:
                     message["headers"] = [*message.get("headers", []), (b"x-request-id", rid)]
                 await send(message)
 
-            await self.control(scope, receive, stamped)  # type: ignore[arg-type]
+            await self.served(scope, receive, stamped)
             return
         await self.control(scope, receive, send)  # type: ignore[arg-type]
+
+
+def _record_control(scope: Scope, status: int, seconds: float, project: str | None) -> None:
+    REQUESTS.record((GLOBAL, "control", scope["method"], status), seconds)
+
+
+_BREAKER_STATES = ("closed", "half-open", "open")
+
+
+def _watch(st: RouterState) -> None:
+    """The router's gauges, read at each collection: per cell breaker, bulkhead and connections; control DB."""
+    cells = list(st.cells.by_region.values())
+
+    def breaker() -> list[tuple[float, dict[str, Any]]]:
+        return [(1.0 if c.breaker.state == state else 0.0, {"relay.region": c.region, "state": state})
+                for c in cells for state in _BREAKER_STATES]
+
+    def connections() -> list[tuple[float, dict[str, Any]]]:
+        return [(float(len(getattr(c.session.connector, "_acquired", ()))), {"relay.region": c.region})
+                for c in cells]
+
+    metrics.gauge("relay.router.cell.breaker", "Breaker state of each cell as this router sees it (1 = in it)",
+                  breaker)
+    metrics.gauge("relay.router.cell.in_flight", "Requests in flight to each cell",
+                  lambda: [(float(c.in_flight), {"relay.region": c.region}) for c in cells])
+    metrics.gauge("relay.router.cell.capacity", "Requests each cell may have in flight before callers get 503",
+                  lambda: [(float(c.limit), {"relay.region": c.region}) for c in cells])
+    metrics.gauge("relay.router.cell.connections", "Pooled connections to each cell in use", connections)
+    metrics.gauge("relay.db.pool.connections", "Control-database connections, by state (busy, idle, max)",
+                  lambda: metrics.pool_usage(st.pool, GLOBAL))
 
 
 def create_app(settings: RouterSettings | None = None) -> RouterApp:
     """The router ASGI app."""
     settings = settings or from_env()
+    moving = move_settings()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -91,9 +128,11 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
         cells = Cells(settings.cells, settings.cell_concurrency)
         st = RouterState(settings, pool, redis, directory, cells, RateLimiter(settings.redis_url, settings.rate_limits))
         app.state.router = st
+        _watch(st)
         tasks = [asyncio.create_task(directory.follow(feed)),
                  asyncio.create_task(directory.reconcile(pool, settings.reconcile_seconds)),
-                 asyncio.create_task(provisioning.relay(st))]
+                 asyncio.create_task(provisioning.relay(st)),
+                 asyncio.create_task(mover.Mover(st, moving).run())]
         try:
             yield
         finally:
@@ -108,7 +147,7 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
             await pool.close()
 
     control = Litestar(
-        route_handlers=[*health.ROUTES, *auth.ROUTES, *projects.ROUTES],
+        route_handlers=[*health.ROUTES, *auth.ROUTES, *projects.ROUTES, *moves.ROUTES, metrics.scrape_route()],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(title="Relay router", version="1.0.0"),

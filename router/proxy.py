@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -25,23 +24,26 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from yarl import URL
 
+from common import metrics
 from common.keys import PREFIX_LEN, PREFIX_RE, bearer
 from common.problems import Problem, encode
 from common.signing import Actor, sign
+from common.telemetry import path_template
 from router.auth import sessions
 from router.cells import Cell
 from router.directory import KeyEntry
+from router.moves import routing
 from router.ratelimit import client_tag
 from router.state import RouterState
 
 log = logging.getLogger("relay.router.access")
 tracer = trace.get_tracer("relay.router")
-_ID_SEGMENT = re.compile(r"/(?:[0-9a-fA-F-]{32,36}|\d+|rk_[a-z]{2}_[a-z0-9]{6}[^/]*)(?=/|$)")
 
 
 def route_template(path: str) -> str:
-    """The path with ids replaced by `{id}`: what logs and spans may carry of a URL."""
-    return _ID_SEGMENT.sub("/{id}", path)
+    """The path with ids (and any other value a client put in it) replaced by `{id}`: what logs and spans
+    may carry of a URL (see `common.telemetry.path_template`)."""
+    return path_template(path)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -52,8 +54,25 @@ HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
     b"trailers", b"transfer-encoding", b"upgrade", b"host", b"proxy-connection",
 })
-# Headers a client must never be able to set on the internal hop.
-INTERNAL = frozenset({b"x-relay-timestamp", b"x-relay-actor", b"x-relay-signature"})
+# Headers a client must never be able to set on the internal hop (the trace context is the router's own).
+INTERNAL = frozenset({b"x-relay-timestamp", b"x-relay-actor", b"x-relay-signature", b"traceparent",
+                      b"tracestate", b"baggage"})
+
+# Per-request metrics: plain counters updated in place (see common.metrics), no locks on this path.
+REQUESTS = metrics.timings(
+    count="relay.router.requests", duration="relay.router.request.duration", errors="relay.router.request.errors",
+    labels=("relay.region", "relay.route_class", "http.request.method", "http.response.status_code"),
+    description="Requests the router answered, per region and route class", failed=metrics.server_error(3))
+PROJECTS = metrics.counts("relay.router.project.requests", ("relay.region", "relay.project_id", "status_class"),
+                          "Requests the router answered for each known project, per status class")
+GLOBAL = metrics.GLOBAL
+
+
+def record(started: float, region: str, route: str, method: str, status: int, project: str | None) -> None:
+    """Count one answered request (region `global` when it never reached a cell)."""
+    REQUESTS.record((region, route, method, status), metrics.clock() - started)
+    if project:
+        PROJECTS.add((region, project, metrics.status_class(status)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,22 +117,34 @@ class Proxy:
 
     async def ingest(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`/v1/ingest/…`: routed by the key prefix alone."""
+        started = metrics.clock()
         rid = request_id(scope)
+        region: str = GLOBAL  # what the metrics will say, as far as the request got
+        project: str | None = None
+        route, status = INGEST, 500
         try:
             state = self._state()
             key = _key(scope, allow_query=True)
             entry = await self._key_entry(state, key, scope)
             route = ingest_class(scope["path"])
+            region, project = entry.region, str(entry.project_id)
             state.limiter.admit(route.name, entry.key_prefix)
-            actor = Actor(kind="key", project_id=str(entry.project_id), key_prefix=entry.key_prefix,
-                          ip=_client_ip(scope))
-            await self._forward(scope, receive, send, state.cells[entry.region], actor, route, rid)
+            actor = Actor(kind="key", project_id=project, key_prefix=entry.key_prefix, ip=_client_ip(scope),
+                          epoch=_epoch(state, entry.project_id))
+            status = await self._forward(scope, receive, send, state.cells[entry.region], actor, route, rid)
         except Problem as problem:
+            status = problem.status
             await send_problem(send, problem, scope["path"], rid)
+        finally:
+            record(started, region, route.name, scope["method"], status, project)
 
     async def management(self, scope: Scope, receive: Receive, send: Send, project: str) -> None:
         """`/v1/projects/{id}/…` resources that live in the project's cell."""
+        started = metrics.clock()
         rid = request_id(scope)
+        region: str = GLOBAL  # what the metrics will say, as far as the request got
+        known: str | None = None
+        route, status = MANAGEMENT, 500
         try:
             state = self._state()
             try:
@@ -121,6 +152,8 @@ class Proxy:
             except ValueError:
                 raise Problem(404, "no such project") from None
             home = state.directory.projects.get(project_id)
+            if home is not None:  # only real projects become labels: a client cannot invent series
+                region, known = home.region, str(project_id)
             token = _token(scope)
             if token is None:
                 raise Problem(401, "send an admin session token or an API key as Authorization: Bearer")
@@ -132,26 +165,34 @@ class Proxy:
                 if session.role is None or home is None:
                     raise Problem(404, "no such project")
                 actor = Actor(kind="admin", project_id=str(project_id), user_id=str(session.user_id),
-                              role=session.role, ip=_client_ip(scope))
+                              role=session.role, ip=_client_ip(scope), epoch=home.epoch)
                 identity = f"user:{session.user_id}"
             else:
                 entry = await self._key_entry(state, token, scope)
                 if home is None or entry.project_id != project_id:
                     raise Problem(404, "no such project")
-                actor = Actor(kind="key", project_id=project, key_prefix=entry.key_prefix, ip=_client_ip(scope))
+                actor = Actor(kind="key", project_id=project, key_prefix=entry.key_prefix, ip=_client_ip(scope),
+                              epoch=home.epoch)
                 identity = entry.key_prefix
             route = DOWNLOAD if scope["path"].endswith("/content") else MANAGEMENT
             state.limiter.admit(route.name, identity)
-            await self._forward(scope, receive, send, state.cells[home.region], actor, route, rid)
+            status = await self._forward(scope, receive, send, state.cells[home.region], actor, route, rid)
         except Problem as problem:
+            status = problem.status
             await send_problem(send, problem, scope["path"], rid)
+        finally:
+            record(started, region, route.name, scope["method"], status, known)
 
     async def hooks(self, scope: Scope, receive: Receive, send: Send, project: str) -> None:
         """`/v1/hooks/{project_id}/…`: providers' inbound webhooks, routed by project id, unauthenticated here.
 
         The cell verifies each provider's own signature; the router only finds the region and rate-limits.
         """
+        started = metrics.clock()
         rid = request_id(scope)
+        region: str = GLOBAL  # what the metrics will say, as far as the request got
+        known: str | None = None
+        status = 500
         try:
             state = self._state()
             try:
@@ -161,11 +202,15 @@ class Proxy:
             home = state.directory.projects.get(project_id)
             if home is None:
                 raise Problem(404, "no such project")
+            region, known = home.region, str(project_id)
             state.limiter.admit("management", f"hooks:{project_id}")
-            actor = Actor(kind="public", project_id=str(project_id), ip=_client_ip(scope))
-            await self._forward(scope, receive, send, state.cells[home.region], actor, MANAGEMENT, rid)
+            actor = Actor(kind="public", project_id=str(project_id), ip=_client_ip(scope), epoch=home.epoch)
+            status = await self._forward(scope, receive, send, state.cells[home.region], actor, MANAGEMENT, rid)
         except Problem as problem:
+            status = problem.status
             await send_problem(send, problem, scope["path"], rid)
+        finally:
+            record(started, region, "hooks", scope["method"], status, known)
 
     async def _key_entry(self, state: RouterState, key: str | None, scope: Scope) -> KeyEntry:
         """The directory entry of a presented key; bad keys are counted per client (429 past the limit)."""
@@ -193,7 +238,7 @@ class Proxy:
         return entry
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, cell: Cell, actor: Actor,
-                       route: RouteClass, rid: bytes) -> None:
+                       route: RouteClass, rid: bytes) -> int:
         method: str = scope["method"]
         target = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
         if scope.get("query_string"):
@@ -226,6 +271,9 @@ class Proxy:
             propagate.inject(headers)
             status = await self._relay(send, cell, method, target, headers, body, route, attributes)
             span.set_attribute("http.response.status_code", status)
+        if status == 421 and actor.project_id:  # the project moved, or this router's map is stale
+            await routing.reload(self._state(), uuid.UUID(actor.project_id))
+        return status
 
     async def _relay(self, send: Send, cell: Cell, method: str, target: str, headers: dict[str, str],
                      body: bytes | AsyncIterator[bytes] | None, route: RouteClass, attributes: dict[str, str]) -> int:
@@ -338,6 +386,12 @@ async def _resolve_session(state: RouterState, token: str, project_id: uuid.UUID
             if attempt == 2:
                 raise Problem(503, "sessions are unavailable; API keys keep working", retry_after=5) from exc
     raise AssertionError("unreachable")
+
+
+def _epoch(state: RouterState, project_id: uuid.UUID) -> int | None:
+    """The project's routing epoch in this router's directory, sent to the cell in the actor."""
+    home = state.directory.projects.get(project_id)
+    return home.epoch if home is not None else None
 
 
 def _client_ip(scope: Scope) -> str | None:

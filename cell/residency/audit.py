@@ -40,7 +40,9 @@ import obstore
 from cell.storage import ObjectStore, project_key
 
 VERSION = 1
-CELL_TABLES = frozenset({"schema_migrations", "residency_reports"})
+# The cell's own tables. `moved_projects` holds tombstones of projects that left (id and new region),
+# kept so the old cell can answer 421 with the new region: its rows are deliberately not homed here.
+CELL_TABLES = frozenset({"schema_migrations", "residency_reports", "moved_projects"})
 """Tables about the cell itself, holding no project's data."""
 LIST_LIMIT = 1000
 DEFAULT_GRACE = 60
@@ -97,7 +99,8 @@ class Schema:
     @property
     def tenant(self) -> list[Table]:
         """Tables whose rows belong to a project."""
-        return [t for t in self.tables if "project_id" in t.columns and t.label != "projects"]
+        return [t for t in self.tables
+                if "project_id" in t.columns and t.label != "projects" and t.name not in CELL_TABLES]
 
     @property
     def unowned(self) -> list[Table]:

@@ -22,6 +22,7 @@ from common.signing import Actor
 from router.auth.routes import current_session
 from router.auth.sessions import Session
 from router.directory import Change, KeyEntry, ProjectEntry, publish
+from router.moves import routing
 from router.projects import provisioning
 from router.state import RouterState, state
 
@@ -157,13 +158,15 @@ async def _actor(request: Request[Any, Any, Any], st: RouterState, project_id: u
             raise Problem(401, "invalid or revoked API key")
         if project is None or entry.project_id != project_id:
             raise Problem(404, "no such project")
-        return Actor(kind="key", project_id=str(project_id), key_prefix=entry.key_prefix, ip=ip), project, None
+        return (Actor(kind="key", project_id=str(project_id), key_prefix=entry.key_prefix, ip=ip, epoch=project.epoch),
+                project, None)
     session = await current_session(request, project_id)
     if session.role is None or project is None:
         raise Problem(404, "no such project")
     if ROLE_LEVEL[session.role] < min_level:
         raise Problem(403, "your role in this project does not allow this")
-    actor = Actor(kind="admin", project_id=str(project_id), user_id=str(session.user_id), role=session.role, ip=ip)
+    actor = Actor(kind="admin", project_id=str(project_id), user_id=str(session.user_id), role=session.role, ip=ip,
+                  epoch=project.epoch)
     return actor, project, session
 
 
@@ -201,6 +204,8 @@ async def create_key(request: Request[Any, Any, Any], project_id: uuid.UUID, dat
         response = await cell.call("POST", f"/internal/projects/{project_id}/api-keys", actor, json=body)
     except Problem:
         raise  # the outbox discards the reservation (and any key the cell made) later
+    if response.status_code == 421:  # the project moved meanwhile: this router's map is stale
+        await routing.reload(st, project_id)
     if response.status_code != 201:
         # refused (scope, validation): nothing was created; drop the reservation now
         await provisioning.discard_key(st, project_id, project.region, key_id, prefix)
@@ -224,6 +229,8 @@ async def revoke_key(request: Request[Any, Any, Any], project_id: uuid.UUID, key
     if session is None:
         # An API key acting: the cell must verify it (and its admin scope) before anything changes.
         response = await cell.call("DELETE", f"/internal/projects/{project_id}/api-keys/{key_id}", actor)
+        if response.status_code == 421:  # the project moved meanwhile: this router's map is stale
+            await routing.reload(st, project_id)
         if response.status_code != 200:
             return _relay(response)
     async with st.pool.acquire() as conn, conn.transaction():
