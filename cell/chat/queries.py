@@ -28,7 +28,7 @@ async def insert(conn: asyncpg.Connection, conversation_id: uuid.UUID, project_i
     """Open a conversation already counting its first message; None when the id exists (a retry)."""
     return await conn.fetchrow(
         f"""INSERT INTO conversations (id, project_id, user_id, session_id, subject, last_message_at, message_count)
-            VALUES ($1, $2, $3, $4, $5, now(), 1) ON CONFLICT (id) DO NOTHING RETURNING {COLUMNS}""",
+            VALUES ($1, $2, $3, $4, $5, now(), 1) ON CONFLICT DO NOTHING RETURNING {COLUMNS}""",
         conversation_id, project_id, user_id, session_id, subject,
     )
 
@@ -86,7 +86,7 @@ async def insert_message(conn: asyncpg.Connection, message_id: uuid.UUID, projec
     """Store a message unless its id exists; None when it did (an idempotent retry)."""
     return await conn.fetchrow(
         f"""INSERT INTO messages (id, project_id, conversation_id, direction, body, author_id, meta)
-            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING {MESSAGE_COLUMNS}""",
+            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING {MESSAGE_COLUMNS}""",
         message_id, project_id, conversation_id, direction, body, author_id, meta,
     )
 

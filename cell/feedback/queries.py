@@ -102,7 +102,7 @@ async def insert_item(conn: asyncpg.Connection, item_id: uuid.UUID, project_id: 
     return await conn.fetchrow(
         f"""INSERT INTO feedback_items (id, project_id, title, description, status, category, created_by)
             VALUES ($1, $2, $3, $4, $5, $6, $7)
-            ON CONFLICT (id) DO NOTHING
+            ON CONFLICT DO NOTHING
             RETURNING {COLUMNS}""",
         item_id, project_id, title, description, status, category, created_by,
     )

@@ -33,7 +33,7 @@ async def insert(conn: asyncpg.Connection, row: dict[str, Any]) -> asyncpg.Recor
                                       content_json, severity, tags, technical_context, privacy_scope)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, '{{}}'::text[]),
                     coalesce($11, '{{}}'::jsonb), coalesce($12, '{{}}'::jsonb))
-            ON CONFLICT (id) DO NOTHING
+            ON CONFLICT DO NOTHING
             RETURNING {COLUMNS}""",
         row["id"], row["project_id"], row["type"], row["source"], row["user_id"], row["session_id"],
         row["content_text"], row["content"], row["severity"], row["tags"], row["technical_context"],
@@ -53,14 +53,21 @@ async def insert_logs(conn: asyncpg.Connection, log_id: uuid.UUID, project_id: u
 
 async def ensure_session(conn: asyncpg.Connection, project_id: uuid.UUID, session_id: uuid.UUID,
                          user_id: uuid.UUID | None) -> None:
-    """Create the session row if the SDK has not registered it yet (an interaction may arrive first)."""
+    """Create the session row if the SDK has not registered it yet (an interaction may arrive first).
+
+    `ON CONFLICT DO NOTHING` without a target: sessions are unique on `id` and on `(project_id, id)`, and
+    two requests creating one new session at once may collide on either. A session of another project
+    is left alone (the interaction's foreign key then refuses it).
+    """
     await conn.execute(
-        """INSERT INTO sessions (id, project_id, user_id) VALUES ($1, $2, $3)
-           ON CONFLICT (id) DO UPDATE SET user_id = coalesce(sessions.user_id, EXCLUDED.user_id)
-           WHERE sessions.project_id = EXCLUDED.project_id AND sessions.user_id IS NULL
-                 AND EXCLUDED.user_id IS NOT NULL""",
+        "INSERT INTO sessions (id, project_id, user_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         session_id, project_id, user_id,
     )
+    if user_id is not None:
+        await conn.execute(
+            "UPDATE sessions SET user_id = $3 WHERE project_id = $1 AND id = $2 AND user_id IS NULL",
+            project_id, session_id, user_id,
+        )
 
 
 async def count_on_session(conn: asyncpg.Connection, project_id: uuid.UUID, session_id: uuid.UUID) -> None:

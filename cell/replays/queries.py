@@ -33,7 +33,7 @@ async def lock_or_create(conn: asyncpg.Connection, project_id: uuid.UUID, replay
         return row
     await ensure_session(conn, project_id, session_id, None)
     await conn.execute(
-        "INSERT INTO replays (id, project_id, session_id) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO replays (id, project_id, session_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         replay_id, project_id, session_id,
     )
     return await lock(conn, project_id, replay_id)

@@ -40,6 +40,19 @@ async def upsert(conn: asyncpg.Connection, row: dict[str, Any]) -> asyncpg.Recor
     Fields sent again replace the stored ones, `device` is merged, and a session that was anonymous
     takes the user who identified in it (it never changes hands from one user to another).
     """
+    # Sessions are unique on `id` and on `(project_id, id)`; two first posts of one session at once can
+    # collide on the second, which ON CONFLICT (id) does not arbitrate: retry once, the row then exists.
+    for attempt in (1, 2):
+        try:
+            async with conn.transaction():  # a savepoint: the retry runs in the caller's transaction
+                return await _upsert(conn, row)
+        except asyncpg.UniqueViolationError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _upsert(conn: asyncpg.Connection, row: dict[str, Any]) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"""INSERT INTO sessions AS s (id, project_id, user_id, device, app_version, environment, ip_hash,
                                        user_agent, page_views)

@@ -126,7 +126,7 @@ async def insert_response(conn: asyncpg.Connection, response_id: uuid.UUID, proj
     """Store a response unless its id exists; None when it did (an idempotent retry)."""
     return await conn.fetchrow(
         """INSERT INTO survey_responses (id, project_id, survey_id, interaction_id, responses)
-           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING RETURNING created_at""",
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING created_at""",
         response_id, project_id, survey_id, interaction_id, responses,
     )
 

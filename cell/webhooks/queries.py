@@ -106,14 +106,26 @@ async def add_delivery(conn: asyncpg.Connection, project_id: uuid.UUID, webhook_
     return row
 
 
-async def fan_out(conn: asyncpg.Connection, project_id: uuid.UUID, event: str, payload: dict[str, Any]) -> int:
-    """Queue a delivery of `event` to every enabled webhook of the project subscribed to it; how many."""
+async def fan_out(conn: asyncpg.Connection, project_id: uuid.UUID, event: str, payload: dict[str, Any], *,
+                  key: str | None = None, end_user_id: uuid.UUID | None = None) -> int:
+    """Queue a delivery of `event` to every enabled webhook of the project subscribed to it; how many were queued.
+
+    `key` names the event (e.g. its outbox row): fanning the same event out again, as a retried job does, queues
+    nothing twice for a webhook. `end_user_id` is the person whose data the payload carries, so erasing them
+    removes these copies too.
+    """
     rows = await conn.fetch(
         f"""SELECT id FROM webhooks WHERE project_id = $1 AND enabled AND $2 = ANY(events)
              ORDER BY id LIMIT {MAX_WEBHOOKS}""", project_id, event)
+    queued = 0
     for row in rows:
-        await add_delivery(conn, project_id, row["id"], event, payload)
-    return len(rows)
+        made = await conn.fetchval(
+            """INSERT INTO webhook_deliveries (id, project_id, webhook_id, event, payload, event_key, end_user_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (webhook_id, event_key) WHERE event_key IS NOT NULL DO NOTHING RETURNING true""",
+            uuid7(), project_id, row["id"], event, payload, key, end_user_id)
+        queued += bool(made)
+    return queued
 
 
 async def deliveries(pool: asyncpg.Pool, project_id: uuid.UUID, webhook_id: uuid.UUID,
