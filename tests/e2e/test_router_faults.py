@@ -206,3 +206,36 @@ def test_routing_outlives_the_control_db_and_redis(faulty: dict[str, Any]) -> No
                                 headers=admin.h).status_code) != 200 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert status == 200
+
+
+def test_sigterm_lets_in_flight_requests_finish(faulty: dict[str, Any]) -> None:
+    """Graceful shutdown: a request the router is relaying when SIGTERM arrives still gets its answer."""
+    import signal
+
+    stack: Stack = faulty["stack"]
+    url = stack.dev.topology["router"]["url"]
+    faulty["proxy"].delay = 1.0  # the us-west cell answers slowly, so the request is in flight
+    result: dict[str, Any] = {}
+
+    def slow() -> None:
+        with httpx.Client(base_url=url, timeout=30, trust_env=False) as client:
+            result["status"] = _post(client, faulty["keys"]["us-west"])[0]
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.4)
+    router = stack.dev.part("router").proc
+    router.send_signal(signal.SIGTERM)
+    thread.join(20)
+    faulty["proxy"].delay = 0.0
+    assert result.get("status") == 201, result
+    assert router.wait(20) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has drained
+    stack.dev.restart("router")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=1, trust_env=False).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    assert _post(faulty["router"], faulty["keys"]["eu-west"])[0] == 201
