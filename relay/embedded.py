@@ -129,6 +129,11 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
 def _open_path_for(user: pwd.struct_passwd, path: Path) -> None:
     """Let `user` traverse every parent of `path` and own `path` itself."""
     os.chown(path, user.pw_uid, user.pw_gid)
+    _allow_traverse(path)
+
+
+def _allow_traverse(path: Path) -> None:
+    """Let other users reach `path`: o+x on each parent (no listing, no reading), as pgserver itself does."""
     for parent in path.resolve().parents:
         mode = parent.stat().st_mode
         if not mode & 0o001:
@@ -161,6 +166,7 @@ class PostgresServer:
         kwargs: dict[str, object] = {}
         if self.user is not None:
             _open_path_for(self.user, self.data_dir)
+            _allow_traverse(self.bin)  # the binaries may sit in a checkout under a private (0700) directory
             kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid}
         if not (self.data_dir / "PG_VERSION").exists():
             subprocess.run(

@@ -104,7 +104,10 @@ def one_line(value: str, limit: int = MAX_TITLE) -> str:
 
 
 def compose(row: Any, dashboard_url: str) -> NewIssue:
-    """The issue to file for an interaction row: title from its title, AI summary or first line; its words; facts.
+    """The issue to file for an interaction row: title from its title, first line or AI summary; its words; facts.
+
+    The user's own words come before the AI summary so the title does not depend on whether enrichment
+    (another job, running concurrently) has finished yet.
 
     `row` carries the interaction's id, project_id, type, severity, tags,
     ai_labels, ai_summary, content (JSON) and content_text.
@@ -112,7 +115,7 @@ def compose(row: Any, dashboard_url: str) -> NewIssue:
     content: dict[str, Any] = row["content"] or {}
     text = (row["content_text"] or "").strip()
     first = next((line for line in text.splitlines() if line.strip()), "")
-    title = next((one_line(v) for v in (content.get("title"), row["ai_summary"], first)
+    title = next((one_line(v) for v in (content.get("title"), first, row["ai_summary"])
                   if isinstance(v, str) and v.strip()), "")
     if not title:
         title = f"{str(row['type']).capitalize()} report {str(row['id'])[:8]}"
