@@ -5,13 +5,26 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
 from common.problems import Problem
 
 T = TypeVar("T")
+
+
+class Timestamped(Protocol):
+    """A row listed newest first: the two fields a keyset cursor holds."""
+
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+
+R = TypeVar("R", bound=Timestamped)
 DEFAULT_LIMIT, MAX_LIMIT = 50, 200
 
 
@@ -45,3 +58,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return datetime.fromisoformat(at), uuid.UUID(row_id)
     except (ValueError, msgspec.DecodeError) as exc:
         raise Problem(422, "cursor is not valid") from exc
+
+
+def newest_first(rows: list[R], size: int) -> Page[R]:
+    """The page of a list fetched with `limit + 1` rows, newest first: the extra row only says whether a
+    next page exists, and the cursor points after the last row shown."""
+    data = rows[:size]
+    more = len(rows) > size
+    return Page(data, encode_cursor(data[-1].created_at, data[-1].id) if more else None)

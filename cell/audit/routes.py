@@ -22,7 +22,7 @@ from litestar.params import Parameter
 from cell.auth import ADMIN, require
 from cell.context import caller, ctx
 from cell.interactions.queries import Filters
-from cell.paging import Page, decode_cursor, encode_cursor, limit_of
+from cell.paging import Page, decode_cursor, limit_of, newest_first
 
 ActorType = Literal["user", "admin", "system", "api"]
 
@@ -77,9 +77,7 @@ async def list_audit_logs(
     rows = await ctx(request).pool.fetch(
         f"SELECT {_COLUMNS} FROM audit_logs WHERE {f.where()} ORDER BY created_at DESC, id DESC"
         f" LIMIT ${len(f.params)}", *f.params)
-    data = [msgspec.convert(dict(r), AuditEntry) for r in rows[:size]]
-    more = len(rows) > size
-    return Page(data, encode_cursor(data[-1].created_at, data[-1].id) if more else None)
+    return newest_first([msgspec.convert(dict(r), AuditEntry) for r in rows], size)
 
 
 ROUTES = [list_audit_logs]

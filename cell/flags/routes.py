@@ -14,7 +14,7 @@ from cell.auth import READ, WRITE, require
 from cell.context import caller, ctx
 from cell.flags import queries
 from cell.flags.types import FeatureFlag, FlagIn, FlagPatch, Flags
-from cell.paging import Page, decode_cursor, encode_cursor, limit_of
+from cell.paging import Page, decode_cursor, limit_of, newest_first
 from common.problems import Problem
 
 
@@ -29,9 +29,7 @@ async def list_flags(request: Request[Any, Any, Any], project_id: uuid.UUID, ena
     require(await caller(request, project_id), project_id, level=READ)
     size = limit_of(limit)
     rows = await queries.page(ctx(request).pool, project_id, enabled, decode_cursor(cursor) if cursor else None, size)
-    data = [_out(r) for r in rows[:size]]
-    more = len(rows) > size
-    return Page(data, encode_cursor(data[-1].created_at, data[-1].id) if more else None)
+    return newest_first([_out(r) for r in rows], size)
 
 
 @get("/v1/projects/{project_id:uuid}/feature-flags/{flag_id:uuid}")

@@ -26,7 +26,7 @@ from cell.interactions.types import (
     Status,
 )
 from cell.outbox import add as enqueue
-from cell.paging import Page, decode_cursor, encode_cursor, limit_of
+from cell.paging import Page, decode_cursor, limit_of, newest_first
 from cell.privacy import scrub
 from common.ids import uuid7
 from common.problems import Problem
@@ -112,9 +112,7 @@ async def list_interactions(
     f.add("created_at > {}", created_after)
     f.add("created_at < {}", created_before)
     rows = await queries.page(ctx(request).pool, f, decode_cursor(cursor) if cursor else None, size)
-    data = [msgspec.convert(dict(r), Interaction) for r in rows[:size]]
-    more = len(rows) > size
-    return Page(data, encode_cursor(data[-1].created_at, data[-1].id) if more else None)
+    return newest_first([msgspec.convert(dict(r), Interaction) for r in rows], size)
 
 
 @get("/v1/projects/{project_id:uuid}/interactions/{interaction_id:uuid}")

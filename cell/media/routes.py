@@ -24,7 +24,7 @@ from cell.auth import READ, WRITE, require
 from cell.context import caller, ctx
 from cell.media import queries, sniff
 from cell.media.types import Media
-from cell.paging import Page, decode_cursor, encode_cursor, limit_of
+from cell.paging import Page, decode_cursor, limit_of, newest_first
 from cell.storage import TooLarge, project_key
 from common.ids import uuid7
 from common.problems import FieldError, Problem
@@ -109,9 +109,7 @@ async def list_media(request: Request[Any, Any, Any], project_id: uuid.UUID, int
     if not await queries.interaction_exists(pool, project_id, interaction_id):
         raise Problem(404, "no such interaction")
     rows = await queries.page(pool, project_id, interaction_id, decode_cursor(cursor) if cursor else None, size)
-    data = [msgspec.convert(dict(r), Media) for r in rows[:size]]
-    more = len(rows) > size
-    return Page(data, encode_cursor(data[-1].created_at, data[-1].id) if more else None)
+    return newest_first([msgspec.convert(dict(r), Media) for r in rows], size)
 
 
 @get("/v1/projects/{project_id:uuid}/media/{media_id:uuid}")

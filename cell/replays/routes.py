@@ -24,7 +24,7 @@ from cell.context import caller, ctx
 from cell.interactions.queries import Filters
 from cell.media.queries import interaction_exists
 from cell.outbox import add as enqueue
-from cell.paging import Page, decode_cursor, encode_cursor, limit_of
+from cell.paging import Page, decode_cursor, limit_of, newest_first
 from cell.replays import events, queries
 from cell.replays.types import Chunk, ChunkAck, Replay, ReplayDetail, ReplayStatus
 from cell.storage import ObjectStore, project_key
@@ -132,9 +132,7 @@ async def list_replays(
     f.add("status = {}", status)
     f.add("interaction_id = {}", interaction_id)
     rows = await queries.page(ctx(request).pool, f, decode_cursor(cursor) if cursor else None, size)
-    data = [msgspec.convert(dict(r), Replay) for r in rows[:size]]
-    more = len(rows) > size
-    return Page(data, encode_cursor(data[-1].created_at, data[-1].id) if more else None)
+    return newest_first([msgspec.convert(dict(r), Replay) for r in rows], size)
 
 
 @get("/v1/projects/{project_id:uuid}/replays/{replay_id:uuid}")

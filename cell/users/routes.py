@@ -15,7 +15,7 @@ from cell import audit
 from cell.auth import ADMIN, READ, require
 from cell.context import caller, ctx
 from cell.interactions.queries import Filters
-from cell.paging import Page, decode_cursor, encode_cursor, limit_of
+from cell.paging import Page, decode_cursor, limit_of, newest_first
 from cell.users import erasure, export
 from common.problems import Problem
 
@@ -72,9 +72,7 @@ async def list_end_users(
     rows = await ctx(request).pool.fetch(
         f"SELECT {COLUMNS} FROM end_users WHERE {f.where()} ORDER BY created_at DESC, id DESC"
         f" LIMIT ${len(f.params)}", *f.params)
-    data = [msgspec.convert(dict(r), EndUser) for r in rows[:size]]
-    more = len(rows) > size
-    return Page(data, encode_cursor(data[-1].created_at, data[-1].id) if more else None)
+    return newest_first([msgspec.convert(dict(r), EndUser) for r in rows], size)
 
 
 @get("/v1/projects/{project_id:uuid}/end-users/{user_id:uuid}")

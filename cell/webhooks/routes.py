@@ -19,7 +19,7 @@ from litestar import Request, Response, delete, get, patch, post
 from cell import audit, netguard
 from cell.auth import ADMIN, READ, require
 from cell.context import caller, ctx
-from cell.paging import Page, decode_cursor, encode_cursor, limit_of
+from cell.paging import Page, decode_cursor, limit_of, newest_first
 from cell.settings import CellSettings
 from cell.webhooks import queries
 from cell.webhooks.types import TEST_EVENT, Delivery, Webhook, WebhookIn, WebhookPatch
@@ -65,9 +65,7 @@ async def list_webhooks(request: Request[Any, Any, Any], project_id: uuid.UUID, 
     require(await caller(request, project_id), project_id, level=READ)
     size = limit_of(limit)
     rows = await queries.page(ctx(request).pool, project_id, decode_cursor(cursor) if cursor else None, size)
-    data = [msgspec.convert(dict(r), Webhook) for r in rows[:size]]
-    more = len(rows) > size
-    return Page(data, encode_cursor(data[-1].created_at, data[-1].id) if more else None)
+    return newest_first([msgspec.convert(dict(r), Webhook) for r in rows], size)
 
 
 @get(_ONE)
@@ -153,9 +151,7 @@ async def list_deliveries(request: Request[Any, Any, Any], project_id: uuid.UUID
         raise Problem(404, "no such webhook")
     size = limit_of(limit)
     rows = await queries.deliveries(pool, project_id, webhook_id, decode_cursor(cursor) if cursor else None, size)
-    data = [msgspec.convert(dict(r), Delivery) for r in rows[:size]]
-    more = len(rows) > size
-    return Page(data, encode_cursor(data[-1].created_at, data[-1].id) if more else None)
+    return newest_first([msgspec.convert(dict(r), Delivery) for r in rows], size)
 
 
 ROUTES = [create_webhook, list_webhooks, get_webhook, update_webhook, delete_webhook, rotate_secret, test_webhook,
