@@ -61,14 +61,18 @@ def clip(error: str | None) -> str | None:
 
 async def record(conn: asyncpg.Connection, *, project_id: uuid.UUID | str | None, outbox_id: int | None, job: str,
                  kind: str, payload: dict[str, Any], error: str | None, attempts: int) -> None:
-    """Write the dead letter of one consumer of one outbox row; a repeat (the same final failure seen twice)
-    updates it instead of adding another."""
+    """Write the dead letter of one consumer of one outbox row.
+
+    The first final failure is kept: a second report of the same job before an operator retried it (the
+    sweep finding the already-failed job, say) changes nothing. After a retry, its failure replaces it.
+    """
     await conn.execute(
         """INSERT INTO dead_letters (id, project_id, outbox_id, job, kind, payload, error, attempts)
             SELECT $1, p.id, $3, $4, $5, $6, $7, $8
               FROM (SELECT $2::uuid AS wanted) w LEFT JOIN projects p ON p.id = w.wanted
             ON CONFLICT (outbox_id, job) WHERE outbox_id IS NOT NULL
-            DO UPDATE SET error = EXCLUDED.error, attempts = EXCLUDED.attempts, failed_at = now()""",
+            DO UPDATE SET error = EXCLUDED.error, attempts = EXCLUDED.attempts, failed_at = now()
+            WHERE dead_letters.retried_at IS NOT NULL""",
         uuid7(), str(project_id) if project_id is not None else None, outbox_id, job, kind, payload, clip(error),
         attempts,
     )
