@@ -106,8 +106,23 @@ class Filters:
         """Add `sql` with `{}` standing for the next parameter, unless value is None."""
         if value is None:
             return
+        self.clauses.append(sql.format(self.param(value)))
+
+    def param(self, value: Any) -> str:
+        """Bind `value` as the next parameter; its placeholder (`$n`) for SQL built around the filters."""
         self.params.append(value)
-        self.clauses.append(sql.format(f"${len(self.params)}"))
+        return f"${len(self.params)}"
+
+    def after(self, position: tuple[datetime, uuid.UUID] | None) -> None:
+        """Keep only rows strictly after `position` in newest-first order (a keyset cursor)."""
+        if position is not None:
+            self.clauses.append(f"(created_at, id) < ({self.param(position[0])}, {self.param(position[1])})")
+
+    def copy(self) -> Filters:
+        """The same filters, to extend for one query without changing these."""
+        other = Filters.__new__(Filters)
+        other.clauses, other.params = list(self.clauses), list(self.params)
+        return other
 
     def where(self) -> str:
         return " AND ".join(self.clauses)
@@ -116,12 +131,9 @@ class Filters:
 async def page(pool: asyncpg.Pool, filters: Filters, after: tuple[datetime, uuid.UUID] | None,
                limit: int) -> list[asyncpg.Record]:
     """Up to `limit` + 1 interactions, newest first, strictly after the cursor position."""
-    if after is not None:
-        filters.params.extend(after)
-        n = len(filters.params)
-        filters.clauses.append(f"(created_at, id) < (${n - 1}, ${n})")
-    filters.params.append(limit + 1)
-    sql = (f"SELECT {COLUMNS} FROM interactions WHERE {filters.where()}"
-           f" ORDER BY created_at DESC, id DESC LIMIT ${len(filters.params)}")
-    rows: list[asyncpg.Record] = await pool.fetch(sql, *filters.params)
+    f = filters.copy()
+    f.after(after)
+    n = f.param(limit + 1)
+    sql = f"SELECT {COLUMNS} FROM interactions WHERE {f.where()} ORDER BY created_at DESC, id DESC LIMIT {n}"
+    rows: list[asyncpg.Record] = await pool.fetch(sql, *f.params)
     return rows

@@ -14,7 +14,7 @@ from litestar.params import Parameter
 from cell import audit, users
 from cell.auth import READ, WRITE, require
 from cell.context import caller, ctx
-from cell.interactions import queries
+from cell.interactions import queries, search
 from cell.interactions.types import (
     Interaction,
     InteractionDetail,
@@ -108,10 +108,11 @@ async def list_interactions(
     f.add("session_id = {}", session_id)
     f.add("user_id = {}", user_id)
     f.add("ai_duplicate_group_id = {}", duplicate_group)
-    f.add("search @@ websearch_to_tsquery('simple', {})", q)
     f.add("created_at > {}", created_after)
     f.add("created_at < {}", created_before)
-    rows = await queries.page(ctx(request).pool, f, decode_cursor(cursor) if cursor else None, size)
+    after = decode_cursor(cursor) if cursor else None
+    pool = ctx(request).pool
+    rows = await (search.page(pool, f, q, after, size) if q is not None else queries.page(pool, f, after, size))
     return newest_first([msgspec.convert(dict(r), Interaction) for r in rows], size)
 
 

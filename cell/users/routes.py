@@ -63,15 +63,10 @@ async def list_end_users(
     f = Filters(project_id)
     if q is not None:
         f.add("(external_user_id LIKE {0} OR lower(email) LIKE lower({0}))", like_prefix(q))
-    if cursor:
-        at, after = decode_cursor(cursor)
-        f.params.extend((at, after))
-        n = len(f.params)
-        f.clauses.append(f"(created_at, id) < (${n - 1}, ${n})")
-    f.params.append(size + 1)
+    f.after(decode_cursor(cursor) if cursor else None)
+    n = f.param(size + 1)
     rows = await ctx(request).pool.fetch(
-        f"SELECT {COLUMNS} FROM end_users WHERE {f.where()} ORDER BY created_at DESC, id DESC"
-        f" LIMIT ${len(f.params)}", *f.params)
+        f"SELECT {COLUMNS} FROM end_users WHERE {f.where()} ORDER BY created_at DESC, id DESC LIMIT {n}", *f.params)
     return newest_first([msgspec.convert(dict(r), EndUser) for r in rows], size)
 
 
