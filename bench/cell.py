@@ -73,7 +73,7 @@ SELECT gen_random_uuid(), $1,
        ARRAY['t' || (i % 50)],
        (ARRAY['checkout','login','upload','search','profile','billing','export','import'])[1 + i % 8]
          || ' ' || (ARRAY['fails','hangs','crashes','is slow','shows an error','loses data'])[1 + (i / 8) % 6]
-         || ' on ' || (ARRAY['chrome','firefox','safari','android','ios'])[1 + (i / 48) % 5] || ' report ' || i,
+         || ' on ' || (ARRAY['chrome','firefox','safari','android','ios'])[1 + (i / 48) % 5] || ' report ' || i || ' build ' || (i % 1000),
        '{}'::jsonb,
        now() - make_interval(secs => ($2 - i) * 2), now()
 FROM generate_series(1, $2) AS i
@@ -86,7 +86,9 @@ SHAPES = {
     "severity+created_before": "severity=critical&created_before=2099-01-01T00:00:00Z",
     "q": "q=checkout%20crashes",
     "q+type": "q=login%20slow&type=feedback",
-    "q_rare": "q=report%20654321",
+    "q_rare": "q=report%20654321",  # one row of the million
+    "q_sparse": "q=build%20417",  # one row in a thousand
+    "q_disjoint": "q=checkout%20login",  # two common words that never meet: no row at all
     "user_id_none": f"user_id={uuid.UUID(int=1)}",
 }
 
