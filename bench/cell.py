@@ -73,7 +73,8 @@ SELECT gen_random_uuid(), $1,
        ARRAY['t' || (i % 50)],
        (ARRAY['checkout','login','upload','search','profile','billing','export','import'])[1 + i % 8]
          || ' ' || (ARRAY['fails','hangs','crashes','is slow','shows an error','loses data'])[1 + (i / 8) % 6]
-         || ' on ' || (ARRAY['chrome','firefox','safari','android','ios'])[1 + (i / 48) % 5] || ' report ' || i || ' build ' || (i % 1000),
+         || ' on ' || (ARRAY['chrome','firefox','safari','android','ios'])[1 + (i / 48) % 5] || ' report ' || i
+         || ' build ' || (i % 1000),
        '{}'::jsonb,
        now() - make_interval(secs => ($2 - i) * 2), now()
 FROM generate_series(1, $2) AS i
