@@ -3,29 +3,42 @@
 1. Sustained ingest of ~2 KB bug reports (committed and acknowledged, straight to the cell with the
    router's signature) vs the raw rate of asyncpg inserting the same rows (interaction, its logs, its
    outbox row, one transaction each) with as many concurrent connections: the storage path's limit here.
+   The headline figures (`cell.ingest_rate`, `cell.raw_insert_rate`, `cell.ingest_vs_raw`) are taken with
+   the region's worker stopped: its AI enrichment of every new interaction is CPU work that, on this
+   machine, shares the same cores as the cell, Postgres and the load generator (in production workers
+   are their own replicas), and it would also enrich the raw run's rows during the next ingest run.
+   The same measurement with the worker running (started fresh, so it works through the backlog it
+   finds the whole time) is reported as `cell.*_with_worker`.
 2. `GET interactions` with filters and full-text `q` over 1 million interactions in one project:
    p50/p99 of sequential requests per query shape.
+
+`python -m bench.cell --ingest-only` (or RELAY_BENCH_INGEST_ONLY=1) runs part 1 alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 import httpx
 
-from bench.harness import MACHINE, Topology, project_key, result, start, wrk
+from bench.harness import MACHINE, Topology, need, project_key, result, start, wrk
 from bench.router import PATH, report_body, signed_headers
 from common.ids import uuid7
 from common.signing import Actor, sign
 
 CONCURRENCY = 32
 SECONDS = 8
+ROUNDS = 3
 ROWS = 1_000_000
 
 
@@ -121,31 +134,62 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def main() -> None:
+def ingest_rounds(topo: Topology, project: dict[str, Any], key: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """Raw asyncpg and cell ingest, alternating, ROUNDS times each: reports per second."""
+    body = report_body()
+    dsn = topo.dev.topology["cells"]["us-west"]["database_url"]
+    cell_url = topo.dev.topology["cells"]["us-west"]["url"]
+    auth = {"Authorization": f"Bearer {key['key']}", "Content-Type": "application/json"}
+    raw_rates, ingest_rates = [], []
+    for _ in range(ROUNDS):
+        raw_rates.append(asyncio.run(raw_inserts(dsn, uuid.UUID(project["id"]), json.loads(body), SECONDS)))
+        run = wrk(cell_url + PATH, body, {**auth, **signed_headers(topo, key, "us-west")},
+                  seconds=SECONDS, connections=CONCURRENCY)
+        assert run.errors == 0, run
+        ingest_rates.append(run.rps)
+    return raw_rates, ingest_rates
+
+
+def report_ingest(raw_rates: list[float], ingest_rates: list[float], suffix: str = "") -> None:
+    """The medians as RESULT lines named `cell.<figure><suffix>`."""
+    when = " (worker running)" if suffix else " (worker stopped)"
+    print(f"  raw asyncpg  {[round(r) for r in raw_rates]} reports/s{when}")
+    print(f"  cell ingest  {[round(r) for r in ingest_rates]} reports/s{when}")
+    raw, ingest = statistics.median(raw_rates), statistics.median(ingest_rates)
+    result(f"cell.raw_insert_rate{suffix}", raw, "reports/s")
+    result(f"cell.ingest_rate{suffix}", ingest, "reports/s")
+    result(f"cell.ingest_vs_raw{suffix}", ingest / raw, "ratio")
+
+
+def measure_ingest(topo: Topology) -> None:
+    """Part 1: with the region's worker running (fresh), then with it stopped (the headline figures)."""
+    project, key = project_key(topo, "us-west", ["ingest", "read"])
+    key["project_id"] = project["id"]
+    cell_url = topo.dev.topology["cells"]["us-west"]["url"]
+    auth = {"Authorization": f"Bearer {key['key']}", "Content-Type": "application/json"}
+    wrk(cell_url + PATH, report_body(), {**auth, **signed_headers(topo, key, "us-west")}, seconds=2)
+    print(f"machine: {MACHINE}; {CONCURRENCY} concurrent, {SECONDS}s x {ROUNDS}")
+    report_ingest(*ingest_rounds(topo, project, key), "_with_worker")
+    worker = topo.dev.part("worker[us-west]").proc
+    worker.terminate()
+    try:
+        worker.wait(30)
+    except subprocess.TimeoutExpired:  # busy with the backlog; its jobs are at-least-once anyway
+        worker.kill()
+        worker.wait()
+    report_ingest(*ingest_rounds(topo, project, key))
+    topo.dev.restart("worker[us-west]")
+
+
+def main(argv: Sequence[str] = ()) -> None:
+    ingest_only = "--ingest-only" in argv or os.environ.get("RELAY_BENCH_INGEST_ONLY") == "1"
+    need("wrk")
     topo = start("cell")
     try:
-        project, key = project_key(topo, "us-west", ["ingest", "read"])
-        key["project_id"] = project["id"]
-        raw_body = report_body()
-        body = json.loads(raw_body)
+        measure_ingest(topo)
+        if ingest_only:
+            return
         dsn = topo.dev.topology["cells"]["us-west"]["database_url"]
-        cell_url = topo.dev.topology["cells"]["us-west"]["url"]
-        auth = {"Authorization": f"Bearer {key['key']}", "Content-Type": "application/json"}
-        raw_rates, ingest_rates = [], []
-        wrk(cell_url + PATH, raw_body, {**auth, **signed_headers(topo, key, "us-west")}, seconds=2)
-        for _ in range(3):
-            raw_rates.append(asyncio.run(raw_inserts(dsn, uuid.UUID(project["id"]), body, SECONDS)))
-            run = wrk(cell_url + PATH, raw_body, {**auth, **signed_headers(topo, key, "us-west")},
-                      seconds=SECONDS, connections=CONCURRENCY)
-            assert run.errors == 0, run
-            ingest_rates.append(run.rps)
-        print(f"machine: {MACHINE}; {CONCURRENCY} concurrent, {SECONDS}s x 3")
-        print(f"  raw asyncpg  {[round(r) for r in raw_rates]} reports/s")
-        print(f"  cell ingest  {[round(r) for r in ingest_rates]} reports/s")
-        raw, ingest = statistics.median(raw_rates), statistics.median(ingest_rates)
-        result("cell.raw_insert_rate", raw, "reports/s")
-        result("cell.ingest_rate", ingest, "reports/s")
-        result("cell.ingest_vs_raw", ingest / raw, "ratio")
 
         big, big_key = project_key(topo, "us-west", ["read"])
 
@@ -172,4 +216,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
