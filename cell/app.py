@@ -24,6 +24,7 @@ from cell.feedback import routes as feedback
 from cell.flags import routes as flags
 from cell.integrations import routes as integrations
 from cell.interactions import routes as interactions
+from cell.interactions.writer import Writer
 from cell.keys import routes as keys
 from cell.media import routes as media
 from cell.moves import routes as moves
@@ -109,7 +110,8 @@ def create_app(settings: CellSettings | None = None) -> Any:
             verifier = KeyVerifier(pool, recheck=settings.key_recheck_seconds, region=settings.region,
                                    regions=settings.regions)
             store = ObjectStore(settings.object_store)
-            app.state.ctx = CellContext(settings, pool, redis, Authenticator(pool, verifier), store)
+            ingest = Writer(pool, settings.region)
+            app.state.ctx = CellContext(settings, pool, redis, Authenticator(pool, verifier), store, ingest)
             _watch(app.state.ctx)
             # Scrapes refresh the gauges; with OTLP only, nobody scrapes, so refresh them in the background.
             fresh = asyncio.create_task(metrics.keep_fresh()) if metrics.otlp_configured() else None
@@ -120,6 +122,7 @@ def create_app(settings: CellSettings | None = None) -> Any:
                     fresh.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await fresh
+                await ingest.close()
         finally:
             await redis.aclose()
             await pool.close()

@@ -11,6 +11,7 @@ from litestar import Request
 from redis.asyncio import Redis
 
 from cell.auth import Authenticator, Principal
+from cell.interactions.writer import Writer
 from cell.settings import CellSettings
 from cell.storage import ObjectStore
 
@@ -24,6 +25,8 @@ class CellContext:
     redis: Redis
     auth: Authenticator
     store: ObjectStore
+    ingest: Writer
+    """The group commit of ingested interactions."""
 
 
 def ctx(request: Request[Any, Any, Any]) -> CellContext:

@@ -25,6 +25,20 @@ async def add(conn: asyncpg.Connection, project_id: uuid.UUID | None, kind: str,
     )
 
 
+async def add_many(conn: asyncpg.Connection, jobs: list[tuple[uuid.UUID | None, str, dict[str, Any], str | None]]
+                   ) -> None:
+    """`add` for many jobs in one statement: (project_id, kind, payload, traceparent).
+
+    Each job names its own `traceparent`: the jobs of a group commit come from several requests.
+    """
+    await conn.execute(
+        """INSERT INTO outbox (project_id, kind, payload, traceparent)
+           SELECT project_id, kind, payload, traceparent
+             FROM jsonb_to_recordset($1::jsonb) AS r(project_id uuid, kind text, payload jsonb, traceparent text)""",
+        [{"project_id": p, "kind": k, "payload": payload, "traceparent": t} for p, k, payload, t in jobs],
+    )
+
+
 async def backlog(pool: asyncpg.Pool) -> int:
     """Rows not yet relayed to the queue: the outbox backlog an operator watches (a gauge reads it)."""
     count: int = await pool.fetchval("SELECT count(*) FROM outbox WHERE dispatched_at IS NULL")

@@ -78,6 +78,107 @@ async def count_on_session(conn: asyncpg.Connection, project_id: uuid.UUID, sess
     )
 
 
+# Set-based forms of the writes above, for the group commit of ingest (cell/interactions/writer.py): one
+# statement per table for a whole batch, its rows passed as one JSON array.
+
+_ROW = """id uuid, project_id uuid, type interaction_type, source interaction_source, user_id uuid, session_id uuid,
+    content_text text, content jsonb, severity severity, tags text[], technical_context jsonb, privacy_scope jsonb"""
+
+
+async def taken(conn: asyncpg.Connection, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these interaction ids are already stored, in any project."""
+    rows = await conn.fetch("SELECT id FROM interactions WHERE id = ANY($1::uuid[])", ids)
+    return {r["id"] for r in rows}
+
+
+async def session_projects(conn: asyncpg.Connection, session_ids: list[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """The project of each of these sessions that exists."""
+    rows = await conn.fetch("SELECT id, project_id FROM sessions WHERE id = ANY($1::uuid[])", session_ids)
+    return {r["id"]: r["project_id"] for r in rows}
+
+
+async def insert_many(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> list[asyncpg.Record]:
+    """`insert` for many rows at once: the rows stored, without those whose id exists."""
+    stored: list[asyncpg.Record] = await conn.fetch(
+        f"""INSERT INTO interactions (id, project_id, type, source, user_id, session_id, content_text,
+                                      content_json, severity, tags, technical_context, privacy_scope)
+            SELECT id, project_id, type, source, user_id, session_id, content_text, content, severity,
+                   coalesce(tags, '{{}}'::text[]), coalesce(technical_context, '{{}}'::jsonb),
+                   coalesce(privacy_scope, '{{}}'::jsonb)
+              FROM jsonb_to_recordset($1::jsonb) AS r({_ROW})
+            ON CONFLICT DO NOTHING
+            RETURNING {COLUMNS}""",
+        rows,
+    )
+    return stored
+
+
+async def insert_logs_many(conn: asyncpg.Connection, logs: list[dict[str, Any]]) -> None:
+    """`insert_logs` for many interactions: dicts of id, project_id, interaction_id, console, network, errors."""
+    await conn.execute(
+        """INSERT INTO interaction_logs (id, project_id, interaction_id, console, network, errors)
+           SELECT id, project_id, interaction_id, coalesce(console, '[]'::jsonb), coalesce(network, '[]'::jsonb),
+                  coalesce(errors, '[]'::jsonb)
+             FROM jsonb_to_recordset($1::jsonb)
+                  AS r(id uuid, project_id uuid, interaction_id uuid, console jsonb, network jsonb, errors jsonb)""",
+        logs,
+    )
+
+
+async def ensure_sessions(conn: asyncpg.Connection, sessions: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID | None]]
+                          ) -> None:
+    """`ensure_session` for many (project_id, session_id, user_id), then lock them all, in id order.
+
+    The lock order (by id, after the end users) keeps concurrent batches from deadlocking on sessions they
+    share, and matches erasure's (user, then sessions). A session of another project is left alone.
+    """
+    first: dict[uuid.UUID, dict[str, Any]] = {}
+    for project_id, session_id, user_id in sessions:  # the first user to arrive is the one kept, as one by one
+        entry = first.setdefault(session_id, {"id": session_id, "project_id": project_id, "user_id": None})
+        if entry["user_id"] is None:
+            entry["user_id"] = user_id
+    rows = sorted(first.values(), key=lambda r: r["id"])
+    await conn.execute(
+        """INSERT INTO sessions (id, project_id, user_id)
+           SELECT id, project_id, user_id
+             FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, project_id uuid, user_id uuid)
+            ORDER BY id
+           ON CONFLICT DO NOTHING""",
+        rows,
+    )
+    await conn.execute(
+        """SELECT 1 FROM sessions s JOIN jsonb_to_recordset($1::jsonb) AS r(id uuid, project_id uuid)
+               ON s.id = r.id AND s.project_id = r.project_id
+            ORDER BY s.id FOR UPDATE OF s""",
+        rows,
+    )
+
+
+async def count_on_sessions(conn: asyncpg.Connection,
+                            stored: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID | None]]) -> None:
+    """Count newly stored interactions (project_id, session_id, user_id) on their sessions; an anonymous session
+    takes the first user who sent one, as `ensure_session` does."""
+    counts: dict[uuid.UUID, dict[str, Any]] = {}
+    for project_id, session_id, user_id in stored:
+        entry = counts.setdefault(session_id, {"id": session_id, "project_id": project_id, "user_id": None, "n": 0})
+        entry["n"] += 1
+        if entry["user_id"] is None:
+            entry["user_id"] = user_id
+    await conn.execute(
+        """UPDATE sessions s SET interaction_count = s.interaction_count + r.n, last_seen_at = now(),
+                                 user_id = coalesce(s.user_id, r.user_id)
+             FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, project_id uuid, user_id uuid, n int)
+            WHERE s.project_id = r.project_id AND s.id = r.id""",
+        list(counts.values()),
+    )
+
+
+async def get_many(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
+    """Interactions by id, whatever their project (the caller checks it)."""
+    rows = await pool.fetch(f"SELECT {COLUMNS} FROM interactions WHERE id = ANY($1::uuid[])", ids)
+    return {r["id"]: r for r in rows}
+
+
 async def get(conn: asyncpg.Connection | asyncpg.Pool, project_id: uuid.UUID,
               interaction_id: uuid.UUID) -> asyncpg.Record | None:
     """One interaction of the project."""

@@ -11,10 +11,10 @@ import msgspec
 from litestar import Request, Response, get, patch, post
 from litestar.params import Parameter
 
-from cell import audit, users
+from cell import audit
 from cell.auth import READ, WRITE, require
 from cell.context import caller, ctx
-from cell.interactions import queries, search
+from cell.interactions import queries, search, writer
 from cell.interactions.types import (
     Interaction,
     InteractionDetail,
@@ -30,52 +30,43 @@ from cell.paging import Page, decode_cursor, limit_of, newest_first
 from cell.privacy import scrub
 from common.ids import uuid7
 from common.problems import Problem
-
-
-class _Exists(Exception):
-    """The client-supplied id was already stored: roll back and answer with the stored row."""
+from common.telemetry import current_traceparent
 
 
 @post("/v1/ingest/interactions", status_code=201)
 async def ingest_interaction(request: Request[Any, Any, Any], data: InteractionIn) -> Response[Interaction]:
-    """Store one interaction; a retry with the same `id` returns the stored one with 200."""
+    """Store one interaction; a retry with the same `id` returns the stored one with 200.
+
+    The write goes through the process's group commit (cell/interactions/writer.py): concurrent requests
+    share a transaction, and each is answered only once the transaction holding it has committed.
+    """
     principal = require(await caller(request), ingest=True)
     pid = principal.project_id
-    interaction_id = data.id or uuid7()
-    pool = ctx(request).pool
+    context = ctx(request)
     # Privacy rules redact before anything is stored; the report keeps which rule and how many, never values.
-    rules, report = await scrub.rules_for(pool, pid), scrub.Report()
+    rules, report = await scrub.rules_for(context.pool, pid), scrub.Report()
     content = scrub.scrub_value(rules, data.content, "content", report)
     technical_context = scrub.scrub_value(rules, data.technical_context, "context", report)
-    logs = None if data.logs is None else [scrub.scrub_value(rules, part, "logs", report)
-                                           for part in (data.logs.console, data.logs.network, data.logs.errors)]
+    logs = None if data.logs is None else (scrub.scrub_value(rules, data.logs.console, "logs", report),
+                                           scrub.scrub_value(rules, data.logs.network, "logs", report),
+                                           scrub.scrub_value(rules, data.logs.errors, "logs", report))
+    item = writer.Pending({
+        "id": data.id or uuid7(), "project_id": pid, "type": data.type, "source": data.source or "sdk",
+        "user_id": None, "session_id": data.session_id,
+        "content_text": queries.content_text(content), "content": content,
+        "severity": data.severity, "tags": data.tags, "technical_context": technical_context,
+        "privacy_scope": report.as_json() if report else None,
+    }, data.user, logs, current_traceparent())
     try:
-        async with pool.acquire() as conn, conn.transaction():
-            user_id = await users.upsert(conn, pid, data.user) if data.user else None
-            if data.session_id is not None:
-                await queries.ensure_session(conn, pid, data.session_id, user_id)
-            row = await queries.insert(conn, {
-                "id": interaction_id, "project_id": pid, "type": data.type, "source": data.source or "sdk",
-                "user_id": user_id, "session_id": data.session_id,
-                "content_text": queries.content_text(content), "content": content,
-                "severity": data.severity, "tags": data.tags, "technical_context": technical_context,
-                "privacy_scope": report.as_json() if report else None,
-            })
-            if row is None:
-                raise _Exists
-            if data.session_id is not None:
-                await queries.count_on_session(conn, pid, data.session_id)
-            if logs is not None:
-                await queries.insert_logs(conn, uuid7(), pid, interaction_id, *logs)
-            await enqueue(conn, pid, "interaction.created", {"interaction_id": str(interaction_id)})
-    except _Exists:
-        existing = await queries.get(pool, pid, interaction_id)
-        if existing is None:
-            raise Problem(409, "this id is already used") from None
-        return Response(msgspec.convert(dict(existing), Interaction), status_code=200)
-    except asyncpg.ForeignKeyViolationError as exc:
+        outcome = await context.ingest.store(item)
+    except asyncpg.ForeignKeyViolationError as exc:  # the session went to another project meanwhile
         raise Problem(422, "session_id does not name a session of this project") from exc
-    return Response(msgspec.convert(dict(row), Interaction), status_code=201)
+    if outcome.status == 409:
+        raise Problem(409, "this id is already used")
+    if outcome.status == 422:
+        raise Problem(422, "session_id does not name a session of this project")
+    assert outcome.row is not None
+    return Response(msgspec.convert(dict(outcome.row), Interaction), status_code=outcome.status)
 
 
 @get("/v1/projects/{project_id:uuid}/interactions")

@@ -47,6 +47,41 @@ async def upsert(conn: asyncpg.Connection, project_id: uuid.UUID, user: EndUserI
     return row_id
 
 
+async def upsert_many(conn: asyncpg.Connection, users: list[tuple[uuid.UUID, EndUserIn]]
+                      ) -> dict[tuple[uuid.UUID, str], uuid.UUID]:
+    """`upsert` for many (project_id, user) at once, in one statement: (project_id, external_id) → id.
+
+    A user sent twice is merged first as if upserted twice in turn (later fields win, traits are merged), and
+    rows are locked in (project, external id) order, so concurrent batches cannot deadlock on them.
+    """
+    merged: dict[tuple[uuid.UUID, str], dict[str, Any]] = {}
+    for project_id, user in users:
+        entry = merged.setdefault((project_id, user.external_id), {
+            "id": uuid7(), "project_id": project_id, "external_user_id": user.external_id,
+            "email": None, "name": None, "avatar_url": None, "traits": None})
+        for field in ("email", "name", "avatar_url"):
+            if getattr(user, field) is not None:
+                entry[field] = getattr(user, field)
+        if user.traits is not None:
+            entry["traits"] = {**(entry["traits"] or {}), **user.traits}
+    rows = await conn.fetch(
+        """INSERT INTO end_users (id, project_id, external_user_id, email, name, avatar_url, traits)
+           SELECT id, project_id, external_user_id, email, name, avatar_url, coalesce(traits, '{}'::jsonb)
+             FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, project_id uuid, external_user_id text, email text,
+                                                      name text, avatar_url text, traits jsonb)
+            ORDER BY project_id, external_user_id
+           ON CONFLICT (project_id, external_user_id) DO UPDATE SET
+               email = coalesce(EXCLUDED.email, end_users.email),
+               name = coalesce(EXCLUDED.name, end_users.name),
+               avatar_url = coalesce(EXCLUDED.avatar_url, end_users.avatar_url),
+               traits = end_users.traits || EXCLUDED.traits,
+               updated_at = now()
+           RETURNING id, project_id, external_user_id""",
+        list(merged.values()),
+    )
+    return {(r["project_id"], r["external_user_id"]): r["id"] for r in rows}
+
+
 @dataclass(frozen=True)
 class Footprint:
     """The ids of every row that is about one end user: what erasure deletes and export returns."""
