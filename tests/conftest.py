@@ -116,6 +116,14 @@ class Admin:
         assert r.status_code == 201, r.text
         return dict(r.json())
 
+    def member(self, project: dict[str, Any], role: str) -> Admin:
+        """A new dashboard user, added to `project` by this one with `role`."""
+        user = Admin(self.router)
+        r = self.router.post(f"/v1/projects/{project['id']}/members", json={"email": user.email, "role": role},
+                             headers=self.h)
+        assert r.status_code == 201 and r.json()["role"] == role, r.text
+        return user
+
     def key(self, project: dict[str, Any], scopes: list[str]) -> dict[str, Any]:
         r = self.router.post(f"/v1/projects/{project['id']}/api-keys", json={"name": "k", "scopes": scopes},
                              headers=self.h)

@@ -258,9 +258,7 @@ def test_chat_tenancy_roles_and_scopes(router: httpx.Client, admin: Admin) -> No
     assert (untouched["status"], untouched["message_count"]) == ("open", 1)
 
     # Viewers and read keys read but do not write; ingest keys cannot manage at all.
-    viewer = Admin(router)
-    assert router.post(f"/v1/projects/{a['id']}/members", json={"email": viewer.email, "role": "viewer"},
-                       headers=admin.h).status_code == 201
+    viewer = admin.member(a, "viewer")
     read_key = admin.key(a, ["read"])
     for h in (viewer.h, read_key["h"]):
         assert router.get(f"/v1/projects/{a['id']}/conversations", headers=h).status_code == 200

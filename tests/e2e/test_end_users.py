@@ -257,10 +257,7 @@ def test_list_search_and_get(router: httpx.Client, admin: Admin) -> None:
 
 
 def _roles(router: httpx.Client, admin: Admin, w: World) -> tuple[Admin, dict[str, Any]]:
-    viewer = Admin(router)
-    r = router.post(f"/v1/projects/{w.pid}/members", json={"email": viewer.email, "role": "viewer"}, headers=admin.h)
-    assert r.status_code == 201, r.text
-    return viewer, admin.key(w.project, ["write"])
+    return admin.member(w.project, "viewer"), admin.key(w.project, ["write"])
 
 
 def test_erasure_leaves_no_trace(router: httpx.Client, admin: Admin, topo: dict[str, Any]) -> None:

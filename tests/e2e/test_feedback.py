@@ -380,9 +380,7 @@ def test_roles_and_scopes(router: httpx.Client) -> None:
     b = Board(router)
     item = b.item()
     iid = b.interaction()
-    viewer = Admin(router)
-    r = router.post(f"{b.base}/members", json={"email": viewer.email, "role": "viewer"}, headers=b.admin.h)
-    assert r.status_code == 201, r.text
+    viewer = b.admin.member(b.project, "viewer")
     read = b.admin.key(b.project, ["read"])
     write = b.admin.key(b.project, ["write"])
     it = f"{b.base}/feedback-items/{item['id']}"

@@ -128,10 +128,7 @@ def test_roles_scopes_and_other_projects(router: httpx.Client, admin: Admin) -> 
                          json={"flag": "theirs", "enabled": True}).json()
 
     # Viewers and read keys read; agents and write keys write; ingest keys only evaluate.
-    viewer, agent = Admin(router), Admin(router)
-    for user, role in ((viewer, "viewer"), (agent, "agent")):
-        assert router.post(f"/v1/projects/{a['id']}/members", json={"email": user.email, "role": role},
-                           headers=admin.h).status_code == 201
+    viewer, agent = admin.member(a, "viewer"), admin.member(a, "agent")
     read_key, write_key, ingest_key = admin.key(a, ["read"]), admin.key(a, ["write"]), admin.key(a, ["ingest"])
     for h in (viewer.h, read_key["h"]):
         assert [f["flag"] for f in router.get(base, headers=h).json()["data"]] == ["mine"]

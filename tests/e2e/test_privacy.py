@@ -274,10 +274,7 @@ def test_roles_validation_and_other_projects(router: httpx.Client, admin: Admin)
     theirs = _rules(router, b, admin.h)[0]
 
     # Viewers and read keys read; agents and write keys do not change privacy; ingest keys do not manage.
-    viewer, agent = Admin(router), Admin(router)
-    for user, role in ((viewer, "viewer"), (agent, "agent")):
-        assert router.post(f"/v1/projects/{a['id']}/members", json={"email": user.email, "role": role},
-                           headers=admin.h).status_code == 201
+    viewer, agent = admin.member(a, "viewer"), admin.member(a, "agent")
     read_key, write_key, ingest_key = admin.key(a, ["read"]), admin.key(a, ["write"]), admin.key(a, ["ingest"])
     for h in (viewer.h, agent.h, read_key["h"], write_key["h"]):
         assert len(_rules(router, a, h)) == 4

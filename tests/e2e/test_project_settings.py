@@ -22,10 +22,7 @@ def test_settings_roles_validation_and_audit(router: httpx.Client, admin: Admin)
     assert router.get(f"/v1/projects/{b['id']}/settings", headers=admin.h).json() == {"retention_days": None}
 
     # Viewers, agents and read or write keys read the settings and cannot change them; ingest keys neither.
-    viewer, agent = Admin(router), Admin(router)
-    for user, role in ((viewer, "viewer"), (agent, "agent")):
-        assert router.post(f"/v1/projects/{a['id']}/members", json={"email": user.email, "role": role},
-                           headers=admin.h).status_code == 201
+    viewer, agent = admin.member(a, "viewer"), admin.member(a, "agent")
     read_key, write_key, ingest_key = admin.key(a, ["read"]), admin.key(a, ["write"]), admin.key(a, ["ingest"])
     for h in (viewer.h, agent.h, read_key["h"], write_key["h"]):
         assert router.get(url, headers=h).json() == {"retention_days": 90}

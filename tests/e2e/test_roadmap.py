@@ -252,9 +252,7 @@ def test_roles_scopes_and_invalid_input(router: httpx.Client) -> None:
     m = Roadmap(router)
     item = m.item()
     fb = m.feedback()["id"]
-    viewer = Admin(router)
-    assert router.post(f"{m.base}/members", json={"email": viewer.email, "role": "viewer"},
-                       headers=m.admin.h).status_code == 201
+    viewer = m.admin.member(m.project, "viewer")
     read = m.admin.key(m.project, ["read"])
     it = f"{m.base}/roadmap-items/{item['id']}"
     writes: list[tuple[str, str, dict[str, Any] | None]] = [

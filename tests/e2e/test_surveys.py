@@ -310,9 +310,7 @@ def test_survey_tenancy_roles_and_scopes(router: httpx.Client, admin: Admin) -> 
     assert got["active"] is True and got["response_count"] == 0
 
     # Viewers and read keys read but do not write; ingest keys cannot manage at all.
-    viewer = Admin(router)
-    assert router.post(f"/v1/projects/{a['id']}/members", json={"email": viewer.email, "role": "viewer"},
-                       headers=admin.h).status_code == 201
+    viewer = admin.member(a, "viewer")
     read_key = admin.key(a, ["read"])
     for h in (viewer.h, read_key["h"]):
         assert router.get(f"/v1/projects/{a['id']}/surveys", headers=h).status_code == 200
