@@ -1,11 +1,16 @@
 """Duplicate grouping: TF-IDF cosine similarity over normalised terms, groups joined online.
 
-Each interaction gets a signature (weighted terms from its words, errors and failed requests; optionally a
-provider's embedding). A new interaction is compared with the project's earlier ones — every type, so a
-bug report, a feedback post and a chat about one problem meet — with inverse document frequencies taken
-from those same earlier interactions, so words every report uses ("checkout" in a shop) weigh little
-and rare shared ones (an error fingerprint, a feature's name) weigh much. It joins the group that scores
-best when that score clears the threshold (see `decide`); when it is close to several groups it merges
+Each interaction gets a signature (weighted terms from its words, errors and failed requests; its kind:
+problem, request or praise; optionally a provider's embedding). A new interaction is compared with the
+project's earlier ones — every type, so a bug report, a feedback post and a chat about one problem meet —
+with inverse document frequencies taken from those same earlier interactions, so words every report uses
+("checkout" in a shop) weigh little and rare shared ones (an error fingerprint, a feature's name) weigh
+much. Rare shared words say two reports are about one feature, not that they are about one problem: a
+near miss ("Slack messages posted twice" beside "Slack keeps disconnecting", "add GIF avatars" beside "my
+avatar is stretched") shares the feature's name and differs in what goes wrong. So the cosine is damped
+when two reports disagree on what they are (a request and a problem), on their symptoms, or on the errors
+and failed requests in their logs (see `agreement`). A new interaction joins the group that scores best
+when that score clears the threshold (see `decide`); when it is close to several groups it merges
 them. Group ids are the id of the group's first interaction, so an id never changes once given, except by
 a merge, which always keeps the smallest id (the oldest, for time-ordered ids) — whichever worker runs it.
 """
@@ -16,13 +21,13 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from cell.enrichment.text import Document, sublinear, tokens
+from cell.enrichment.text import SYMPTOMS, Document, cues, sublinear, tokens
 
-METHOD = "local-v1"
+METHOD = "local-v2"
 """Version of the term scheme: signatures of another version are not compared with these."""
 
-THRESHOLD = 0.32
-"""Similarity from which a new interaction joins a group (chosen on the benchmark's development set)."""
+THRESHOLD = 0.35
+"""Similarity from which a new interaction joins a group (chosen on the benchmark's labelled set)."""
 MERGE_THRESHOLD = 0.42
 """Similarity to a member of a second group from which the two groups are merged."""
 EMBEDDING_THRESHOLD = 0.85
@@ -32,6 +37,12 @@ EMBEDDING_THRESHOLD = 0.85
 TITLE, BODY = 1.5, 1.0
 ERROR_ID, ERROR_WORDS, FRAME, REQUEST, REQUEST_WORDS = 2.0, 0.5, 1.0, 1.5, 0.5
 MAX_KEYS = 8
+
+# How much a disagreement damps the cosine of two reports (1 would ignore it).
+OTHER_KIND, PRAISE_AND_OTHER, OTHER_SYMPTOMS, OTHER_LOGS = 0.6, 0.5, 0.85, 0.7
+
+KIND_MARK = "kind:"
+"""Prefix of the marker term that stores a signature's kind among its terms (no word token has a colon)."""
 
 
 @dataclass
@@ -43,6 +54,20 @@ class Signature:
     log_terms: dict[str, float] = field(default_factory=dict)
     embedding: list[float] | None = None
     embedding_model: str = ""
+    kind: str = ""
+    """`problem`, `request`, `praise` or "" (see `text.Cues.kind`): compared, never weighed."""
+
+    def stored_terms(self) -> dict[str, float]:
+        """The terms as stored: with the kind as a marker term of weight 0 (it has no column of its own)."""
+        return {**self.terms, KIND_MARK + self.kind: 0.0} if self.kind else dict(self.terms)
+
+    @classmethod
+    def from_stored(cls, terms: dict[str, float], log_terms: dict[str, float], embedding: list[float] | None,
+                    embedding_model: str) -> Signature:
+        """A signature as `stored_terms` and the other columns keep it."""
+        kind = next((t.removeprefix(KIND_MARK) for t in terms if t.startswith(KIND_MARK)), "")
+        words = {t: w for t, w in terms.items() if not t.startswith(KIND_MARK)}
+        return cls(words, log_terms, embedding, embedding_model, kind)
 
     def all_terms(self) -> dict[str, float]:
         """Words and logs together (a term in both adds up)."""
@@ -71,7 +96,7 @@ def signature(doc: Document) -> Signature:
         if req.failed:
             logs.append((f"net:{req.method} {req.path} {req.status_class}", REQUEST))
         _words(logs, req.path.replace("/", " ").replace(":id", " "), REQUEST_WORDS)
-    return Signature(sublinear(words), sublinear(logs))
+    return Signature(sublinear(words), sublinear(logs), kind=cues(doc).kind)
 
 
 def keys(sig: Signature) -> list[str]:
@@ -111,15 +136,29 @@ def _dot(a: dict[str, float], b: dict[str, float]) -> float:
     return sum(v * b.get(t, 0.0) for t, v in a.items())
 
 
-class Vector:
-    """A signature's TF-IDF vectors, normalised: of the user's words alone, and of words and logs."""
+def _evidence(log_terms: dict[str, float]) -> frozenset[str]:
+    """What the logs pin a report to: its errors' fingerprints and the paths of its failed requests."""
+    found = set()
+    for term in log_terms:
+        if term.startswith("err:"):
+            found.add(term)
+        elif term.startswith("net:"):
+            found.add("path:" + " ".join(term.split(" ")[1:-1]))  # net:METHOD /path CLASS
+    return frozenset(found)
 
-    __slots__ = ("full", "sig", "words")
+
+class Vector:
+    """A signature's TF-IDF vectors, normalised: of the user's words alone, and of words and logs; with the
+    symptoms its words name and the evidence its logs hold."""
+
+    __slots__ = ("evidence", "full", "sig", "symptoms", "words")
 
     def __init__(self, sig: Signature, idf: Idf) -> None:
         self.sig = sig
         self.words = _unit(sig.terms, idf)
         self.full = _unit(sig.all_terms(), idf) if sig.log_terms else self.words
+        self.symptoms = frozenset(t for t in sig.terms if t in SYMPTOMS)
+        self.evidence = _evidence(sig.log_terms)
 
     def cosine(self, other: Vector) -> float:
         """The closer of two readings: everything compared with everything, or the words alone (so a chat
@@ -128,6 +167,22 @@ class Vector:
         if self.full is self.words and other.full is other.words:
             return full
         return max(full, _dot(self.words, other.words))
+
+
+def agreement(a: Vector, b: Vector) -> float:
+    """How far two reports' cosine counts (1.0, or less when they disagree): a request beside a problem,
+    praise beside anything else, symptoms named on both sides with none in common, errors and failed
+    requests in both logs with none in common. Each is weak alone (a missing feature is both wanted and
+    broken, people name one symptom differently), so each only damps."""
+    factor = 1.0
+    ka, kb = a.sig.kind, b.sig.kind
+    if ka and kb and ka != kb:
+        factor *= PRAISE_AND_OTHER if "praise" in (ka, kb) else OTHER_KIND
+    if a.symptoms and b.symptoms and not a.symptoms & b.symptoms:
+        factor *= OTHER_SYMPTOMS
+    if a.evidence and b.evidence and not a.evidence & b.evidence:
+        factor *= OTHER_LOGS
+    return factor
 
 
 def embedding_cosine(a: Sequence[float], b: Sequence[float]) -> float:
@@ -176,38 +231,53 @@ class Decision:
 
 def similarity(new: Vector, old: Vector, limits: Thresholds) -> tuple[float, float]:
     """Similarity of two interactions and the threshold it must clear: embeddings when both have them from
-    the same model, else the local TF-IDF cosine."""
+    the same model, else the local TF-IDF cosine damped by their disagreements (`agreement`)."""
     a, b = new.sig, old.sig
     if a.embedding and b.embedding and a.embedding_model and a.embedding_model == b.embedding_model:
         return embedding_cosine(a.embedding, b.embedding), limits.embedding
-    return new.cosine(old), limits.join
+    return new.cosine(old) * agreement(new, old), limits.join
 
 
 def decide(interaction_id: str, sig: Signature, candidates: Sequence[Candidate], idf: Idf,
            limits: Thresholds | None = None) -> Decision:
     """Choose the group of a new interaction among the earlier ones.
 
-    A group's score is the mean of its closest member's similarity and the average similarity of all its
-    members (each as a margin over the threshold that pair must clear). The closest member alone would
+    A group's score is the mean of its closest member's similarity and of how close the group is as a
+    whole (each as a margin over the threshold that pair must clear). The closest member alone would
     chain: one report loosely like one member of a group would join, and the next report loosely like
-    it would follow, until unrelated problems share a group. The average alone would keep a new wording
-    out of a large group whose other members happen to say it differently.
+    it would follow, until unrelated problems share a group. The group as a whole is the better of the
+    average similarity of its members and the similarity to their centroid (the sum of their word
+    vectors, damped by the members' mean `agreement`): the centroid holds every wording the group has seen,
+    so a new report that says one thing like one member and another like a second still finds it, while
+    a report that shares a single word with a single member stays weak against it.
     """
     limits = limits or Thresholds()
     if not sig.terms and not sig.log_terms and not sig.embedding:
         return Decision(group_id=interaction_id)  # nothing to compare: a group of its own
     new = Vector(sig, idf)
     members: dict[str, list[tuple[float, float, str]]] = {}  # group -> [(margin, similarity, member)]
+    centroids: dict[str, dict[str, float]] = {}  # group -> sum of its members' word vectors
+    agreements: dict[str, float] = {}  # group -> sum of its members' agreement with the new one
     closest = 0.0
     for cand in candidates:
-        score, needed = similarity(new, Vector(cand.signature, idf), limits)
+        old = Vector(cand.signature, idf)
+        score, needed = similarity(new, old, limits)
         closest = max(closest, score)
         members.setdefault(cand.group_id, []).append((score - needed, score, cand.interaction_id))
+        total = centroids.setdefault(cand.group_id, {})
+        for t, v in old.words.items():
+            total[t] = total.get(t, 0.0) + v
+        agreements[cand.group_id] = agreements.get(cand.group_id, 0.0) + agreement(new, old)
     scored = []
     for group, found in members.items():
         best = max(found)
-        mean = sum(m for m, _, _ in found) / len(found)
-        scored.append(((best[0] + mean) / 2, group, best[1], best[2]))
+        whole = sum(m for m, _, _ in found) / len(found)
+        if len(found) > 1:
+            centroid = centroids[group]
+            norm = math.sqrt(sum(v * v for v in centroid.values())) or 1.0
+            near = _dot(new.words, centroid) / norm * agreements[group] / len(found)
+            whole = max(whole, near - limits.join)
+        scored.append(((best[0] + whole) / 2, group, best[1], best[2]))
     joined = sorted((x for x in scored if x[0] >= 0), key=lambda x: (-x[0], x[1]))
     if not joined:
         return Decision(group_id=interaction_id, similarity=closest)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from cell.enrichment.text import TOPICS, Document, sentences, stem, tokens
+from cell.enrichment.text import TOPICS, Document, cues, sentences, stem, tokens
 
 MAX_LABELS = 6
 
@@ -53,22 +53,12 @@ _PHRASES: dict[str, re.Pattern[str]] = {
                             r"|\bnot (?:being )?saved\b"),
     "localization": re.compile(r"\bdate format\b|\bdd/mm\b|\bmm/dd\b|\bdaylight saving\b|\btime ?zone\b"),
     "accessibility": re.compile(r"\bkeyboard only\b|\blow vision\b|\bblind\b"),
-    "feature-request": re.compile(
-        r"\b(?:please|pls|could you|can you|would you) (?:add|support|offer|let|make|allow|expose|introduce)\b"
-        r"|\bwould (?:be )?(?:love|like|nice|great|super|awesome|handy|helpful)\b|\bwould love\b"
-        r"|\bfeature request\b|\bi'?d love\b|\bwould like to see\b|\bwe(?:'d)? (?:need|want|would like) (?:a|an|to)\b"
-        r"|\bany plans\b|\blet (?:us|me) (?:define|pick|choose|track|set|break|view|archive)\b"
-        r"|\bit would be (?:great|nice|good)\b|\bsupport for\b"),
     "question": re.compile(r"(?:how|can|could|is there|are there|do you|does|what|where|why|when) [^?]*\?"),
-    "praise": re.compile(r"\b(?:love (?:the|it|this)|great (?:job|work)|fantastic|awesome|thank you|"
-                         r"thanks for)\b"),
 }
 
 _NETWORK_ERROR = re.compile(r"network error|failed to fetch|websocket|econn|connection (?:refused|reset)|"
                             r"timed? ?out|gateway", re.I)
 _CRASH_ERROR = re.compile(r"fatal|out of memory|crash|segmentation fault|anr\b", re.I)
-_PROBLEM = _stems("crash error cannot broken missing wrong fail failed slow freeze unresponsive lost "
-                  "expired 404 500")
 
 Rule = Callable[[Document, frozenset[str], str], str | None]
 
@@ -132,9 +122,10 @@ def _network(doc: Document, toks: frozenset[str], lower: str) -> str | None:
 
 
 def _feature_request(doc: Document, toks: frozenset[str], lower: str) -> str | None:
-    if doc.errors or (doc.type == "bug" and toks & _PROBLEM):
+    said = cues(doc)
+    if doc.errors or (doc.type == "bug" and said.problem) or not said.request:
         return None  # a broken thing described politely is still a bug
-    return _word_rule("feature-request")(doc, toks, lower)
+    return f"phrase '{said.request}'"
 
 
 def _question(doc: Document, toks: frozenset[str], lower: str) -> str | None:
@@ -147,9 +138,10 @@ def _question(doc: Document, toks: frozenset[str], lower: str) -> str | None:
 
 
 def _praise(doc: Document, toks: frozenset[str], lower: str) -> str | None:
-    if toks & _PROBLEM or doc.errors:
+    said = cues(doc)
+    if said.problem or doc.errors or not said.praise:
         return None
-    return _word_rule("praise")(doc, toks, lower)
+    return f"phrase '{said.praise}'"
 
 
 RULES: dict[str, Rule] = {label: _word_rule(label) for label in LABELS} | {

@@ -67,8 +67,9 @@ async def state(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id:
 def _candidate(row: asyncpg.Record) -> Candidate:
     embedding = row["embedding"]
     return Candidate(str(row["interaction_id"]), row["group_id"],
-                     Signature(dict(row["terms"]), dict(row["log_terms"]),
-                               list(embedding) if embedding is not None else None, row["embedding_model"] or ""))
+                     Signature.from_stored(dict(row["terms"]), dict(row["log_terms"]),
+                                           list(embedding) if embedding is not None else None,
+                                           row["embedding_model"] or ""))
 
 
 _CANDIDATE_COLUMNS = "interaction_id, group_id, terms, log_terms, embedding, embedding_model, created_at"
@@ -116,7 +117,7 @@ async def store(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id:
         """INSERT INTO enrichment_signatures (project_id, interaction_id, group_id, method, terms, log_terms, keys,
                                               embedding, embedding_model, created_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
-        project_id, interaction_id, group_id, method, sig.terms, sig.log_terms, keys, sig.embedding,
+        project_id, interaction_id, group_id, method, sig.stored_terms(), sig.log_terms, keys, sig.embedding,
         sig.embedding_model or None, created_at)
     await conn.execute(
         """UPDATE interactions SET ai_summary = $3, ai_labels = $4, ai_duplicate_group_id = $5, ai_confidence = $6

@@ -244,6 +244,8 @@ _PHRASES = tuple((re.compile(p), r) for p, r in (
      r"|\bdst\b", " dst "),
     (r"\b(?:without|no) (?:an? )?(?:internet|signal|connection|network|wifi|reception)\b", " offline "),
     (r"\b(?:can ?not|can't|cant|couldn't|unable to|won't|fails? to|failed to)\b", " cannot "),
+    (r"\b(?:does|do|did|is|are|was|were)(?:n't| not) (?:show|include|contain|display|list)\w*", " missing "),
+    (r"\btwo times\b|\b2x\b", " twice "),
 ))
 
 # Words that mean the same in a product report, folded into the first word of each group.
@@ -286,6 +288,8 @@ charge charges charged charging billed
 increase increases increased increasing hike hikes raise raised jump jumped
 font fonts typeface
 wrong incorrect
+twice duplicate duplicates duplicated
+accent accents accented umlaut umlauts diacritic diacritics
 broken broke breaks
 spinner spinning spins loader
 keyboard keyboards
@@ -366,7 +370,7 @@ def stem(word: str) -> str:
         word = word[:-3] + "y"
     elif word.endswith(("sses", "shes", "ches", "xes", "zzes")):
         word = word[:-2]
-    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
+    elif word.endswith("s") and not word.endswith(("ss", "us", "sis", "xis")):  # emojis → emoji, not analysis
         word = word[:-1]
     for suffix, shortest in (("ingly", 3), ("edly", 3), ("ing", 3), ("ed", 3), ("er", 4), ("ly", 3),
                              ("ment", 4), ("ful", 3)):
@@ -407,6 +411,81 @@ def tokens(text: str) -> list[str]:
             continue
         out.append(stem(_SYNONYMS.get(word, word)))
     return out
+
+
+SYMPTOMS = frozenset(tokens("""
+crash freeze slow timeout blank screen unresponsive missing wrong twice disconnected logged out expired
+declined rejected invalid denied forbidden reset shifted overlaps hidden stretched blurry cut empty loop
+redirect garbled lag 400 401 403 404 409 410 413 415 422 429 500 502 503 504
+"""))
+"""Tokens that say what goes wrong rather than where: two reports about one feature that name different
+symptoms ("posted twice", "keeps disconnecting") are likely two problems."""
+
+
+# What kind of report ----------------------------------------------------------------------------------------------
+
+_REQUEST = re.compile(
+    r"\b(?:please|pls|could you|can you|would you)(?: \w+)? (?:add|support|offer|let|make|allow|expose|introduce"
+    r"|consider|provide|give|show|build|bring|implement)\b"
+    r"|\bwould (?:really )?(?:love|like|appreciate)\b|\b(?:it|that|this) would (?:be|make|help|save|let)\b"
+    r"|\bwould be (?:\w+ )?(?:nice|great|useful|helpful|handy|good|awesome|cool)\b"
+    r"|\b(?:i|we)(?:'d| would) (?:love|like|prefer)\b|\bfeature request\b|\b(?:any|are there) plans\b|\broadmap\b"
+    r"|\blet (?:us|me|users|people|admins)\b|\ballow (?:us|me|users|people)\b|\bsupport for\b|\bgive us\b"
+    r"|\b(?:we|i) (?:need|want) (?:a|an|to be able|some|more|the option|an option|support)\b"
+    r"|\b(?:is|are) there (?:a way|any way|an option|a setting)\b|\bdo you (?:have|support|offer|plan)\b"
+    r"|\bcan (?:i|we) (?:\w+ )?(?:use|make|set|change|choose|pick|get|have|add|turn|import|export|see|customi[sz]e)\b"
+    r"|\bwhat(?:'s| is) missing\b|\bwhat (?:would|should|could) (?:you|we) (?:improve|change|add|build)\b"
+    r"|\b(?:anything|something) (?:you'd|you would) like\b|\bwhich feature\b|\bwhat (?:feature|one thing)\b"
+    r"|\bwish (?:list|there was|there were|i could|we could)\b|\bshould (?:be able to|have an?|offer|support|let)\b"
+    r"|\b(?:option|setting) to\b")
+_PROBLEM = re.compile(
+    r"\b(?:does|did|do|is|are|was|were|has|have)(?:n't| not| no longer) (?:\w+ )?(?:work|load|show|open|appear|arrive"
+    r"|come|save|sync|respond|match|display|play|fire|keep|stay|get|receive|find|return|include|register)\w*"
+    r"|\bno longer\b|\bnot (?:working|loading|showing|arriving|receiving|getting|found|responding|saving)\b"
+    r"|\bnever (?:arrive|come|show|load|finish|appear|work|match|get|receive|stop|play)\w*"
+    r"|\b(?:broken|broke|breaks|fail(?:s|ed|ing|ure)?|errors?|crash\w*|freez\w*|froze|stuck|hangs?|wrong|incorrect"
+    r"|missing|disappear\w*|vanish\w*|lost|loses|rejected|declined|invalid|denied|forbidden|expired|corrupt\w*"
+    r"|garbled|blank|stretched|squashed|cut off|overlap\w*|misaligned|unresponsive|buggy|glitch\w*|bug)\b"
+    r"|\b(?:can't|cannot|can not|unable to|couldn't|won't)\b|\bnothing happens\b|\bdoes nothing\b"
+    r"|\bkeeps? (?:\w+ing|getting)\b|\bstopped\b|\btime[sd]? out\b"
+    r"|\btoo (?:slow|small|big|long|strict|bright|expensive)\b"
+    r"|\b(?:since|after) (?:the|yesterday|today|this|last|updating|upgrading|we|i)\b|\b[45]\d\d\b|\binstead of\b"
+    r"|\b(?:every|each) time\b|\btwice\b|\bslow\w*")
+_PRAISE = re.compile(r"\b(?:thanks?|thank you|love|loving|great (?:job|work)|well done|brilliant|awesome|amazing"
+                     r"|fantastic|kudos|exactly what (?:we|i) needed|nice work)\b")
+_HOW_TO = re.compile(r"\b(?:can't|cannot|couldn't|could not|can not|unable to) (?:find|see|figure out|work out)\b")
+"""Not finding how to do something is a question, not a sign that something is broken."""
+
+
+@dataclass(frozen=True)
+class Cues:
+    """What a report's words say it is: the first phrase that says something is broken, that something is
+    wanted, that something is liked (each "" when none does); and whether it is a bug report or has errors
+    or failed requests in its logs."""
+
+    problem: str
+    request: str
+    praise: str
+    broken: bool
+
+    @property
+    def kind(self) -> str:
+        """`problem`, `request`, `praise`, or "" when the report says both or neither. A request and a problem
+        about one feature ("add GIF avatars", "my avatar is stretched") are seldom one report twice."""
+        problem = bool(self.problem) or self.broken
+        if problem and not self.request:
+            return "problem"
+        if self.request and not problem:
+            return "request"
+        return "praise" if self.praise and not problem and not self.request else ""
+
+
+def cues(doc: Document) -> Cues:
+    """The kind cues of a report (see `Cues`)."""
+    text = _HOW_TO.sub(" ", " ".join(doc.words.lower().replace("’", "'").split()))
+    found = [m.group(0) if (m := pattern.search(text)) else "" for pattern in (_PROBLEM, _REQUEST, _PRAISE)]
+    broken = doc.type == "bug" or bool(doc.errors) or any(r.failed for r in doc.requests)
+    return Cues(found[0], found[1], found[2], broken)
 
 
 def sentences(text: str) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 
 from cell.enrichment import grouping, labels, providers, summary
 from cell.enrichment.grouping import Candidate, Decision, Idf, Signature, Thresholds
-from cell.enrichment.text import Document, document, stem, tokens
+from cell.enrichment.text import Document, cues, document, stem, tokens
 
 STACK_A = ("TypeError: Cannot read properties of undefined (reading 'total')\n"
            "    at computeTotal (https://shop.example/static/checkout.4f2a.js:118:27)\n"
@@ -54,6 +54,9 @@ def test_wordings_of_one_thing_become_the_same_tokens() -> None:
     assert tokens("page goes white") == tokens("blank screen") == ["blankscreen"]
     assert tokens("promo code") == tokens("coupon code")
     assert stem("scanner") == stem("scan") and stem("saved") == stem("save")
+    assert tokens("emojis") == tokens("emoji") and tokens("analysis") == ["analysis"]
+    assert tokens("billed twice") == tokens("billed 2x") == tokens("billed two times")
+    assert tokens("the VAT number does not show") == tokens("the VAT number is missing")
     assert tokens("Hi team, thanks, please help!") == []  # greetings say nothing about the problem
 
 
@@ -120,6 +123,79 @@ def test_a_stack_trace_does_not_push_a_chat_away_from_the_report_it_duplicates()
     both = grouping.Vector(report, idf)
     words_only = grouping.Vector(Signature(report.terms), idf)
     assert both.cosine(grouping.Vector(talk, idf)) == pytest.approx(words_only.cosine(grouping.Vector(talk, idf)))
+
+
+def test_reports_say_whether_something_is_broken_wanted_or_liked() -> None:
+    assert cues(document("feedback", {"title": "Markdown export",
+                                      "description": "Please add an export to Markdown."}, None, None)).kind \
+        == "request"
+    assert cues(bug("Markdown export", "Exporting to Markdown fails.")).kind == "problem"
+    assert cues(document("feedback", {"title": "Markdown export"}, None, {"errors": [{"message": "Error: x"}]})).kind \
+        == "problem"  # the logs say it is broken
+    assert cues(chat("Thanks a lot for the new calendar sync, it works great!")).kind == "praise"
+    assert cues(chat("Please add a calendar sync, mine keeps failing")).kind == ""  # both: no call made
+    assert cues(chat("I couldn't find how to change the date format, can I set it?")).kind == "request"
+
+
+def test_disagreeing_reports_count_for_less_than_their_words() -> None:
+    def pair(a: Document, b: Document) -> tuple[float, float]:
+        sa, sb = grouping.signature(a), grouping.signature(b)
+        idf = Idf([sa, sb])
+        va, vb = grouping.Vector(sa, idf), grouping.Vector(sb, idf)
+        return va.cosine(vb), grouping.similarity(va, vb, Thresholds())[0]
+
+    wish = document("feedback", {"title": "Markdown export", "description": "Please add an export to Markdown."},
+                    None, None)
+    words, damped = pair(wish, bug("Markdown export", "Exporting to Markdown fails."))
+    assert damped == pytest.approx(words * grouping.OTHER_KIND)
+    words, damped = pair(bug("Webhooks arrive twice", "Every webhook delivery reaches our endpoint twice."),
+                         bug("Webhooks time out", "Every webhook delivery to our endpoint times out."))
+    assert damped == pytest.approx(words * grouping.OTHER_SYMPTOMS)
+    upload = "Uploading an attachment fails."
+    at = {"network": [{"method": "POST", "url": "https://x/api/attachments", "status": 415}]}
+    avatars = {"network": [{"method": "POST", "url": "https://x/api/avatars/9f8e7d6c5b4a", "status": 413}]}
+    words, damped = pair(bug("Upload fails", upload, at), bug("Upload fails", upload, avatars))
+    assert damped == pytest.approx(words * grouping.OTHER_LOGS)
+    words, damped = pair(bug("Upload fails", upload, at), bug("Upload fails", upload, at))
+    assert damped == words == pytest.approx(1.0)  # the same failed request: nothing to damp
+    words, damped = pair(chat("Thanks for the new calendar sync, works great!"),
+                         document("feedback", {"title": "Calendar sync",
+                                               "description": "Please add a calendar sync."}, None, None))
+    assert damped == pytest.approx(words * grouping.PRAISE_AND_OTHER)
+
+
+def test_a_new_wording_finds_a_group_through_what_its_members_say_together() -> None:
+    def words(*terms: str) -> Signature:
+        return Signature({t: 1.0 for t in terms})
+
+    first = words("colour", "board", "column", "reload", "grey", "theme")
+    second = words("colour", "kanban", "swimlane", "custom", "overnight", "tag")
+    new = words("colour", "board", "kanban", "custom", "reload", "label", "sprint", "week")
+    others = [words("invoice", "vat"), words("login", "google"), words("export", "csv"), words("colour", "chart"),
+              words("board", "slow")]
+    idf = Idf([first, second, new, *others])
+    unrelated = [Candidate(f"o{n}", f"o{n}", sig) for n, sig in enumerate(others)]
+    vector = grouping.Vector(new, idf)
+    # Too little alike with either member alone ...
+    assert all(grouping.similarity(vector, grouping.Vector(old, idf), Thresholds())[0] < grouping.THRESHOLD
+               for old in (first, second))
+    alone = grouping.decide("new", new, [Candidate("i1", "g1", first), Candidate("i2", "g2", second), *unrelated], idf)
+    assert alone.group_id == "new"
+    # ... and close to what the two say together, once they are one group.
+    together = grouping.decide("new", new, [Candidate("i1", "g", first), Candidate("i2", "g", second), *unrelated],
+                               idf)
+    assert together.group_id == "g" and together.matched == "i2"
+
+
+def test_a_signature_keeps_its_kind_through_the_store() -> None:
+    sig = grouping.signature(document("feedback", {"title": "Dark mode", "description": "Please add a dark theme."},
+                                      None, None))
+    assert sig.kind == "request"
+    stored = sig.stored_terms()
+    assert stored[grouping.KIND_MARK + "request"] == 0.0 and grouping.KIND_MARK + "request" not in grouping.keys(sig)
+    back = Signature.from_stored(stored, sig.log_terms, None, "")
+    assert back == sig
+    assert Signature.from_stored({"a": 1.0}, {}, None, "") == Signature({"a": 1.0})  # stored before kinds
 
 
 def test_a_bridge_merges_groups_into_the_smallest_id() -> None:
