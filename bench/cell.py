@@ -4,11 +4,11 @@
    router's signature) vs the raw rate of asyncpg inserting the same rows (interaction, its logs, its
    outbox row, one transaction each) with as many concurrent connections: the storage path's limit here.
    The headline figures (`cell.ingest_rate`, `cell.raw_insert_rate`, `cell.ingest_vs_raw`) are taken with
-   the region's worker stopped: its AI enrichment of every new interaction is CPU work that, on this
-   machine, shares the same cores as the cell, Postgres and the load generator (in production workers
-   are their own replicas), and it would also enrich the raw run's rows during the next ingest run.
-   The same measurement with the worker running (started fresh, so it works through the backlog it
-   finds the whole time) is reported as `cell.*_with_worker`.
+   the region's worker stopped: its outbox relay and AI enrichment of every new interaction (the raw
+   run's rows included) are CPU, Postgres and Redis work that here shares two cores with the cell,
+   Postgres and the load generator (in production workers are their own replicas), and whose share
+   varies with the backlog it is working through. The same rounds with the worker running (started
+   fresh, then behind for the whole measurement) come first, reported as `cell.*_with_worker`.
 2. `GET interactions` with filters and full-text `q` over 1 million interactions in one project:
    p50/p99 of sequential requests per query shape.
 

@@ -127,7 +127,8 @@ async def insert_logs_many(conn: asyncpg.Connection, logs: list[dict[str, Any]])
 
 async def ensure_sessions(conn: asyncpg.Connection, sessions: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID | None]]
                           ) -> None:
-    """`ensure_session` for many (project_id, session_id, user_id), then lock them all, in id order.
+    """`ensure_session` for many (project_id, session_id, user_id), then lock them all, in id order (the lock
+    `count_on_sessions` takes anyway, which foreign-key checks of other writers do not wait for).
 
     The lock order (by id, after the end users) keeps concurrent batches from deadlocking on sessions they
     share, and matches erasure's (user, then sessions). A session of another project is left alone.
@@ -149,7 +150,7 @@ async def ensure_sessions(conn: asyncpg.Connection, sessions: list[tuple[uuid.UU
     await conn.execute(
         """SELECT 1 FROM sessions s JOIN jsonb_to_recordset($1::jsonb) AS r(id uuid, project_id uuid)
                ON s.id = r.id AND s.project_id = r.project_id
-            ORDER BY s.id FOR UPDATE OF s""",
+            ORDER BY s.id FOR NO KEY UPDATE OF s""",
         rows,
     )
 

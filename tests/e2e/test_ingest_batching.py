@@ -126,3 +126,26 @@ def test_concurrent_ingest_with_one_foreign_session(router: httpx.Client, admin:
     names = {r["external_user_id"] for r in sql(dsn, "SELECT external_user_id FROM end_users WHERE project_id = $1",
                                                 uuid.UUID(p["id"]))}
     assert names == {f"user-{i}" for i in range(requests) if i != 5}
+
+
+def test_the_same_id_from_two_processes_at_once_is_stored_once(admin: Admin, topo: dict[str, Any]) -> None:
+    dsn = topo["cells"]["us-west"]["database_url"]
+    p = admin.project("us-west")
+    session, twice = uuid7(), uuid7()
+
+    async def run() -> list[Outcome]:
+        pools = [await create_pool(dsn, 2) for _ in range(2)]
+        try:
+            writers = [Writer(pool, "us-west") for pool in pools]  # as two API processes
+            return list(await asyncio.gather(*(w.store(_item(p["id"], id=twice, session_id=session,
+                                                             user=EndUserIn("u-1"))) for w in writers)))
+        finally:
+            for pool in pools:
+                await pool.close()
+
+    out = asyncio.run(run())
+    assert sorted(o.status for o in out) == [200, 201], out
+    assert out[0].row is not None and out[1].row is not None and out[0].row["id"] == out[1].row["id"] == twice
+    assert sql(dsn, "SELECT count(*) AS n FROM outbox WHERE payload->>'interaction_id' = $1", str(twice))[0]["n"] == 1
+    assert sql(dsn, "SELECT count(*) AS n FROM interaction_logs WHERE interaction_id = $1", twice)[0]["n"] == 1
+    assert sql(dsn, "SELECT interaction_count FROM sessions WHERE id = $1", session)[0]["interaction_count"] == 1
