@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from cell.enrichment.text import SYMPTOMS, Document, cues, sublinear, tokens
 
-METHOD = "local-v2"
+METHOD = "local-v3"
 """Version of the term scheme: signatures of another version are not compared with these."""
 
 THRESHOLD = 0.35
@@ -157,7 +157,7 @@ class Vector:
         self.sig = sig
         self.words = _unit(sig.terms, idf)
         self.full = _unit(sig.all_terms(), idf) if sig.log_terms else self.words
-        self.symptoms = frozenset(t for t in sig.terms if t in SYMPTOMS)
+        self.symptoms = frozenset(SYMPTOMS[t] for t in sig.terms if t in SYMPTOMS)
         self.evidence = _evidence(sig.log_terms)
 
     def cosine(self, other: Vector) -> float:

@@ -244,8 +244,11 @@ _PHRASES = tuple((re.compile(p), r) for p, r in (
      r"|\bdst\b", " dst "),
     (r"\b(?:without|no) (?:an? )?(?:internet|signal|connection|network|wifi|reception)\b", " offline "),
     (r"\b(?:can ?not|can't|cant|couldn't|unable to|won't|fails? to|failed to)\b", " cannot "),
-    (r"\b(?:does|do|did|is|are|was|were)(?:n't| not) (?:show|include|contain|display|list)\w*", " missing "),
+    (r"\b(?:does|do|did|is|are|was|were)(?:n't| not) (?:show|include|contain|display|list)\w*"
+     r"|(?:\bnever|\bnot|n't) (?:\w+ )?(?:arriv\w*|receiv\w*|come|comes|coming|show\w*|get|gets|getting|got"
+     r"|gotten)\b", " missing "),
     (r"\btwo times\b|\b2x\b", " twice "),
+    (r"\b(?:page |file )?not found\b", " notfound "),
 ))
 
 # Words that mean the same in a product report, folded into the first word of each group.
@@ -413,31 +416,42 @@ def tokens(text: str) -> list[str]:
     return out
 
 
-SYMPTOMS = frozenset(tokens("""
-crash freeze slow timeout blank screen unresponsive missing wrong twice disconnected logged out expired
-declined rejected invalid denied forbidden reset shifted overlaps hidden stretched blurry cut empty loop
-redirect garbled lag 400 401 403 404 409 410 413 415 422 429 500 502 503 504
-"""))
-"""Tokens that say what goes wrong rather than where: two reports about one feature that name different
-symptoms ("posted twice", "keeps disconnecting") are likely two problems."""
+_SYMPTOM_CLASSES = {
+    "breaks": "crash freeze blank screen unresponsive out of memory",
+    "slow": "slow timeout lag 502 503 504",
+    "missing": "missing empty",
+    "refused": "declined rejected refused invalid denied forbidden 400 401 403 409 413 415 422 429",
+    "twice": "twice",
+    "wrong": "wrong shifted",
+    "dropped": "disconnected logged out expired",
+    "not-found": "404 410 redirect loop notfound",
+    "server-error": "500",
+    "looks": "overlaps hidden cut stretched blurry garbled",
+    "reset": "reset",
+}
+SYMPTOMS = {tok: name for name, words in _SYMPTOM_CLASSES.items() for tok in tokens(words)}
+"""Tokens that say what goes wrong rather than where, each to its kind of symptom: two reports about one
+feature that name different kinds ("posted twice", "keeps disconnecting") are likely two problems, while
+"crashes" and "goes white" are one kind said two ways."""
 
 
 # What kind of report ----------------------------------------------------------------------------------------------
 
 _REQUEST = re.compile(
-    r"\b(?:please|pls|could you|can you|would you)(?: \w+)? (?:add|support|offer|let|make|allow|expose|introduce"
-    r"|consider|provide|give|show|build|bring|implement)\b"
+    r"\b(?:please|pls|could you|can you|would you)(?: please)? (?!fix|help|check|look|advise|hurry|tell|explain)[a-z]+"
+    r"|(?:^|[.!?:] )(?:add|show|let|allow|make|support|give|provide|offer|include|group|link|expose|enable) "
     r"|\bwould (?:really )?(?:love|like|appreciate)\b|\b(?:it|that|this) would (?:be|make|help|save|let)\b"
     r"|\bwould be (?:\w+ )?(?:nice|great|useful|helpful|handy|good|awesome|cool)\b"
     r"|\b(?:i|we)(?:'d| would) (?:love|like|prefer)\b|\bfeature request\b|\b(?:any|are there) plans\b|\broadmap\b"
     r"|\blet (?:us|me|users|people|admins)\b|\ballow (?:us|me|users|people)\b|\bsupport for\b|\bgive us\b"
     r"|\b(?:we|i) (?:need|want) (?:a|an|to be able|some|more|the option|an option|support)\b"
-    r"|\b(?:is|are) there (?:a way|any way|an option|a setting)\b|\bdo you (?:have|support|offer|plan)\b"
-    r"|\bcan (?:i|we) (?:\w+ )?(?:use|make|set|change|choose|pick|get|have|add|turn|import|export|see|customi[sz]e)\b"
     r"|\bwhat(?:'s| is) missing\b|\bwhat (?:would|should|could) (?:you|we) (?:improve|change|add|build)\b"
     r"|\b(?:anything|something) (?:you'd|you would) like\b|\bwhich feature\b|\bwhat (?:feature|one thing)\b"
     r"|\bwish (?:list|there was|there were|i could|we could)\b|\bshould (?:be able to|have an?|offer|support|let)\b"
     r"|\b(?:option|setting) to\b")
+_QUESTION = re.compile(r"\b(?:is|are) there (?:a|an|any)\b|\bdo you (?:have|support|offer|plan)\b"
+                       r"|\b(?:can|could) (?:i|we)\b|\b(?:how|where) (?:do|can|could|should) (?:i|we)\b")
+"""Asking whether or how something can be done: something wanted or not known, not something broken."""
 _PROBLEM = re.compile(
     r"\b(?:does|did|do|is|are|was|were|has|have)(?:n't| not| no longer) (?:\w+ )?(?:work|load|show|open|appear|arrive"
     r"|come|save|sync|respond|match|display|play|fire|keep|stay|get|receive|find|return|include|register)\w*"
@@ -460,11 +474,12 @@ _HOW_TO = re.compile(r"\b(?:can't|cannot|couldn't|could not|can not|unable to) (
 @dataclass(frozen=True)
 class Cues:
     """What a report's words say it is: the first phrase that says something is broken, that something is
-    wanted, that something is liked (each "" when none does); and whether it is a bug report or has errors
-    or failed requests in its logs."""
+    wanted, that asks whether or how something can be done, that something is liked (each "" when none
+    does); and whether it is a bug report or has errors or failed requests in its logs."""
 
     problem: str
     request: str
+    question: str
     praise: str
     broken: bool
 
@@ -472,20 +487,22 @@ class Cues:
     def kind(self) -> str:
         """`problem`, `request`, `praise`, or "" when the report says both or neither. A request and a problem
         about one feature ("add GIF avatars", "my avatar is stretched") are seldom one report twice."""
-        problem = bool(self.problem) or self.broken
-        if problem and not self.request:
+        problem, wanted = bool(self.problem) or self.broken, bool(self.request or self.question)
+        if problem and not wanted:
             return "problem"
-        if self.request and not problem:
+        if wanted and not problem:
             return "request"
-        return "praise" if self.praise and not problem and not self.request else ""
+        return "praise" if self.praise and not problem and not wanted else ""
 
 
 def cues(doc: Document) -> Cues:
     """The kind cues of a report (see `Cues`)."""
-    text = _HOW_TO.sub(" ", " ".join(doc.words.lower().replace("’", "'").split()))
-    found = [m.group(0) if (m := pattern.search(text)) else "" for pattern in (_PROBLEM, _REQUEST, _PRAISE)]
+    said = ". ".join(part for part in (doc.title, doc.body) if part)
+    text = _HOW_TO.sub(" ", " ".join(said.lower().replace("’", "'").split()))
+    problem, request, question, praise = (m.group(0) if (m := p.search(text)) else ""
+                                          for p in (_PROBLEM, _REQUEST, _QUESTION, _PRAISE))
     broken = doc.type == "bug" or bool(doc.errors) or any(r.failed for r in doc.requests)
-    return Cues(found[0], found[1], found[2], broken)
+    return Cues(problem, request, question, praise, broken)
 
 
 def sentences(text: str) -> list[str]:

@@ -56,7 +56,10 @@ def test_wordings_of_one_thing_become_the_same_tokens() -> None:
     assert stem("scanner") == stem("scan") and stem("saved") == stem("save")
     assert tokens("emojis") == tokens("emoji") and tokens("analysis") == ["analysis"]
     assert tokens("billed twice") == tokens("billed 2x") == tokens("billed two times")
-    assert tokens("the VAT number does not show") == tokens("the VAT number is missing")
+    assert tokens("the VAT number does not show") == tokens("the VAT number is missing") \
+        == tokens("the VAT number never shows up")
+    assert sorted(tokens("the code never arrives")) == sorted(tokens("I'm not receiving the code")) \
+        == sorted(tokens("the code is missing"))
     assert tokens("Hi team, thanks, please help!") == []  # greetings say nothing about the problem
 
 
@@ -135,6 +138,9 @@ def test_reports_say_whether_something_is_broken_wanted_or_liked() -> None:
     assert cues(chat("Thanks a lot for the new calendar sync, it works great!")).kind == "praise"
     assert cues(chat("Please add a calendar sync, mine keeps failing")).kind == ""  # both: no call made
     assert cues(chat("I couldn't find how to change the date format, can I set it?")).kind == "request"
+    assert cues(chat("How do I move a task to another project?")).kind == "request"  # asked, not broken
+    assert cues(document("feedback", {"title": "Card covers", "description": "Show the first image as the cover."},
+                         None, None)).kind == "request"
 
 
 def test_disagreeing_reports_count_for_less_than_their_words() -> None:
@@ -151,6 +157,9 @@ def test_disagreeing_reports_count_for_less_than_their_words() -> None:
     words, damped = pair(bug("Webhooks arrive twice", "Every webhook delivery reaches our endpoint twice."),
                          bug("Webhooks time out", "Every webhook delivery to our endpoint times out."))
     assert damped == pytest.approx(words * grouping.OTHER_SYMPTOMS)
+    words, damped = pair(bug("Board crashes", "The board crashes when I open it."),
+                         chat("the board goes white when I open it"))
+    assert damped == words  # one kind of symptom, said two ways
     upload = "Uploading an attachment fails."
     at = {"network": [{"method": "POST", "url": "https://x/api/attachments", "status": 415}]}
     avatars = {"network": [{"method": "POST", "url": "https://x/api/avatars/9f8e7d6c5b4a", "status": 413}]}
