@@ -4,9 +4,10 @@ An ingest request validates and scrubs its interaction, hands the rows to its
 process's `Writer` and waits. The writer commits what has queued up in one
 transaction of a few set-based statements (cell/interactions/queries.py), then
 answers each request of the batch: nothing is acknowledged before the batch
-that holds it committed. There is no timer: a request that finds the writer
-idle is committed at once, alone, and batches grow only while earlier ones are
-in flight, so batching adds no latency when the cell is not busy.
+that holds it committed. There is no timer: a request that finds fewer than
+`IN_FLIGHT` batches committing is committed at once, and batches grow only
+while earlier ones are in flight, so batching adds no wait when the cell is
+not busy.
 
 Each request gets what a transaction of its own would have given it:
 
