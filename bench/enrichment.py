@@ -24,12 +24,17 @@ Four parts, and how each was used, so that a reader can tell which figures are h
 - `holdout3` (x001…, 63 reports of 31 problems) was written next, before holdout2's mistakes were read.
   `local-v3` (wider request and question cues, symptoms in classes, "never arrives" as missing) was
   then developed by reading the mistakes on dev, test and holdout2 together. So dev, test and holdout2
-  are the tuning set now (`--sweep` shows the threshold sweep on them); holdout3 is held out.
+  are the tuning set now (`--sweep` shows the threshold sweep on them); holdout3 is held out. Measured
+  once on it: alone 1.000 / 0.647; all four parts interleaved 0.706 / 0.800 (local-v1 on the same:
+  0.576 / 0.810, local-v2 0.644 / 0.820). Each method keeps its own tuning set's near misses apart
+  much better than the next part's: the goal of 0.85 / 0.85 holds on dev and test (0.897 / 0.870),
+  not on the whole set.
 
 RESULT lines give the whole set — every part interleaved in one project, as a real project mixes them
-(`enrichment.precision`, `enrichment.recall`), the tuning set interleaved (`enrichment.tuned_*`) and
-each later part alone (`enrichment.test_*`, `enrichment.holdout2_*`, `enrichment.holdout3_*`). Every
-figure is a mean over several arrival orders.
+(`enrichment.precision`, `enrichment.recall`), the first two parts interleaved (`enrichment.devtest_*`,
+the whole set until holdout2 was written), the tuning set interleaved (`enrichment.tuned_*`) and each
+later part alone (`enrichment.test_*`, `enrichment.holdout2_*`, `enrichment.holdout3_*`). Every figure
+is a mean over several arrival orders.
 """
 
 from __future__ import annotations
@@ -161,7 +166,8 @@ def main() -> None:
     print(f"method {grouping.METHOD}; thresholds: join {limits.join:.2f}, merge {limits.merge:.2f} "
           "(chosen on the dev, test and holdout2 reports)")
     figures = {}
-    for name, part in (*parts.items(), ("tuned", tuned), ("all", reports)):
+    devtest = parts["dev"] + parts["test"]
+    for name, part in (*parts.items(), ("devtest", devtest), ("tuned", tuned), ("all", reports)):
         p, r = score(part, limits)
         figures[name] = (p, r)
         print(f"{name:9s} {describe(part)}")
@@ -171,7 +177,7 @@ def main() -> None:
     result("enrichment.precision", p, "ratio")
     result("enrichment.recall", r, "ratio")
     result("enrichment.f1", f1(p, r), "ratio")
-    for name in ("tuned", "test", "holdout2", "holdout3"):
+    for name in ("devtest", "tuned", "test", "holdout2", "holdout3"):
         p, r = figures[name]
         result(f"enrichment.{name}_precision", p, "ratio")
         result(f"enrichment.{name}_recall", r, "ratio")
