@@ -41,7 +41,7 @@ from cell.users import routes as users
 from cell.webhooks import routes as webhooks
 from common import metrics, telemetry
 from common.pg import create_pool
-from common.problems import EXCEPTION_HANDLERS, Problem, internal_handler, problem_handler
+from common.problems import EXCEPTION_HANDLERS, Problem, database_handler, problem_handler
 
 # One module per area of the data model, each exporting ROUTES.
 AREAS = (health, projects, keys, interactions, media, replays, sessions, users, feedback, roadmap, surveys, chat,
@@ -89,11 +89,11 @@ def _watch(context: CellContext) -> None:
 
 def database_error(request: Request[Any, Any, Any], exc: asyncpg.PostgresError) -> Response[bytes]:
     """A write refused by a project move's fence in the database (SQLSTATE RL503) is a 503 to retry;
-    any other database error is a bug."""
+    anything else as every service answers a database error (common.problems.database_handler)."""
     if getattr(exc, "sqlstate", None) == "RL503":
         problem = Problem(503, "this project is moving to another region; retry in a moment", retry_after=2)
         return problem_handler(request, problem)
-    return internal_handler(request, exc)
+    return database_handler(request, exc)
 
 
 def create_app(settings: CellSettings | None = None) -> Any:

@@ -13,6 +13,7 @@ import re
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
@@ -154,10 +155,25 @@ def internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Respons
     return _response(Problem(500, "internal error"), request)
 
 
+NUL_REFUSED = frozenset({"22P05", "22021"})
+"""SQLSTATEs of a string Postgres cannot store: the NUL character (`\\u0000`), which no text or jsonb
+value may hold (untranslatable_character in jsonb, character_not_in_repertoire in text and parameters)."""
+
+
+def database_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """A value Postgres refuses because of what the caller sent is the caller's 422, found where every
+    write meets the database instead of in each endpoint's types; the statement failed, so its
+    transaction changed nothing. Any other database error is a bug."""
+    if getattr(exc, "sqlstate", None) in NUL_REFUSED:
+        return _response(Problem(422, "text must not contain the NUL character (\\u0000)"), request)
+    return internal_handler(request, exc)
+
+
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     Problem: problem_handler,
     ValidationException: validation_handler,
     HTTPException: http_handler,
+    asyncpg.PostgresError: database_handler,
     Exception: internal_handler,
 }
 
