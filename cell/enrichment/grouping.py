@@ -27,7 +27,8 @@ METHOD = "local-v3"
 """Version of the term scheme: signatures of another version are not compared with these."""
 
 THRESHOLD = 0.35
-"""Similarity from which a new interaction joins a group (chosen on the benchmark's labelled set)."""
+"""Similarity from which a new interaction joins a group (chosen on the benchmark's dev, test and holdout2
+reports)."""
 MERGE_THRESHOLD = 0.42
 """Similarity to a member of a second group from which the two groups are merged."""
 EMBEDDING_THRESHOLD = 0.85
@@ -233,9 +234,14 @@ def similarity(new: Vector, old: Vector, limits: Thresholds) -> tuple[float, flo
     """Similarity of two interactions and the threshold it must clear: embeddings when both have them from
     the same model, else the local TF-IDF cosine damped by their disagreements (`agreement`)."""
     a, b = new.sig, old.sig
-    if a.embedding and b.embedding and a.embedding_model and a.embedding_model == b.embedding_model:
-        return embedding_cosine(a.embedding, b.embedding), limits.embedding
+    if by_embedding(a, b):
+        return embedding_cosine(a.embedding or [], b.embedding or []), limits.embedding
     return new.cosine(old) * agreement(new, old), limits.join
+
+
+def by_embedding(a: Signature, b: Signature) -> bool:
+    """Whether two signatures are compared by their embeddings (both have one, from the same model)."""
+    return bool(a.embedding and b.embedding and a.embedding_model and a.embedding_model == b.embedding_model)
 
 
 def decide(interaction_id: str, sig: Signature, candidates: Sequence[Candidate], idf: Idf,
@@ -256,27 +262,27 @@ def decide(interaction_id: str, sig: Signature, candidates: Sequence[Candidate],
         return Decision(group_id=interaction_id)  # nothing to compare: a group of its own
     new = Vector(sig, idf)
     members: dict[str, list[tuple[float, float, str]]] = {}  # group -> [(margin, similarity, member)]
-    centroids: dict[str, dict[str, float]] = {}  # group -> sum of its members' word vectors
-    agreements: dict[str, float] = {}  # group -> sum of its members' agreement with the new one
+    # group -> sum of the word vectors of its members compared by words, their agreement and their count
+    centroids: dict[str, tuple[dict[str, float], float, int]] = {}
     closest = 0.0
     for cand in candidates:
         old = Vector(cand.signature, idf)
         score, needed = similarity(new, old, limits)
         closest = max(closest, score)
         members.setdefault(cand.group_id, []).append((score - needed, score, cand.interaction_id))
-        total = centroids.setdefault(cand.group_id, {})
-        for t, v in old.words.items():
-            total[t] = total.get(t, 0.0) + v
-        agreements[cand.group_id] = agreements.get(cand.group_id, 0.0) + agreement(new, old)
+        if not by_embedding(sig, cand.signature):
+            total, agreed, count = centroids.get(cand.group_id, ({}, 0.0, 0))
+            for t, v in old.words.items():
+                total[t] = total.get(t, 0.0) + v
+            centroids[cand.group_id] = (total, agreed + agreement(new, old), count + 1)
     scored = []
     for group, found in members.items():
         best = max(found)
         whole = sum(m for m, _, _ in found) / len(found)
-        if len(found) > 1:
-            centroid = centroids[group]
-            norm = math.sqrt(sum(v * v for v in centroid.values())) or 1.0
-            near = _dot(new.words, centroid) / norm * agreements[group] / len(found)
-            whole = max(whole, near - limits.join)
+        total, agreed, count = centroids.get(group, ({}, 0.0, 0))
+        if count > 1:
+            norm = math.sqrt(sum(v * v for v in total.values())) or 1.0
+            whole = max(whole, _dot(new.words, total) / norm * agreed / count - limits.join)
         scored.append(((best[0] + whole) / 2, group, best[1], best[2]))
     joined = sorted((x for x in scored if x[0] >= 0), key=lambda x: (-x[0], x[1]))
     if not joined:

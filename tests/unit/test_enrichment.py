@@ -254,6 +254,10 @@ def test_embeddings_are_compared_only_within_one_model() -> None:
     idf = Idf([a, b, c])
     assert grouping.decide("n", a, [Candidate("i", "g", b)], idf).group_id == "g"  # close embeddings
     assert grouping.decide("n", a, [Candidate("i", "g", c)], idf).group_id == "n"  # other model: words differ
+    # Members compared by embeddings are not joined through their words either.
+    far = [Candidate(f"f{n}", "g", Signature({"a": 1.0}, embedding=[0.0, 1.0], embedding_model="m1"))
+           for n in range(3)]
+    assert grouping.decide("n", a, far, Idf([a, *(f.signature for f in far)])).group_id == "n"
 
 
 # Summaries and labels --------------------------------------------------------------------------------------------
