@@ -12,7 +12,7 @@
 2. `GET interactions` with filters and full-text `q` over 1 million interactions in one project:
    p50/p99 of sequential requests per query shape.
 
-`python -m bench.cell --ingest-only` (or RELAY_BENCH_INGEST_ONLY=1) runs part 1 alone.
+`python -m bench.cell --ingest-only` (or RELAY_BENCH_INGEST_ONLY=1) runs part 1 alone, `--lists-only` part 2.
 """
 
 from __future__ import annotations
@@ -186,7 +186,8 @@ def main(argv: Sequence[str] = ()) -> None:
     need("wrk")
     topo = start("cell")
     try:
-        measure_ingest(topo)
+        if "--lists-only" not in argv:
+            measure_ingest(topo)
         if ingest_only:
             return
         dsn = topo.dev.topology["cells"]["us-west"]["database_url"]

@@ -7,6 +7,7 @@ the one the measurements call for.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -36,7 +37,7 @@ SELECT gen_random_uuid(), $1, (ARRAY['bug','feedback'])[1 + i % 2]::interaction_
 FROM generate_series(1, {ROWS}) AS i
 """
 QUERIES = ["common", "half", "sparse", "rare", "old", "alpha beta", "-half", '"common half"', "rare or sparse",
-           "!!!", "nosuchword"]
+           "!!!", "nosuchword", "common sparse", "half old -alpha", "common rare beta"]
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +99,10 @@ async def all_pages(pool: asyncpg.Pool, pid: uuid.UUID, q: str, type_: str | Non
 
 @pytest.mark.parametrize("q", QUERIES)
 async def test_every_page_is_what_the_plain_query_gives(pool: asyncpg.Pool, projects: tuple[uuid.UUID, uuid.UUID],
-                                                        q: str) -> None:
+                                                        q: str, monkeypatch: pytest.MonkeyPatch) -> None:
     ours, _ = projects
+    # The GIN index looks up only the words not counted common: `common` and `half` here.
+    monkeypatch.setattr(search, "common_words", _common("common", "half"))
     for type_ in (None, "feedback"):
         expected = await reference(pool, ours, q, type_)
         for limit, sample in ((50, 1000), (7, 100), (25, 13)):
@@ -119,9 +122,9 @@ async def test_the_plan_follows_the_measurements(pool: asyncpg.Pool, projects: t
         calls.append("walk")
         return await walk(*args, **kwargs)
 
-    async def spy_rest(*args: Any, gin: bool, **kwargs: Any) -> Any:
-        calls.append("gin" if gin else "walk all")
-        return await rest(*args, gin=gin, **kwargs)
+    async def spy_rest(*args: Any, gin: bool, narrow: str | None = None) -> Any:
+        calls.append(("gin" if gin else "walk all") + (f" {narrow}" if narrow else ""))
+        return await rest(*args, gin=gin, narrow=narrow)
 
     monkeypatch.setattr(search, "walk", spy_walk)
     monkeypatch.setattr(search, "rest", spy_rest)
@@ -135,15 +138,46 @@ async def test_the_plan_follows_the_measurements(pool: asyncpg.Pool, projects: t
     assert await plan("rare", 100) == ["walk", "gin"]
     assert await plan("old", 100) == ["walk", "gin"]
     # `sparse`: 1 row in 200 of this project, but the GIN plan would read its matches in both projects.
-    monkeypatch.setattr(search, "table_rows", _rows(1_000_000))
+    monkeypatch.setattr(search, "examine", _table_rows(1_000_000))
     assert (await plan("sparse", 400, limit=3))[:2] == ["walk", "walk"]
-    monkeypatch.setattr(search, "table_rows", _rows(2 * ROWS))
+    monkeypatch.setattr(search, "examine", _table_rows(2 * ROWS))
     assert await plan("sparse", 400, limit=3) == ["walk", "gin"]
     assert await plan("-common", 100) == ["walk", "walk", "walk", "walk all"]
     assert await plan("!!!", 100) == ["walk"]
+    # Of words joined by AND, the GIN index looks up those not counted common, when there are some.
+    monkeypatch.setattr(search, "common_words", _common("common", "half"))
+    assert await plan("common old", 100) == ["walk", "gin 'old'"]
+    assert await plan("half old -alpha", 100) == ["walk", "gin 'old'"]
+    assert await plan("common half rare", 100) == ["walk", "gin 'rare'"]
+    assert await plan("old", 100) == ["walk", "gin"]
+    assert await plan("sparse or old", 100) == ["walk", "gin"]
 
 
-def _rows(n: float) -> Any:
-    async def table_rows(conn: asyncpg.Connection) -> float:
-        return n
-    return table_rows
+def test_narrowed_keeps_the_rarest_words_of_a_conjunction() -> None:
+    shares = {"build": 1.0, "checkout": 0.125, "login": 0.125, "417": 0.001, "it's": 0.5, "a\\b": 0.5}
+    assert search.narrowed("'build' & '417'", shares) == "'417'"
+    assert search.narrowed("'build' & '417' & 'x''y'", shares) == "'x''y'"  # not counted: rarer still
+    assert search.narrowed("'it''s' & 'a\\\\b' & 'z'", shares) == "'z'"
+    assert search.narrowed("'checkout' & 'build'", shares) is None  # within ten times of each other
+    assert search.narrowed("'checkout' & 'login'", shares) is None  # as rare as each other
+    assert search.narrowed("'build'", shares) is None
+    assert search.narrowed("'417' & 'z'", shares) == "'z'"
+    assert search.narrowed("'y' & 'z'", shares) is None
+    assert search.narrowed("'build' | '417'", shares) is None
+    assert search.narrowed("'build' <-> '417'", shares) is None
+    assert search.narrowed("'build' & ( '417' | 'z' )", shares) is None
+
+
+def _common(*words: str) -> Any:
+    async def common_words(pool: asyncpg.Pool, conn: asyncpg.Connection) -> dict[str, float]:
+        return dict.fromkeys(words, 0.5)
+    return common_words
+
+
+def _table_rows(n: float) -> Any:
+    """`search.examine`, with the table holding `n` rows."""
+    examine = search.examine
+
+    async def examined(conn: asyncpg.Connection, q: str) -> search.Query:
+        return dataclasses.replace(await examine(conn, q), table_rows=n)
+    return examined
