@@ -8,7 +8,8 @@ else `RELAY_DATABASE_URL` (a shell in the region's deployment), else
 
     relay jobs dead [--region R] [--json] [--all]      dead letters, newest first
     relay jobs retry ID [--region R]                   re-enqueue one (once)
-    relay jobs run reconcile|retention --project ID    run a maintenance job for a project now
+    relay jobs run reconcile|retention|resign --project ID
+                                                       run a maintenance job for a project now
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import asyncpg
 
-TASKS = ("reconcile", "retention")
+TASKS = ("reconcile", "retention", "resign")
 
 
 class CliError(Exception):
@@ -50,7 +51,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     retry.add_argument("id", help="the dead letter's id (from `relay jobs dead`)")
     where(retry)
     run = sub.add_parser("run", help="enqueue a maintenance job for one project now")
-    run.add_argument("task", choices=TASKS, help="reconcile counters, or apply retention")
+    run.add_argument("task", choices=TASKS, help="reconcile counters, apply retention, or re-sign the duplicate "
+                                                 "signatures an earlier enrichment method wrote")
     run.add_argument("--project", required=True, help="the project's id")
     where(run)
 
@@ -160,9 +162,10 @@ async def _retry(targets: dict[str, str], letter_id: uuid.UUID) -> int:
 
 
 async def _run(targets: dict[str, str], task: str, project_id: uuid.UUID) -> int:
+    from cell.enrichment.jobs import RESIGN
     from cell.maintenance.jobs import RECONCILE, RETENTION
 
-    kind = {"reconcile": RECONCILE, "retention": RETENTION}[task]
+    kind = {"reconcile": RECONCILE, "retention": RETENTION, "resign": RESIGN}[task]
     for region, url in targets.items():
         async with _connect(region, url) as pool:
             outbox_id = await pool.fetchval(

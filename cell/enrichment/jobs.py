@@ -5,6 +5,12 @@ take seconds. Grouping then runs in one transaction under a per-project advisory
 signatures of the project's earlier interactions, decides, renames merged groups and writes this
 interaction's signature and ai_* fields together. A redelivered job finds the signature and does nothing;
 a job for an interaction erased meanwhile finds nothing to do.
+
+Signatures are compared only with signatures of the same method (`grouping.METHOD`). When the method
+changes, the signatures an earlier one wrote are re-signed by `enrichment.resign` — scheduled hourly for
+every project that has any, or `relay jobs run resign --project P` — so that new reports keep finding
+their duplicates among the old ones. Re-signing recomputes terms from the stored interaction and keeps
+its group: what users already see does not move.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import httpx
 
 from cell.enrichment import grouping, providers, queries
 from cell.enrichment.text import document
-from cell.jobs import Job
+from cell.jobs import Cron, Job
+from cell.maintenance.jobs import project_of, schedule
 from cell.settings import CellSettings
 
 log = logging.getLogger("relay.enrichment")
@@ -66,4 +73,39 @@ async def enrich_interaction(ctx: dict[str, Any], payload: dict[str, Any]) -> No
     await enrich(ctx["pool"], ctx["settings"], ctx["http"], uuid.UUID(payload["interaction_id"]))
 
 
-JOBS = [Job("interaction.created", enrich_interaction, timeout=120, retries=5, name="enrichment.interaction")]
+RESIGN = "enrichment.resign"
+RESIGN_BATCH = 200
+
+
+async def resign(pool: asyncpg.Pool, project_id: uuid.UUID, *, batch: int = RESIGN_BATCH) -> int:
+    """Re-sign the project's signatures written by an earlier method, a batch per transaction under the
+    project's grouping lock (resumable: a repeat carries on with what is left); returns how many."""
+    done = 0
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            await queries.lock_project(conn, project_id)
+            rows = await queries.stale(conn, project_id, grouping.METHOD, batch)
+            for row in rows:
+                sig = grouping.signature(document(row.type, row.content, row.content_text, row.logs))
+                await queries.resign(conn, project_id, row.interaction_id, grouping.METHOD, sig, grouping.keys(sig))
+        done += len(rows)
+        if len(rows) < batch:
+            return done
+
+
+async def resign_job(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
+    """`enrichment.resign` `{project_id}`: bring the project's signatures to the current method."""
+    count = await resign(ctx["pool"], project_of(payload))
+    if count:
+        log.info("re-signed %d interactions for method %s", count, grouping.METHOD)
+
+
+async def schedule_resign(ctx: dict[str, Any]) -> int:
+    """Hourly: a re-signing job for every project holding signatures of an earlier method."""
+    return await schedule(ctx["pool"], RESIGN, f"""EXISTS (SELECT 1 FROM enrichment_signatures s
+                                                   WHERE s.project_id = p.id AND s.method <> '{grouping.METHOD}')""")
+
+
+JOBS = [Job("interaction.created", enrich_interaction, timeout=120, retries=5, name="enrichment.interaction"),
+        Job(RESIGN, resign_job, timeout=3600, retries=3, name=RESIGN)]
+CRONS = [Cron("enrichment.schedule_resign", schedule_resign, cron="29 * * * *", timeout=120)]

@@ -123,3 +123,41 @@ async def store(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id:
         """UPDATE interactions SET ai_summary = $3, ai_labels = $4, ai_duplicate_group_id = $5, ai_confidence = $6
             WHERE project_id = $1 AND id = $2""",
         project_id, interaction_id, summary, labels, group_id, confidence)
+
+
+@dataclass
+class Stale:
+    """An enriched interaction whose signature an earlier method wrote, with what re-signing it reads."""
+
+    interaction_id: uuid.UUID
+    type: str
+    content: dict[str, Any]
+    content_text: str | None
+    logs: dict[str, Any] | None
+
+
+async def stale(conn: asyncpg.Connection, project_id: uuid.UUID, method: str, limit: int) -> list[Stale]:
+    """Up to `limit` of the project's signatures written by another method than `method`, their rows locked
+    (and their interactions key-share locked, so that erasure waits for the batch)."""
+    rows = await conn.fetch(
+        """SELECT i.id, i.type::text AS type, i.content_json, i.content_text, l.console, l.network, l.errors
+             FROM enrichment_signatures s
+             JOIN interactions i ON i.project_id = s.project_id AND i.id = s.interaction_id
+             LEFT JOIN LATERAL (SELECT console, network, errors FROM interaction_logs
+                                 WHERE project_id = i.project_id AND interaction_id = i.id
+                                 ORDER BY created_at LIMIT 1) l ON true
+            WHERE s.project_id = $1 AND s.method <> $2
+            ORDER BY s.created_at DESC LIMIT $3
+              FOR NO KEY UPDATE OF s FOR KEY SHARE OF i""", project_id, method, limit)
+    return [Stale(r["id"], r["type"], r["content_json"] or {}, r["content_text"],
+                  None if r["errors"] is None else {"console": r["console"], "network": r["network"],
+                                                    "errors": r["errors"]}) for r in rows]
+
+
+async def resign(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id: uuid.UUID, method: str,
+                 sig: Signature, keys: list[str]) -> None:
+    """Replace a signature's terms with those `method` computes; its group and embedding stay."""
+    await conn.execute(
+        """UPDATE enrichment_signatures SET method = $3, terms = $4, log_terms = $5, keys = $6
+            WHERE project_id = $1 AND interaction_id = $2""",
+        project_id, interaction_id, method, sig.stored_terms(), sig.log_terms, keys)

@@ -11,7 +11,10 @@ import concurrent.futures
 import hashlib
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -24,6 +27,7 @@ import httpx
 import pytest
 
 from common.ids import uuid7
+from relay.devstack import DevStack
 from tests.conftest import Admin, Stack, problem, sql
 from tests.services import StorePostgres
 
@@ -210,6 +214,42 @@ def test_redelivery_changes_nothing_and_a_vanished_interaction_is_no_error(
     assert {f: after[f] for f in FIELDS} == {f: before[f] for f in FIELDS}
     assert sql(dsn, "SELECT enriched_at FROM enrichment_signatures WHERE interaction_id = $1",
                uuid.UUID(bug["id"]))[0][0] == enriched_at
+
+
+def test_signatures_of_an_earlier_method_are_re_signed_and_keep_their_group(
+        router: httpx.Client, admin: Admin, topo: dict[str, Any], stack: DevStack) -> None:
+    """After an upgrade of the method, old reports are re-signed (as `relay jobs run resign` asks, or the
+    hourly schedule) with their groups unchanged, and a new report finds its duplicate among them."""
+    p = admin.project("eu-west")
+    key = admin.key(p, ["ingest"])
+    dsn = topo["cells"]["eu-west"]["database_url"]
+    old = _bug(router, key, "Invoice PDF download fails", "Clicking download on an invoice gives a 404 error page.")
+    other = _bug(router, key, "Add a Slack integration", "Please post new tickets to our Slack channel.")
+    first = _enriched(router, admin, p, [old["id"], other["id"]])
+    groups = {i: row["ai_duplicate_group_id"] for i, row in first.items()}
+    current = sql(dsn, "SELECT method, terms FROM enrichment_signatures WHERE interaction_id = $1",
+                  uuid.UUID(old["id"]))[0]
+    # As an earlier method left them: another method's name, other terms.
+    sql(dsn, """UPDATE enrichment_signatures SET method = 'local-v0', terms = '{"zzz": 1.0}'
+                 WHERE project_id = $1""", uuid.UUID(p["id"]))
+
+    done = subprocess.run([sys.executable, "-m", "relay", "jobs", "run", "resign", "--project", p["id"],
+                           "--state-dir", str(stack.state_dir)], capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}, check=False)
+    assert done.returncode == 0 and "enqueued in eu-west" in done.stdout, done.stderr
+
+    def resigned() -> bool:
+        rows = sql(dsn, "SELECT method FROM enrichment_signatures WHERE project_id = $1", uuid.UUID(p["id"]))
+        return all(r["method"] == current["method"] for r in rows)
+
+    _until(resigned, what="re-signing")
+    again = sql(dsn, "SELECT terms, group_id FROM enrichment_signatures WHERE interaction_id = $1",
+                uuid.UUID(old["id"]))[0]
+    assert json.loads(again["terms"]) == json.loads(current["terms"]) and again["group_id"] == groups[old["id"]]
+    rows = _enriched(router, admin, p, [old["id"], other["id"]])
+    assert {i: r["ai_duplicate_group_id"] for i, r in rows.items()} == groups
+    new = _bug(router, key, "Can't download invoice PDFs", "The invoice download link shows a 404 error.")
+    assert _enriched(router, admin, p, [new["id"]])[new["id"]]["ai_duplicate_group_id"] == groups[old["id"]]
 
 
 def test_erasing_a_person_removes_what_enrichment_kept_of_their_words(
