@@ -8,6 +8,11 @@ import uvicorn
 
 from common import telemetry
 
+KEEP_ALIVE_SECONDS = 75
+"""How long an idle connection stays open. Longer than any client of ours keeps one idle (the router's
+pool to a cell: `router.cells.POOL_IDLE_SECONDS`), so a client never reuses one the server is closing —
+which fails at once, looking like a dead cell. uvicorn's default, 5 s, is shorter than most pools'."""
+
 
 def serve(app: Any, host: str, port: int, *, name: str, region: str | None = None) -> None:
     """Run `app` with uvicorn (uvloop, httptools) until a signal; in-flight requests finish first."""
@@ -15,7 +20,7 @@ def serve(app: Any, host: str, port: int, *, name: str, region: str | None = Non
     config = uvicorn.Config(
         app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
         access_log=False, server_header=False, date_header=False, log_level="warning", log_config=None,
-        timeout_graceful_shutdown=10, backlog=2048, proxy_headers=False,
+        timeout_graceful_shutdown=10, backlog=2048, proxy_headers=False, timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     try:
         uvicorn.Server(config).run()

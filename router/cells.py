@@ -17,6 +17,10 @@ from common.problems import Problem
 from common.settings import CellEndpoint
 from common.signing import Actor, sign
 
+POOL_IDLE_SECONDS = 30
+"""How long a pooled connection to a cell may sit idle before the router drops it: shorter than a cell
+keeps one open (`common.serve.KEEP_ALIVE_SECONDS`), so a request never goes out on a connection the cell
+is closing (an instant disconnect, answered 503 as if the cell were down)."""
 
 class Breaker:
     """Opens after `threshold` consecutive connection failures; half-opens after `cooldown`."""
@@ -69,7 +73,8 @@ class Cell:
         self.breaker = Breaker()
         # The hot path's client: aiohttp streams both ways and pools well under concurrency.
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=concurrency, ttl_dns_cache=300, enable_cleanup_closed=True),
+            connector=aiohttp.TCPConnector(limit=concurrency, ttl_dns_cache=300, enable_cleanup_closed=True,
+                                           keepalive_timeout=POOL_IDLE_SECONDS),
             trust_env=False, auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
         # Control-plane calls (provisioning, keys), where throughput does not matter.

@@ -112,7 +112,9 @@ class Writer:
     async def store(self, item: Pending) -> Outcome:
         """Write one interaction with the next batch; returns once it is committed (or raises why not)."""
         self._queue.append(item)
-        if len(self._flushers) < self.in_flight:
+        # A flusher that found the queue empty has finished, though its set entry goes only on its done
+        # callback (which may run after this): counting it would leave this item with no flusher.
+        if sum(not task.done() for task in self._flushers) < self.in_flight:
             task = asyncio.create_task(self._flush())  # starts next turn: requests arriving meanwhile join
             self._flushers.add(task)
             task.add_done_callback(self._flushers.discard)

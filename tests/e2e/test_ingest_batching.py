@@ -149,3 +149,24 @@ def test_the_same_id_from_two_processes_at_once_is_stored_once(admin: Admin, top
     assert sql(dsn, "SELECT count(*) AS n FROM outbox WHERE payload->>'interaction_id' = $1", str(twice))[0]["n"] == 1
     assert sql(dsn, "SELECT count(*) AS n FROM interaction_logs WHERE interaction_id = $1", twice)[0]["n"] == 1
     assert sql(dsn, "SELECT interaction_count FROM sessions WHERE id = $1", session)[0]["interaction_count"] == 1
+
+
+def test_a_flusher_that_finished_but_is_not_yet_forgotten_does_not_strand_a_request(
+        admin: Admin, topo: dict[str, Any]) -> None:
+    """Between a flusher's last look at an empty queue and its done callback, a request may arrive: it must
+    get a flusher of its own, not wait forever for one that has finished."""
+    dsn = topo["cells"]["us-west"]["database_url"]
+    p = admin.project("us-west")
+
+    async def run() -> Outcome:
+        pool = await create_pool(dsn, 2)
+        try:
+            writer = Writer(pool, "us-west", in_flight=1)
+            finished = asyncio.get_running_loop().create_future()
+            finished.set_result(None)
+            writer._flushers.add(asyncio.ensure_future(finished))  # done, its discard not yet run
+            return await asyncio.wait_for(writer.store(_item(p["id"])), 10)
+        finally:
+            await pool.close()
+
+    assert asyncio.run(run()).status == 201

@@ -80,3 +80,11 @@ def test_settings_fail_with_one_clear_line() -> None:
         load(RouterSettings, {k: v for k, v in good.items() if k != "RELAY_DATABASE_URL"})
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"kind": "root"}, Actor)
+
+
+def test_the_router_drops_idle_connections_to_a_cell_before_the_cell_does() -> None:
+    """A client reusing a connection its server is closing fails at once; the router would answer 503."""
+    from common.serve import KEEP_ALIVE_SECONDS
+    from router.cells import POOL_IDLE_SECONDS
+
+    assert POOL_IDLE_SECONDS + 10 <= KEEP_ALIVE_SECONDS
