@@ -130,7 +130,10 @@ def test_a_slow_cell_does_not_slow_the_other_region(faulty: dict[str, Any]) -> N
     assert before and during
     assert statistics.median(during) < statistics.median(before) + 0.05, (statistics.median(before),
                                                                             statistics.median(during))
-    assert statistics.median([t for _, _, t in us_samples]) >= 0.4  # the slow region was slow
+    # The slow region was slow: what it stored took the delay (callers beyond its bulkhead were refused at
+    # once, and how many were depends on the machine's pace, so they do not count here).
+    stored = [t for _, s, t in us_samples if s == 201]
+    assert stored and statistics.median(stored) >= 0.4, us_samples
 
 
 def test_a_dead_cell_fails_fast_and_recovers(faulty: dict[str, Any]) -> None:
