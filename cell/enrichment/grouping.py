@@ -11,7 +11,11 @@ avatar is stretched") shares the feature's name and differs in what goes wrong. 
 when two reports disagree on what they are (a request and a problem), on their symptoms, or on the errors
 and failed requests in their logs (see `agreement`). A new interaction joins the group that scores best
 when that score clears the threshold (see `decide`); when it is close to several groups it merges
-them. Group ids are the id of the group's first interaction, so an id never changes once given, except by
+them. When both reports carry an embedding of the worker's own model (`embedding.MODEL`, the local
+provider's), the score mixes the word cosine and the embedding cosine half and half, damped alike: the
+embedding knows that "goes white" and "goes blank" say one thing, the words keep exact error fingerprints
+and feature names. Embeddings of an external provider's model are compared alone (see `similarity`).
+Group ids are the id of the group's first interaction, so an id never changes once given, except by
 a merge, which always keeps the smallest id (the oldest, for time-ordered ids) — whichever worker runs it.
 """
 
@@ -21,14 +25,23 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
+from cell.enrichment import embedding as local_embedding
 from cell.enrichment.text import SYMPTOMS, Document, cues, sublinear, tokens
 
-METHOD = "local-v3"
+METHOD = "local-v4"
 """Version of the term scheme: signatures of another version are not compared with these."""
 
 THRESHOLD = 0.35
-"""Similarity from which a new interaction joins a group (chosen on the benchmark's dev, test and holdout2
-reports)."""
+"""Word similarity from which a new interaction joins a group (chosen on the benchmark's dev, test and
+holdout2 reports)."""
+MIXED_THRESHOLD = 0.45
+"""Mixed similarity (words and local embedding, see `MIX`) from which a new interaction joins a group
+(chosen on the same reports)."""
+MIX = 0.5
+"""Weight of the word cosine in the mixed similarity; the local embedding's cosine has the rest."""
 MERGE_THRESHOLD = 0.42
 """Similarity to a member of a second group from which the two groups are merged."""
 EMBEDDING_THRESHOLD = 0.85
@@ -57,6 +70,13 @@ class Signature:
     embedding_model: str = ""
     kind: str = ""
     """`problem`, `request`, `praise` or "" (see `text.Cues.kind`): compared, never weighed."""
+    _array: npt.NDArray[np.float64] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def array(self) -> npt.NDArray[np.float64]:
+        """The embedding as a numpy vector, made once (a signature meets many others)."""
+        if self._array is None:
+            self._array = np.asarray(self.embedding or [], dtype=np.float64)
+        return self._array
 
     def stored_terms(self) -> dict[str, float]:
         """The terms as stored: with the kind as a marker term of weight 0 (it has no column of its own)."""
@@ -210,7 +230,9 @@ class Thresholds:
 
     join: float = THRESHOLD
     merge: float = MERGE_THRESHOLD
+    """Merging needs `merge - join` over whichever threshold the pair must clear."""
     embedding: float = EMBEDDING_THRESHOLD
+    mixed: float = MIXED_THRESHOLD
 
 
 @dataclass
@@ -231,17 +253,37 @@ class Decision:
 
 
 def similarity(new: Vector, old: Vector, limits: Thresholds) -> tuple[float, float]:
-    """Similarity of two interactions and the threshold it must clear: embeddings when both have them from
-    the same model, else the local TF-IDF cosine damped by their disagreements (`agreement`)."""
+    """Similarity of two interactions and the threshold it must clear: an external model's embeddings
+    alone when both have them from that model; the local TF-IDF cosine mixed with the local model's
+    embedding cosine, damped by their disagreements (`agreement`), when both have a local embedding; else
+    the TF-IDF cosine alone, damped likewise."""
     a, b = new.sig, old.sig
     if by_embedding(a, b):
         return embedding_cosine(a.embedding or [], b.embedding or []), limits.embedding
+    if mixed(a, b):
+        both = MIX * new.cosine(old) + (1 - MIX) * _cosine(a.array(), b.array())
+        return both * agreement(new, old), limits.mixed
     return new.cosine(old) * agreement(new, old), limits.join
 
 
-def by_embedding(a: Signature, b: Signature) -> bool:
-    """Whether two signatures are compared by their embeddings (both have one, from the same model)."""
+def _cosine(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:
+    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b) / norms if norms else 0.0
+
+
+def _same_model(a: Signature, b: Signature) -> bool:
     return bool(a.embedding and b.embedding and a.embedding_model and a.embedding_model == b.embedding_model)
+
+
+def by_embedding(a: Signature, b: Signature) -> bool:
+    """Whether two signatures are compared by their embeddings alone (both have one, from the same external
+    model)."""
+    return _same_model(a, b) and a.embedding_model != local_embedding.MODEL
+
+
+def mixed(a: Signature, b: Signature) -> bool:
+    """Whether two signatures are compared by words and the local model's embeddings together."""
+    return _same_model(a, b) and a.embedding_model == local_embedding.MODEL
 
 
 def decide(interaction_id: str, sig: Signature, candidates: Sequence[Candidate], idf: Idf,
@@ -255,7 +297,9 @@ def decide(interaction_id: str, sig: Signature, candidates: Sequence[Candidate],
     average similarity of its members and the similarity to their centroid (the sum of their word
     vectors, damped by the members' mean `agreement`): the centroid holds every wording the group has seen,
     so a new report that says one thing like one member and another like a second still finds it, while
-    a report that shares a single word with a single member stays weak against it.
+    a report that shares a single word with a single member stays weak against it. When every such member
+    is compared with the new report by words and local embedding (`mixed`), the centroid is mixed alike:
+    the word centroid's cosine and the cosine to the sum of their embeddings, weighed by `MIX`.
     """
     limits = limits or Thresholds()
     if not sig.terms and not sig.log_terms and not sig.embedding:
@@ -264,6 +308,8 @@ def decide(interaction_id: str, sig: Signature, candidates: Sequence[Candidate],
     members: dict[str, list[tuple[float, float, str]]] = {}  # group -> [(margin, similarity, member)]
     # group -> sum of the word vectors of its members compared by words, their agreement and their count
     centroids: dict[str, tuple[dict[str, float], float, int]] = {}
+    # group -> sum of the local embeddings of those members compared by words and embedding, and their count
+    embedded: dict[str, tuple[npt.NDArray[np.float64], int]] = {}
     closest = 0.0
     for cand in candidates:
         old = Vector(cand.signature, idf)
@@ -275,6 +321,9 @@ def decide(interaction_id: str, sig: Signature, candidates: Sequence[Candidate],
             for t, v in old.words.items():
                 total[t] = total.get(t, 0.0) + v
             centroids[cand.group_id] = (total, agreed + agreement(new, old), count + 1)
+            if mixed(sig, cand.signature):
+                vsum, n = embedded.get(cand.group_id, (np.zeros_like(sig.array()), 0))
+                embedded[cand.group_id] = (vsum + cand.signature.array(), n + 1)
     scored = []
     for group, found in members.items():
         best = max(found)
@@ -282,7 +331,13 @@ def decide(interaction_id: str, sig: Signature, candidates: Sequence[Candidate],
         total, agreed, count = centroids.get(group, ({}, 0.0, 0))
         if count > 1:
             norm = math.sqrt(sum(v * v for v in total.values())) or 1.0
-            whole = max(whole, _dot(new.words, total) / norm * agreed / count - limits.join)
+            words = _dot(new.words, total) / norm
+            vsum, n = embedded.get(group, (sig.array(), 0))
+            if n == count:
+                both = MIX * words + (1 - MIX) * _cosine(sig.array(), vsum)
+                whole = max(whole, both * agreed / count - limits.mixed)
+            else:
+                whole = max(whole, words * agreed / count - limits.join)
         scored.append(((best[0] + whole) / 2, group, best[1], best[2]))
     joined = sorted((x for x in scored if x[0] >= 0), key=lambda x: (-x[0], x[1]))
     if not joined:

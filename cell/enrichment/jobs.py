@@ -10,11 +10,13 @@ Signatures are compared only with signatures of the same method (`grouping.METHO
 changes, the signatures an earlier one wrote are re-signed by `enrichment.resign` — scheduled hourly for
 every project that has any, or `relay jobs run resign --project P` — so that new reports keep finding
 their duplicates among the old ones. Re-signing recomputes terms from the stored interaction and keeps
-its group: what users already see does not move.
+its group: what users already see does not move; a signature without an embedding gets the worker's own
+(`embedding`), so old reports are compared with new ones by words and embedding alike.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Any
@@ -22,7 +24,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from cell.enrichment import grouping, providers, queries
+from cell.enrichment import embedding, grouping, providers, queries
 from cell.enrichment.text import document
 from cell.jobs import Cron, Job
 from cell.maintenance.jobs import project_of, schedule
@@ -74,7 +76,9 @@ async def enrich_interaction(ctx: dict[str, Any], payload: dict[str, Any]) -> No
 
 
 RESIGN = "enrichment.resign"
-RESIGN_BATCH = 200
+RESIGN_BATCH = 50
+"""Signatures re-signed per transaction: embedding them takes ~20 ms each while the project's grouping lock is
+held, so a batch keeps new reports of that project waiting about a second at most."""
 
 
 async def resign(pool: asyncpg.Pool, project_id: uuid.UUID, *, batch: int = RESIGN_BATCH) -> int:
@@ -85,8 +89,15 @@ async def resign(pool: asyncpg.Pool, project_id: uuid.UUID, *, batch: int = RESI
         async with pool.acquire() as conn, conn.transaction():
             await queries.lock_project(conn, project_id)
             rows = await queries.stale(conn, project_id, grouping.METHOD, batch)
-            for row in rows:
-                sig = grouping.signature(document(row.type, row.content, row.content_text, row.logs))
+            docs = [document(row.type, row.content, row.content_text, row.logs) for row in rows]
+            # One batched forward pass for the batch's signatures that have no embedding (of any model).
+            wanted = [i for i, (row, doc) in enumerate(zip(rows, docs, strict=True)) if not row.embedded and doc.words]
+            vectors = await asyncio.to_thread(embedding.embed, [docs[i].words for i in wanted]) if wanted else None
+            fresh = dict(zip(wanted, vectors, strict=True)) if vectors else {}
+            for i, (row, doc) in enumerate(zip(rows, docs, strict=True)):
+                sig = grouping.signature(doc)
+                if i in fresh:
+                    sig.embedding, sig.embedding_model = fresh[i], embedding.MODEL
                 await queries.resign(conn, project_id, row.interaction_id, grouping.METHOD, sig, grouping.keys(sig))
         done += len(rows)
         if len(rows) < batch:

@@ -134,13 +134,16 @@ class Stale:
     content: dict[str, Any]
     content_text: str | None
     logs: dict[str, Any] | None
+    embedded: bool
+    """Whether the signature has an embedding (of any model) already."""
 
 
 async def stale(conn: asyncpg.Connection, project_id: uuid.UUID, method: str, limit: int) -> list[Stale]:
     """Up to `limit` of the project's signatures written by another method than `method`, their rows locked
     (and their interactions key-share locked, so that erasure waits for the batch)."""
     rows = await conn.fetch(
-        """SELECT i.id, i.type::text AS type, i.content_json, i.content_text, l.console, l.network, l.errors
+        """SELECT i.id, i.type::text AS type, i.content_json, i.content_text, l.console, l.network, l.errors,
+                  s.embedding IS NOT NULL AS embedded
              FROM enrichment_signatures s
              JOIN interactions i ON i.project_id = s.project_id AND i.id = s.interaction_id
              LEFT JOIN LATERAL (SELECT console, network, errors FROM interaction_logs
@@ -151,13 +154,16 @@ async def stale(conn: asyncpg.Connection, project_id: uuid.UUID, method: str, li
               FOR NO KEY UPDATE OF s FOR KEY SHARE OF i""", project_id, method, limit)
     return [Stale(r["id"], r["type"], r["content_json"] or {}, r["content_text"],
                   None if r["errors"] is None else {"console": r["console"], "network": r["network"],
-                                                    "errors": r["errors"]}) for r in rows]
+                                                    "errors": r["errors"]}, r["embedded"]) for r in rows]
 
 
 async def resign(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id: uuid.UUID, method: str,
                  sig: Signature, keys: list[str]) -> None:
-    """Replace a signature's terms with those `method` computes; its group and embedding stay."""
+    """Replace a signature's terms with those `method` computes; its group stays, and so does its embedding
+    unless `sig` brings one (for a signature that had none)."""
     await conn.execute(
-        """UPDATE enrichment_signatures SET method = $3, terms = $4, log_terms = $5, keys = $6
+        """UPDATE enrichment_signatures SET method = $3, terms = $4, log_terms = $5, keys = $6,
+                  embedding = COALESCE($7, embedding), embedding_model = COALESCE($8, embedding_model)
             WHERE project_id = $1 AND interaction_id = $2""",
-        project_id, interaction_id, method, sig.stored_terms(), sig.log_terms, keys)
+        project_id, interaction_id, method, sig.stored_terms(), sig.log_terms, keys, sig.embedding,
+        sig.embedding_model or None)

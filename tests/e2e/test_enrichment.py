@@ -229,8 +229,9 @@ def test_signatures_of_an_earlier_method_are_re_signed_and_keep_their_group(
     groups = {i: row["ai_duplicate_group_id"] for i, row in first.items()}
     current = sql(dsn, "SELECT method, terms FROM enrichment_signatures WHERE interaction_id = $1",
                   uuid.UUID(old["id"]))[0]
-    # As an earlier method left them: another method's name, other terms.
-    sql(dsn, """UPDATE enrichment_signatures SET method = 'local-v0', terms = '{"zzz": 1.0}'
+    # As an earlier method left them: another method's name, other terms, no embedding.
+    sql(dsn, """UPDATE enrichment_signatures SET method = 'local-v0', terms = '{"zzz": 1.0}', embedding = NULL,
+                                               embedding_model = NULL
                  WHERE project_id = $1""", uuid.UUID(p["id"]))
 
     done = subprocess.run([sys.executable, "-m", "relay", "jobs", "run", "resign", "--project", p["id"],
@@ -246,6 +247,10 @@ def test_signatures_of_an_earlier_method_are_re_signed_and_keep_their_group(
     again = sql(dsn, "SELECT terms, group_id FROM enrichment_signatures WHERE interaction_id = $1",
                 uuid.UUID(old["id"]))[0]
     assert json.loads(again["terms"]) == json.loads(current["terms"]) and again["group_id"] == groups[old["id"]]
+    # ... and the worker's own embedding, so old and new reports are compared by words and embedding alike.
+    embedded = sql(dsn, "SELECT embedding_model, cardinality(embedding) FROM enrichment_signatures "
+                        "WHERE project_id = $1", uuid.UUID(p["id"]))
+    assert {tuple(r) for r in embedded} == {("all-MiniLM-L6-v2", 384)}
     rows = _enriched(router, admin, p, [old["id"], other["id"]])
     assert {i: r["ai_duplicate_group_id"] for i, r in rows.items()} == groups
     new = _bug(router, key, "Can't download invoice PDFs", "The invoice download link shows a 404 error.")

