@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -18,6 +19,20 @@ from relay.embedded import RedisServer
 from tests.services import StorePostgres, redis_server
 
 REGIONS = ("us-west", "eu-west")
+T = TypeVar("T")
+
+
+def until(check: Callable[[], T | None], timeout: float = 60.0, what: str = "condition", *,
+          every: float = 0.2) -> T:
+    """Poll `check` until it returns something truthy (what another process makes true: a worker's job, an
+    exported span, a cell's clean-up) and return that; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(every)
 
 
 @pytest.fixture(scope="session")

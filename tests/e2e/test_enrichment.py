@@ -16,34 +16,22 @@ import re
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 
 from common.ids import uuid7
 from relay.devstack import DevStack
-from tests.conftest import Admin, Stack, problem, sql
+from tests.conftest import Admin, Stack, problem, sql, until
 from tests.services import StorePostgres
 
-T = TypeVar("T")
 FIELDS = ("ai_summary", "ai_labels", "ai_duplicate_group_id", "ai_confidence")
 
-
-def _until(check: Callable[[], T | None], timeout: float = 60.0, what: str = "condition") -> T:
-    """Poll something the worker makes true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.2)
 
 
 def _enriched(router: httpx.Client, admin: Admin, project: dict[str, Any],
@@ -57,7 +45,7 @@ def _enriched(router: httpx.Client, admin: Admin, project: dict[str, Any],
         done = len(rows) == len(ids) and all(i["ai_duplicate_group_id"] for i in rows.values())
         return rows if done else None
 
-    return _until(check, what=f"enrichment of {len(ids)} interactions")
+    return until(check, what=f"enrichment of {len(ids)} interactions")
 
 
 def _bug(router: httpx.Client, key: dict[str, Any], title: str, description: str,
@@ -207,7 +195,7 @@ def test_redelivery_changes_nothing_and_a_vanished_interaction_is_no_error(
                uuid.UUID(p["id"]), json.dumps({"interaction_id": bug["id"]}),
                json.dumps({"interaction_id": str(uuid7())}))
     outbox_ids = [r["id"] for r in rows]
-    _until(lambda: all(sql(dsn, "SELECT pending_jobs = '{}' FROM outbox WHERE id = $1", i)[0][0]
+    until(lambda: all(sql(dsn, "SELECT pending_jobs = '{}' FROM outbox WHERE id = $1", i)[0][0]
                        for i in outbox_ids), what="both jobs finished")
     assert sql(dsn, "SELECT count(*) FROM dead_letters WHERE outbox_id = ANY($1::bigint[])", outbox_ids)[0][0] == 0
     after = router.get(f"/v1/projects/{p['id']}/interactions/{bug['id']}", headers=admin.h).json()
@@ -243,7 +231,7 @@ def test_signatures_of_an_earlier_method_are_re_signed_and_keep_their_group(
         rows = sql(dsn, "SELECT method FROM enrichment_signatures WHERE project_id = $1", uuid.UUID(p["id"]))
         return all(r["method"] == current["method"] for r in rows)
 
-    _until(resigned, what="re-signing")
+    until(resigned, what="re-signing")
     again = sql(dsn, "SELECT terms, group_id FROM enrichment_signatures WHERE interaction_id = $1",
                 uuid.UUID(old["id"]))[0]
     assert json.loads(again["terms"]) == json.loads(current["terms"]) and again["group_id"] == groups[old["id"]]

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from saq import Queue
 
-from tests.conftest import Admin, problem, sql
+from tests.conftest import Admin, problem, sql, until
 from tests.fakes import github as gh
 from tests.fakes import jira as jr
 from tests.fakes import linear as ln
@@ -55,13 +55,7 @@ def jira() -> Iterator[jr.FakeJira]:
 
 def wait_for(what: str, probe: Callable[[], Any]) -> Any:
     """Poll `probe` until it returns something truthy, failing after DEADLINE seconds."""
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        found = probe()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+    return until(probe, DEADLINE, what, every=0.1)
 
 
 class Tracked:

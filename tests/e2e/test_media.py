@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import struct
-import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from urllib.parse import urlparse
 import httpx
 import msgspec
 
-from tests.conftest import Admin, problem, sql
+from tests.conftest import Admin, problem, sql, until
 
 MiB = 1024 * 1024
 LIMIT = 25 * MiB
@@ -68,10 +67,7 @@ def _upload(router: httpx.Client, key: dict[str, Any], iid: str, body: Any, cont
 
 def _wait_until(check: Any, timeout: float = 10.0) -> None:
     """Poll a condition that another process makes true (the cell cleaning up after an aborted upload)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
+    until(check, timeout, every=0.05)
 
 
 def test_png_roundtrip_lands_in_its_region_only(router: httpx.Client, admin: Admin, topo: dict[str, Any]) -> None:

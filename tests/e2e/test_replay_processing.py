@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -21,7 +20,7 @@ from saq import Queue
 from saq.job import Status
 
 from common.ids import uuid7
-from tests.conftest import Admin, Stack, problem, sql
+from tests.conftest import Admin, Stack, problem, sql, until
 from tests.services import StorePostgres
 
 T0 = 1_760_000_000_000  # ms since the epoch
@@ -67,13 +66,7 @@ def _same_time(got: str, ms: int) -> bool:
 
 def _until(what: Callable[[], Any], timeout: float = 60, every: float = 0.1) -> Any:
     """Poll `what` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = what()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"gave up waiting after {timeout}s"
-        time.sleep(every)
+    return until(what, timeout, every=every)
 
 
 def _settled(router: httpx.Client, h: dict[str, str], pid: str, replay_id: Any,

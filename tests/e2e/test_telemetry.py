@@ -17,7 +17,7 @@ import pytest
 
 from common.metrics import families
 from relay.devstack import DevStack
-from tests.conftest import Admin, Stack, sql
+from tests.conftest import Admin, Stack, sql, until
 from tests.services import StorePostgres
 
 
@@ -34,13 +34,7 @@ def _spans(stack: DevStack, name: str) -> list[dict[str, Any]]:
 
 def _until(found: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
     """Poll until `found()` is truthy (spans are exported in batches every 200 ms)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = found()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+    return until(found, timeout, what, every=0.1)
 
 
 def value_at(url: str, name: str, **labels: str) -> float:

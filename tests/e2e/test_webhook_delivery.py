@@ -38,7 +38,7 @@ from cell.webhooks.jobs import publish
 from common.ids import uuid7
 from common.pg import create_pool
 from relay.devstack import DevStack
-from tests.conftest import Admin, sql
+from tests.conftest import Admin, sql, until
 from tests.e2e.test_integrations import cell_settings
 
 ALL = ["interaction.created", "interaction.updated", "message.created", "vote.created"]
@@ -96,13 +96,7 @@ class Receiver:
 
 def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
     """Poll `check` until it returns something truthy, within a deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what} not reached in {timeout} s"
-        time.sleep(0.1)
+    return until(check, timeout, what, every=0.1)
 
 
 def job_status(topo: dict[str, Any], region: str, key: str) -> str | None:

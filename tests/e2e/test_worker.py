@@ -15,9 +15,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlparse
 
 import asyncpg
@@ -27,26 +27,15 @@ import pytest
 from cell.jobs import registry
 from common.ids import uuid7
 from relay.devstack import ROOT, DevStack
-from tests.conftest import Admin, Stack, sql
+from tests.conftest import Admin, Stack, sql, until
 from tests.services import StorePostgres
 
 REGION = "eu-west"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-T = TypeVar("T")
 
 
 # Helpers --------------------------------------------------------------------------------------------------------
 
-
-def _until(check: Callable[[], T | None], timeout: float = 60.0, what: str = "condition") -> T:
-    """Poll something another process makes true; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.2)
 
 
 def _db(topo: dict[str, Any]) -> str:
@@ -194,7 +183,7 @@ def test_drifted_counters_are_repaired_and_right_rows_left_alone(router: httpx.C
     untouched = sql(dsn, "SELECT xmin::text AS v FROM feedback_items WHERE id = $1", uuid.UUID(right))[0]["v"]
 
     outbox_id = _run(stack.state_dir, "reconcile", p.id)
-    _until(lambda: _finished(dsn, outbox_id), what="reconcile job")
+    until(lambda: _finished(dsn, outbox_id), what="reconcile job")
     item = p.get(f"/feedback-items/{drifted}")
     assert (item["vote_count"], item["linked_interaction_count"]) == (1, 1)
     assert p.get(f"/surveys/{survey}")["response_count"] == 1
@@ -210,7 +199,7 @@ def test_drifted_counters_are_repaired_and_right_rows_left_alone(router: httpx.C
         "conversations.message_count": 1, "roadmap_items.linked_feedback_count": 1, "sessions.interaction_count": 1}
     # Once more: nothing to repair, nothing written, no new audit entry.
     again = _run(stack.state_dir, "reconcile", p.id)
-    _until(lambda: _finished(dsn, again), what="second reconcile")
+    until(lambda: _finished(dsn, again), what="second reconcile")
     assert len(p.audit("counters.repaired")) == 1
     assert sql(dsn, "SELECT xmin::text AS v FROM feedback_items WHERE id = $1", uuid.UUID(right))[0]["v"] == untouched
 
@@ -236,7 +225,7 @@ def test_a_job_that_keeps_failing_is_dead_lettered_and_an_operator_retries_it(
     held = Held(dsn, "SELECT 1 FROM feedback_items WHERE id = $1 FOR UPDATE", uuid.UUID(item))
     try:
         outbox_id = _run(stack.state_dir, "reconcile", p.id)
-        letter = _until(lambda: sql(dsn, "SELECT * FROM dead_letters WHERE outbox_id = $1", outbox_id), 90,
+        letter = until(lambda: sql(dsn, "SELECT * FROM dead_letters WHERE outbox_id = $1", outbox_id), 90,
                         "dead letter")[0]
     finally:
         held.release()
@@ -261,8 +250,8 @@ def test_a_job_that_keeps_failing_is_dead_lettered_and_an_operator_retries_it(
     assert retried.returncode == 0, retried.stderr
     assert f"re-enqueued in {REGION}" in retried.stdout
     retry_id = int(retried.stdout.strip().rsplit(" ", 1)[1])
-    _until(lambda: p.get(f"/feedback-items/{item}")["vote_count"] == 0, 60, "the retried job's effect")
-    _until(lambda: _finished(dsn, retry_id), what="retried job")
+    until(lambda: p.get(f"/feedback-items/{item}")["vote_count"] == 0, 60, "the retried job's effect")
+    until(lambda: _finished(dsn, retry_id), what="retried job")
     [row] = sql(dsn, "SELECT only_job, retry_of FROM outbox WHERE id = $1", retry_id)
     assert (row["only_job"], row["retry_of"]) == ("maintenance.reconcile", outbox_id)
     assert not sql(dsn, "SELECT 1 FROM dead_letters WHERE outbox_id = $1", retry_id)
@@ -327,13 +316,13 @@ def test_retention_deletes_only_old_data_and_its_objects(router: httpx.Client, a
 
     # Without a retention setting, a run keeps everything.
     kept = _run(stack.state_dir, "retention", p.id)
-    _until(lambda: _finished(dsn, kept), what="retention without a setting")
+    until(lambda: _finished(dsn, kept), what="retention without a setting")
     assert p.get(f"/interactions/{old_bug}")["id"] == old_bug and not p.audit("retention.purged")
 
     r = p.router.patch(f"{p.base}/settings", json={"retention_days": 30}, headers=p.admin.h)
     assert r.status_code == 200 and r.json() == {"retention_days": 30}, r.text
     outbox_id = _run(stack.state_dir, "retention", p.id)
-    _until(lambda: _finished(dsn, outbox_id), what="retention")
+    until(lambda: _finished(dsn, outbox_id), what="retention")
 
     for iid in old_interactions:
         p.get(f"/interactions/{iid}", 404)
@@ -363,7 +352,7 @@ def test_retention_deletes_only_old_data_and_its_objects(router: httpx.Client, a
         "survey_responses": 1, "conversations": 1, "messages": 1, "sessions": 1, "objects": 3, "dead_letters": 1}
     # Running again finds nothing more to delete, and says so.
     again = _run(stack.state_dir, "retention", p.id)
-    _until(lambda: _finished(dsn, again), what="second retention run")
+    until(lambda: _finished(dsn, again), what="second retention run")
     latest = p.audit("retention.purged")[0]["meta"]
     assert latest.get("interactions", 0) == 0 and latest["objects"] == 0
     assert p.get(f"/interactions/{new_bug}")["id"] == new_bug
@@ -410,8 +399,8 @@ def test_ingest_survives_a_redis_outage_and_the_backlog_drains(faults: Stack, fa
         faults.redis[REGION].start()
 
     # The backlog drains: the reconcile ran, and every row a consumer knows was relayed and finished.
-    _until(lambda: p.get(f"/feedback-items/{item}")["vote_count"] == 0, 60, "reconcile after the outage")
-    _until(lambda: _settled(dsn, p.id, start), 60, "the outbox backlog")
+    until(lambda: p.get(f"/feedback-items/{item}")["vote_count"] == 0, 60, "reconcile after the outage")
+    until(lambda: _settled(dsn, p.id, start), 60, "the outbox backlog")
     assert _finished(dsn, reconcile)
     for iid in interactions:
         assert p.get(f"/interactions/{iid}")["id"] == iid
@@ -433,7 +422,7 @@ def test_a_worker_killed_mid_job_finishes_it_after_restart_exactly_once(faults: 
         [uuid.UUID(i) for i in old])
     r = p.router.patch(f"{p.base}/settings", json={"retention_days": 30}, headers=p.admin.h)
     assert r.status_code == 200 and r.json() == {"retention_days": 30}, r.text
-    _until(lambda: _settled(dsn, p.id), 60, "the jobs ingest caused")  # (so that the lock below stalls none)
+    until(lambda: _settled(dsn, p.id), 60, "the jobs ingest caused")  # (so that the lock below stalls none)
 
     # A request holds the third oldest: retention deletes a first batch of two, then waits on it.
     held = Held(dsn, "SELECT 1 FROM interactions WHERE id = $1 FOR UPDATE", uuid.UUID(old[2]))
@@ -448,14 +437,14 @@ def test_a_worker_killed_mid_job_finishes_it_after_restart_exactly_once(faults: 
                                      AND wait_event_type = 'Lock' AND query LIKE '%FROM interactions%'""")
             return bool(runs and json.loads(runs[0]["counts"]).get("interactions") == 2 and waiting)
 
-        _until(mid_job, 60, "retention half way")
+        until(mid_job, 60, "retention half way")
         faults.dev.kill(f"worker[{REGION}]")
         faults.dev.restart(f"worker[{REGION}]")
     finally:
         held.release()
 
     # The new worker notices the lost job (no heartbeat) and runs it again; it carries on from where it was.
-    _until(lambda: _finished(dsn, outbox_id), 120, "the retention job after the restart")
+    until(lambda: _finished(dsn, outbox_id), 120, "the retention job after the restart")
     for iid in old:
         p.get(f"/interactions/{iid}", 404)
     for iid in new:
