@@ -11,6 +11,18 @@ import asyncpg
 
 from cell.enrichment.grouping import Candidate, Signature
 
+LOGS = """LEFT JOIN LATERAL (SELECT console, network, errors FROM interaction_logs
+                                 WHERE project_id = i.project_id AND interaction_id = i.id
+                                 ORDER BY created_at LIMIT 1) l ON true"""
+"""The logs sent with interaction `i` (ingest stores one row per interaction), as columns of `l`."""
+
+
+def _logs(row: asyncpg.Record) -> dict[str, Any] | None:
+    """The logs a row joined through `LOGS` carries, as `document` takes them; None without any."""
+    if row["errors"] is None:
+        return None
+    return {"console": row["console"], "network": row["network"], "errors": row["errors"]}
+
 
 @dataclass
 class Loaded:
@@ -28,21 +40,17 @@ class Loaded:
 async def load(pool: asyncpg.Pool, interaction_id: uuid.UUID) -> Loaded | None:
     """The interaction, its logs and whether it is enriched already; None when it is gone (erased)."""
     row = await pool.fetchrow(
-        """SELECT i.project_id, i.type::text AS type, i.content_json, i.content_text, i.created_at,
+        f"""SELECT i.project_id, i.type::text AS type, i.content_json, i.content_text, i.created_at,
                   l.console, l.network, l.errors,
                   EXISTS (SELECT 1 FROM enrichment_signatures s
                            WHERE s.project_id = i.project_id AND s.interaction_id = i.id) AS enriched
              FROM interactions i
-             LEFT JOIN LATERAL (SELECT console, network, errors FROM interaction_logs
-                                 WHERE project_id = i.project_id AND interaction_id = i.id
-                                 ORDER BY created_at LIMIT 1) l ON true
+             {LOGS}
             WHERE i.id = $1""", interaction_id)
     if row is None:
         return None
-    logs = None if row["errors"] is None else {"console": row["console"], "network": row["network"],
-                                                "errors": row["errors"]}
     return Loaded(row["project_id"], row["type"], row["content_json"] or {}, row["content_text"], row["created_at"],
-                  logs, row["enriched"])
+                  _logs(row), row["enriched"])
 
 
 async def lock_project(conn: asyncpg.Connection, project_id: uuid.UUID) -> None:
@@ -142,19 +150,16 @@ async def stale(conn: asyncpg.Connection, project_id: uuid.UUID, method: str, li
     """Up to `limit` of the project's signatures written by another method than `method`, their rows locked
     (and their interactions key-share locked, so that erasure waits for the batch)."""
     rows = await conn.fetch(
-        """SELECT i.id, i.type::text AS type, i.content_json, i.content_text, l.console, l.network, l.errors,
+        f"""SELECT i.id, i.type::text AS type, i.content_json, i.content_text, l.console, l.network, l.errors,
                   s.embedding IS NOT NULL AS embedded
              FROM enrichment_signatures s
              JOIN interactions i ON i.project_id = s.project_id AND i.id = s.interaction_id
-             LEFT JOIN LATERAL (SELECT console, network, errors FROM interaction_logs
-                                 WHERE project_id = i.project_id AND interaction_id = i.id
-                                 ORDER BY created_at LIMIT 1) l ON true
+             {LOGS}
             WHERE s.project_id = $1 AND s.method <> $2
             ORDER BY s.created_at DESC LIMIT $3
               FOR NO KEY UPDATE OF s FOR KEY SHARE OF i""", project_id, method, limit)
     return [Stale(r["id"], r["type"], r["content_json"] or {}, r["content_text"],
-                  None if r["errors"] is None else {"console": r["console"], "network": r["network"],
-                                                    "errors": r["errors"]}, r["embedded"]) for r in rows]
+                  _logs(r), r["embedded"]) for r in rows]
 
 
 async def resign(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id: uuid.UUID, method: str,
