@@ -82,6 +82,9 @@ class DevStack:
     """When set, each child exports its spans as JSON lines to `<trace_dir>/<name>.jsonl`."""
     cell_urls: dict[str, str] = field(default_factory=dict)
     """How the router reaches a region when not directly (tests: through a fault-injecting proxy)."""
+    cell_ports: dict[str, int] = field(default_factory=dict)
+    """A region's cell on a port chosen by the caller (tests: the port a proxy forwards to). Without it a
+    cell listens on `port + 101 + i` when `port` is set, else on a free port."""
     stores: list[PostgresServer | RedisServer] = field(default_factory=list)
     parts: list[Part] = field(default_factory=list)
     topology: dict[str, Any] = field(default_factory=dict)
@@ -110,8 +113,9 @@ class DevStack:
                 directory = (self.state_dir / region / "objects").resolve()
                 directory.mkdir(parents=True, exist_ok=True)
                 objects = directory.as_uri()
+            cell_port = self.cell_ports.get(region) or (router_port + 101 + i if self.port else free_port())
             cells[region] = {
-                "url": f"http://{host}:{router_port + 101 + i if self.port else free_port()}",
+                "url": f"http://{host}:{cell_port}",
                 "database_url": self._database(region, self.environ.get(_var(region, "DATABASE_URL")), host, netns),
                 "redis_url": self._redis(region, self.environ.get(_var(region, "REDIS_URL")), host, netns),
                 "object_store": objects,

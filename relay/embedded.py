@@ -13,6 +13,7 @@ import ctypes
 import importlib.util
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -56,12 +57,35 @@ def child_setup(netns: str | None = None, user: pwd.struct_passwd | None = None)
     return setup
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel hands to outgoing connections (Linux's `ip_local_port_range`)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
+    """A TCP port nobody uses right now, outside the range the kernel gives outgoing connections.
+
+    A port picked by binding port 0 comes from that range, so between picking it and a child binding it,
+    any connection (a pool to Postgres, say) may take it as its local port and the child fails to start
+    with "address in use". Ports below the range are only ever taken by someone binding them on purpose.
+    """
+    low, high = _ephemeral_range()
+    candidates = [p for p in range(10000, 65536) if not low <= p <= high]
+    for port in random.sample(candidates, min(64, len(candidates))):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        chosen: int = s.getsockname()[1]
+        return chosen
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float, what: str, log: Path | None = None,

@@ -29,13 +29,12 @@ LIMITS = ('{"ingest": "40/second", "bad_credentials": "5/minute", "login_account
 
 @pytest.fixture(scope="module")
 def faulty(pg: StorePostgres, scratch: Path) -> Iterator[dict[str, Any]]:
-    base = free_port()
-    while base + 102 > 65535:
-        base = free_port()
-    proxy = DelayProxy(base + 101)  # the us-west cell is base+101
-    stack = Stack(pg, scratch, "faults", own_control_db=True, port=base,
-                  router_env={"RELAY_RATE_LIMITS": LIMITS},
-                  cell_urls={"us-west": f"http://127.0.0.1:{proxy.port}"})
+    # The us-west cell listens on a port free right now (not one derived from another: a port next to a
+    # free one may be some connection's local port, and the cell would fail to bind it), behind the proxy.
+    cell_port = free_port()
+    proxy = DelayProxy(cell_port)
+    stack = Stack(pg, scratch, "faults", own_control_db=True, router_env={"RELAY_RATE_LIMITS": LIMITS},
+                  cell_urls={"us-west": f"http://127.0.0.1:{proxy.port}"}, cell_ports={"us-west": cell_port})
     router = httpx.Client(base_url=stack.dev.topology["router"]["url"], timeout=30, trust_env=False)
     admin = Admin(router)
     projects = {r: admin.project(r) for r in ("us-west", "eu-west")}

@@ -41,15 +41,15 @@ def test_check_reads_a_chunk_as_ingest_stored_it() -> None:
 
 @pytest.mark.parametrize(("gz", "reason"), [
     (b"definitely not gzip", "corrupt chunk 7: the object is not valid gzip"),
-    (gzip.compress(b"[" + b'{"type": 3, "timestamp": 1},' * 50 + b"{}]")[:-12],
+    (gzip.compress(b"[" + b'{"type": 3, "timestamp": 1},' * 50 + b"{}]", mtime=0)[:-12],
      "corrupt chunk 7: the object is truncated"),
-    (gzip.compress(b"[]") + b"junk", "corrupt chunk 7: unexpected bytes after the gzip stream"),
-    (gzip.compress(b"[{not json"), "corrupt chunk 7: the object is not a JSON array of events"),
-    (gzip.compress(b'{"events": []}'), "corrupt chunk 7: Expected `array`, got `object` (at /)"),
-    (gzip.compress(b"[]"), "corrupt chunk 7: expected at least one event (at /)"),
-    (gzip.compress(b'[{"type": 3, "timestamp": 5}, {"type": 3}]'),
+    (gzip.compress(b"[]", mtime=0) + b"junk", "corrupt chunk 7: unexpected bytes after the gzip stream"),
+    (gzip.compress(b"[{not json", mtime=0), "corrupt chunk 7: the object is not a JSON array of events"),
+    (gzip.compress(b'{"events": []}', mtime=0), "corrupt chunk 7: Expected `array`, got `object` (at /)"),
+    (gzip.compress(b"[]", mtime=0), "corrupt chunk 7: expected at least one event (at /)"),
+    (gzip.compress(b'[{"type": 3, "timestamp": 5}, {"type": 3}]', mtime=0),
      "corrupt chunk 7: expected a number of milliseconds since the epoch (at /1/timestamp)"),
-    (gzip.compress(b"[" + b" " * (events.MAX_JSON_BYTES + 1) + b"]", compresslevel=9),
+    (gzip.compress(b"[" + b" " * (events.MAX_JSON_BYTES + 1) + b"]", compresslevel=9, mtime=0),
      f"corrupt chunk 7: over {events.MAX_JSON_BYTES} bytes decompressed"),
 ])
 def test_check_names_what_is_wrong(gz: bytes, reason: str) -> None:
