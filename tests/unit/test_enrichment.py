@@ -285,6 +285,27 @@ def test_paraphrases_embed_closer_than_unrelated_reports() -> None:
     assert c[0][1] > 0.5 > 0.25 > max(c[0][2], c[1][2])
 
 
+def test_the_weights_are_extracted_once_and_mapped(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first load writes the checkpoint to the cache, later ones map that file (same embeddings); an
+    unwritable cache falls back to decompressing into memory."""
+    monkeypatch.setenv("RELAY_MODEL_CACHE", str(tmp_path / "cache"))
+    first = embedding.MiniLM.from_package()
+    (cached,) = (tmp_path / "cache").iterdir()
+    assert cached.name.startswith(embedding.MODEL) and cached.stat().st_size > 80_000_000
+    written = cached.stat().st_mtime_ns
+    second = embedding.MiniLM.from_package()
+    assert cached.stat().st_mtime_ns == written and list((tmp_path / "cache").iterdir()) == [cached]
+    text = ["Checkout page goes white when I apply a coupon"]
+    assert (first.encode(text) == second.encode(text)).all()
+    word = second.w["embeddings.word_embeddings.weight"]
+    assert not word.flags.writeable
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv("RELAY_MODEL_CACHE", str(blocked / "cache"))
+    third = embedding.MiniLM.from_package()
+    assert (third.encode(text) == first.encode(text)).all()
+
+
 def test_the_tokenizer_gives_berts_ids() -> None:
     """The ids HF tokenizers gives for this model's tokenizer.json: lower-cased, accents stripped, split
     around punctuation, unknown words in word pieces; cut at the model's 256 tokens."""
