@@ -153,7 +153,9 @@ def test_a_dead_cell_fails_fast_and_recovers(faulty: dict[str, Any]) -> None:
     stack.dev.restart("cell[eu-west]")
     restarted = time.monotonic()
     recovered = None
-    while time.monotonic() - restarted < 15:
+    # How long the cell takes to start is not what this measures (seconds here, tens of them when the machine
+    # is loaded): the router must follow it once it answers, which the last assertion checks.
+    while time.monotonic() - restarted < 60:
         if eu.samples and eu.samples[-1][1] == 201 and eu.samples[-1][0] > restarted:
             recovered = eu.samples[-1][0]
             break
@@ -177,7 +179,7 @@ def _ready_at(stack: Stack, name: str, since: float) -> float:
                     return time.monotonic()
             except httpx.TransportError:
                 pass
-            if time.monotonic() - since > 30:
+            if time.monotonic() - since > 60:
                 raise AssertionError("cell never came back")
             time.sleep(0.05)
 
