@@ -234,6 +234,20 @@ def test_outbox_heals_a_half_done_provisioning(router: httpx.Client, admin: Admi
     assert _ingest(router, key, "after heal").status_code == 201
 
 
+def test_long_passwords_sign_up_and_log_in(router: httpx.Client) -> None:
+    """bcrypt takes at most 72 bytes and refuses more: a password past that (up to the 200 characters signup
+    allows, or any length at login) is a working password or a 401, never a 500."""
+    email = f"long-{secrets.token_hex(4)}@example.com"
+    password = "pässwörd " * 22  # 198 characters, 242 bytes
+    r = router.post("/v1/auth/signup", json={"email": email, "password": password, "name": "Long"})
+    assert r.status_code == 201, r.text
+    assert router.post("/v1/auth/login", json={"email": email, "password": password}).status_code == 200
+    # Every byte counts, not only bcrypt's first 72.
+    problem(router.post("/v1/auth/login", json={"email": email, "password": password[:-1] + "!"}), 401)
+    problem(router.post("/v1/auth/login", json={"email": email, "password": "x" * 1_000_000}), 401)
+    problem(router.post("/v1/auth/login", json={"email": "nobody@example.com", "password": "y" * 100}), 401)
+
+
 def test_members_and_roles(router: httpx.Client, admin: Admin) -> None:
     p = admin.project("us-west")
     viewer = Admin(router)
@@ -281,3 +295,4 @@ def test_deeply_nested_json_is_refused_not_crashed(router: httpx.Client, admin: 
     assert body["errors"][0]["pointer"] == "/content"
     missing = problem(router.get(f"/v1/projects/{p['id']}/interactions?limit=", headers=admin.h), 422)
     assert missing["errors"]
+
