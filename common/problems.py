@@ -169,11 +169,29 @@ def database_handler(request: Request[Any, Any, Any], exc: Exception) -> Respons
     return internal_handler(request, exc)
 
 
+UNDECODABLE_RECURSION = "while deserializing"
+"""What msgspec's RecursionError says when a JSON document nests deeper than it can decode."""
+
+
+def undecodable_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """A body that is not UTF-8, or JSON nested past the decoder's recursion limit, is the caller's
+    malformed request (400), wherever it is decoded: msgspec raises these two instead of its DecodeError,
+    in Litestar's own body parsing as in the handlers that decode a body themselves, so they are mapped
+    once here. A RecursionError that is not the decoder's is a bug."""
+    if isinstance(exc, UnicodeDecodeError):
+        return _response(Problem(400, "malformed request body: not valid UTF-8"), request)
+    if isinstance(exc, RecursionError) and UNDECODABLE_RECURSION in str(exc):
+        return _response(Problem(400, "malformed request body: JSON nested too deeply"), request)
+    return internal_handler(request, exc)
+
+
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     Problem: problem_handler,
     ValidationException: validation_handler,
     HTTPException: http_handler,
     asyncpg.PostgresError: database_handler,
+    UnicodeDecodeError: undecodable_handler,
+    RecursionError: undecodable_handler,
     Exception: internal_handler,
 }
 

@@ -296,3 +296,25 @@ def test_deeply_nested_json_is_refused_not_crashed(router: httpx.Client, admin: 
     missing = problem(router.get(f"/v1/projects/{p['id']}/interactions?limit=", headers=admin.h), 422)
     assert missing["errors"]
 
+
+def test_undecodable_json_is_400_not_500(router: httpx.Client, admin: Admin) -> None:
+    """Bodies msgspec cannot decode at all — bytes that are not UTF-8, JSON nested deeper than its recursion
+    limit — are the caller's malformed request (400) on the router's own endpoints and the cells', and
+    create nothing."""
+    p = admin.project("eu-west")
+    key = admin.key(p, ["ingest"])
+    bodies = {"not utf-8": b'{"name": "\xff\xfe", "region": "eu-west"}', "deep": b"[" * 10_000 + b"]" * 10_000,
+              "deep object": b'{"a":' * 5_000 + b"1" + b"}" * 5_000}
+    calls = [("/v1/projects", admin.h), ("/v1/auth/login", {}), (f"/v1/projects/{p['id']}/members", admin.h),
+             ("/v1/ingest/interactions", key["h"]), ("/v1/ingest/sessions", key["h"]),
+             (f"/v1/projects/{p['id']}/feedback-items", admin.h)]
+    projects = router.get("/v1/projects", headers=admin.h).json()["data"]
+    for path, headers in calls:
+        for what, body in bodies.items():
+            r = router.post(path, content=body, headers={**headers, "Content-Type": "application/json"})
+            assert r.status_code == 400, (path, what, r.status_code, r.text[:300])
+            problem(r, 400)
+    assert router.get("/v1/projects", headers=admin.h).json()["data"] == projects
+    base = f"/v1/projects/{p['id']}"
+    assert router.get(f"{base}/interactions", headers=admin.h).json()["data"] == []
+    assert router.get(f"{base}/feedback-items", headers=admin.h).json()["data"] == []
