@@ -166,7 +166,18 @@ def database_handler(request: Request[Any, Any, Any], exc: Exception) -> Respons
     transaction changed nothing. Any other database error is a bug."""
     if getattr(exc, "sqlstate", None) in NUL_REFUSED:
         return _response(Problem(422, "text must not contain the NUL character (\\u0000)"), request)
+    if out_of_range(exc):
+        return _response(Problem(422, "a number or date in the request is outside the range that can be stored"),
+                         request)
     return internal_handler(request, exc)
+
+
+def out_of_range(exc: BaseException) -> bool:
+    """Whether asyncpg refused a query argument before sending it because it does not fit its column: an
+    integer past the column's width (2**63 into a bigint) or a time that leaves the datetime range once
+    put in UTC (`9999-12-31T23:59:59-05:00`, `0001-01-01T00:00:00+05:00`). Such values are the caller's,
+    checked here once for every parameter of every query rather than in each endpoint's types."""
+    return isinstance(exc, asyncpg.DataError) and isinstance(exc.__cause__, OverflowError)
 
 
 UNDECODABLE_RECURSION = "while deserializing"

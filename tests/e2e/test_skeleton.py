@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import secrets
 import time
@@ -9,6 +10,7 @@ import uuid
 from typing import Any
 
 import httpx
+import msgspec
 
 from common.ids import uuid7
 from common.signing import Actor, sign
@@ -318,3 +320,26 @@ def test_undecodable_json_is_400_not_500(router: httpx.Client, admin: Admin) -> 
     base = f"/v1/projects/{p['id']}"
     assert router.get(f"{base}/interactions", headers=admin.h).json()["data"] == []
     assert router.get(f"{base}/feedback-items", headers=admin.h).json()["data"] == []
+
+
+def test_numbers_and_dates_out_of_range_are_422(router: httpx.Client, admin: Admin) -> None:
+    """Times that parse but leave the datetime range once put in UTC are a 422 problem wherever they reach a
+    query (filters, cursors, stored fields), and change nothing."""
+    p = admin.project("us-west")
+    base = f"/v1/projects/{p['id']}"
+    late, early = "9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"
+    for path in ("interactions", "sessions", "audit-logs", "feedback-items", "conversations", "webhooks"):
+        for when in (late, early):
+            if path in ("interactions", "sessions", "audit-logs"):
+                problem(router.get(f"{base}/{path}", params={"created_after": when}, headers=admin.h), 422)
+            cursor = base64.urlsafe_b64encode(msgspec.json.encode([when, str(uuid7())])).decode().rstrip("=")
+            problem(router.get(f"{base}/{path}", params={"cursor": cursor}, headers=admin.h), 422)
+    keys = router.get(f"{base}/api-keys", headers=admin.h).json()["data"]
+    problem(router.post(f"{base}/api-keys", json={"name": "k", "scopes": ["read"], "expires_at": late},
+                        headers=admin.h), 422)
+    assert router.get(f"{base}/api-keys", headers=admin.h).json()["data"] == keys
+    problem(router.post(f"{base}/roadmap-items", json={"title": "t", "eta": early}, headers=admin.h), 422)
+    assert router.get(f"{base}/roadmap-items", headers=admin.h).json()["data"] == []
+    # The same requests with dates in range go through.
+    assert router.get(f"{base}/interactions", params={"created_after": "9999-12-31T00:00:00Z"},
+                      headers=admin.h).status_code == 200
