@@ -170,11 +170,21 @@ async def _actor(request: Request[Any, Any, Any], st: RouterState, project_id: u
     return actor, project, session
 
 
-def _relay(response: httpx.Response) -> Response[bytes]:
-    """Pass a cell's answer through unchanged (status, body, region header)."""
+def _relay(request: Request[Any, Any, Any], response: httpx.Response) -> Response[bytes]:
+    """Pass a cell's answer through (status, body, region header). A problem's `instance` names the path the
+    caller asked for, not the cell's internal one the router called on its behalf."""
     headers = {k: v for k, v in response.headers.items() if k.lower() in ("x-relay-region", "retry-after")}
-    return Response(response.content, status_code=response.status_code,
-                    media_type=response.headers.get("content-type", "application/json"), headers=headers)
+    media = response.headers.get("content-type", "application/json")
+    content = response.content
+    if media.startswith("application/problem+json"):
+        try:
+            body = msgspec.json.decode(content)
+        except msgspec.DecodeError:
+            body = None
+        if isinstance(body, dict) and str(body.get("instance", "")).startswith("/internal/"):
+            body["instance"] = request.url.path
+            content = msgspec.json.encode(body)
+    return Response(content, status_code=response.status_code, media_type=media, headers=headers)
 
 
 @post("/v1/projects/{project_id:uuid}/api-keys", status_code=201)
@@ -210,14 +220,14 @@ async def create_key(request: Request[Any, Any, Any], project_id: uuid.UUID, dat
         # refused (scope, validation): nothing was created; drop the reservation now
         await provisioning.discard_key(st, project_id, project.region, key_id, prefix)
         await provisioning.done(st, outbox_id)
-        return _relay(response)
+        return _relay(request, response)
     row = await st.pool.fetchrow(
         """UPDATE key_directory SET pending = false, updated_at = now() WHERE key_prefix = $1
            RETURNING key_prefix, key_id, project_id, region, revoked""", prefix)
     await provisioning.done(st, outbox_id)
     if row is not None:
         await publish(st.redis, st.directory, Change(key=KeyEntry(**dict(row))))
-    return _relay(response)
+    return _relay(request, response)
 
 
 @delete("/v1/projects/{project_id:uuid}/api-keys/{key_id:uuid}", status_code=200)
@@ -232,7 +242,7 @@ async def revoke_key(request: Request[Any, Any, Any], project_id: uuid.UUID, key
         if response.status_code == 421:  # the project moved meanwhile: this router's map is stale
             await routing.reload(st, project_id)
         if response.status_code != 200:
-            return _relay(response)
+            return _relay(request, response)
     async with st.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             """UPDATE key_directory SET revoked = true, updated_at = now()
@@ -245,7 +255,7 @@ async def revoke_key(request: Request[Any, Any, Any], project_id: uuid.UUID, key
     await publish(st.redis, st.directory, Change(key=KeyEntry(**dict(row))))
     if session is None:
         await provisioning.done(st, outbox_id)
-        return _relay(response)
+        return _relay(request, response)
     try:
         response = await cell.call("DELETE", f"/internal/projects/{project_id}/api-keys/{key_id}", actor)
     except Problem:
@@ -253,7 +263,7 @@ async def revoke_key(request: Request[Any, Any, Any], project_id: uuid.UUID, key
         return Response(b'{"id": "%s", "revoked": true}' % str(key_id).encode(), status_code=200,
                         media_type="application/json")
     await provisioning.done(st, outbox_id)
-    return _relay(response)
+    return _relay(request, response)
 
 
 @post("/v1/projects/{project_id:uuid}/members", status_code=201)

@@ -335,8 +335,9 @@ def test_numbers_and_dates_out_of_range_are_422(router: httpx.Client, admin: Adm
             cursor = base64.urlsafe_b64encode(msgspec.json.encode([when, str(uuid7())])).decode().rstrip("=")
             problem(router.get(f"{base}/{path}", params={"cursor": cursor}, headers=admin.h), 422)
     keys = router.get(f"{base}/api-keys", headers=admin.h).json()["data"]
-    problem(router.post(f"{base}/api-keys", json={"name": "k", "scopes": ["read"], "expires_at": late},
-                        headers=admin.h), 422)
+    refused = problem(router.post(f"{base}/api-keys", json={"name": "k", "scopes": ["read"], "expires_at": late},
+                                  headers=admin.h), 422)
+    assert refused["instance"] == f"{base}/api-keys", refused  # the caller's path, not the cell's internal one
     assert router.get(f"{base}/api-keys", headers=admin.h).json()["data"] == keys
     problem(router.post(f"{base}/roadmap-items", json={"title": "t", "eta": early}, headers=admin.h), 422)
     assert router.get(f"{base}/roadmap-items", headers=admin.h).json()["data"] == []
