@@ -14,9 +14,12 @@ import os
 import secrets
 import socket
 from pathlib import Path
+from typing import Literal
 
 import asyncpg
 
+from common.migrate import migrate
+from relay.cli import MIGRATIONS
 from relay.embedded import PostgresServer, RedisServer
 
 
@@ -64,6 +67,12 @@ class StorePostgres:
         self.created.append(db)
         base, _, _ = self.admin_url.rpartition("/")
         return f"{base}/{db}"
+
+    def migrated(self, name: str, service: Literal["cell", "router"]) -> str:
+        """A fresh database with `service`'s schema applied (its numbered migrations), and its URL."""
+        url = self.database(name)
+        asyncio.run(migrate(url, MIGRATIONS[service]))
+        return url
 
     def close(self) -> None:
         async def drop() -> None:

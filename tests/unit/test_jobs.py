@@ -28,9 +28,7 @@ from cell.maintenance.retention import retention_days
 from cell.settings import CellSettings
 from cell.worker import SWEPT, CellQueue, Timing, _Outage, relay_outbox, rerelay_unfinished, settler, work
 from common.ids import uuid7
-from common.migrate import migrate
 from common.pg import create_pool
-from relay.cli import MIGRATIONS
 from relay.embedded import RedisServer
 from tests.services import StorePostgres, redis_server
 
@@ -42,9 +40,7 @@ FAST = Timing(heartbeat=2, sweep=1, stale=1, recheck=0.5, idle=0.05)
 
 @pytest.fixture(scope="module")
 def dsn(pg: StorePostgres) -> str:
-    url = pg.database("jobs_unit")
-    asyncio.run(migrate(url, MIGRATIONS["cell"]))
-    return url
+    return pg.migrated("jobs_unit", "cell")
 
 
 @pytest.fixture(scope="module")

@@ -52,8 +52,7 @@ def test_file_names_are_checked(tmp_path: Path) -> None:
 
 
 def test_cell_schema_has_the_whole_data_model(pg: StorePostgres) -> None:
-    dsn = pg.database("schema")
-    asyncio.run(migrate(dsn, MIGRATIONS["cell"]))
+    dsn = pg.migrated("schema", "cell")
     tables = {r["tablename"] for r in sql(dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert tables >= {
         "projects", "api_keys", "end_users", "sessions", "interactions", "media", "interaction_logs", "replays",
@@ -77,8 +76,7 @@ def test_cell_schema_has_the_whole_data_model(pg: StorePostgres) -> None:
     # Tables of the cell itself, not of a tenant: the cell's own residency reports.
     cell_level = {"projects", "schema_migrations", "residency_reports", "moved_projects"}
     assert tables - cell_level <= tenant, tables - cell_level - tenant
-    router = pg.database("schema_router")
-    asyncio.run(migrate(router, MIGRATIONS["router"]))
+    router = pg.migrated("schema_router", "router")
     control = {r["tablename"] for r in sql(router, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert control >= {"admin_users", "project_memberships", "project_directory", "key_directory", "outbox",
                        "admin_sessions"}

@@ -18,9 +18,7 @@ import pytest
 from cell.interactions import search
 from cell.interactions.queries import Filters
 from common.ids import uuid7
-from common.migrate import migrate
 from common.pg import create_pool
-from relay.cli import MIGRATIONS
 from tests.services import StorePostgres
 
 ROWS = 6000
@@ -42,9 +40,7 @@ QUERIES = ["common", "half", "sparse", "rare", "old", "alpha beta", "-half", '"c
 
 @pytest.fixture(scope="module")
 def dsn(pg: StorePostgres) -> str:
-    url = pg.database("search_unit")
-    asyncio.run(migrate(url, MIGRATIONS["cell"]))
-    return url
+    return pg.migrated("search_unit", "cell")
 
 
 @pytest.fixture(scope="module")
