@@ -40,6 +40,7 @@ from cell.surveys import routes as surveys
 from cell.users import routes as users
 from cell.webhooks import routes as webhooks
 from common import metrics, telemetry
+from common.health import watch_dependencies
 from common.pg import create_pool
 from common.problems import EXCEPTION_HANDLERS, Problem, database_handler, problem_handler
 
@@ -68,6 +69,7 @@ def _recorder(region: str) -> telemetry.Recorder:
 
 def _watch(context: CellContext) -> None:
     """The cell's gauges: outbox backlog and queue depth (read at most every 5 s), database pool use."""
+    watch_dependencies()
     region = context.settings.region
     queue = RedisQueue(context.redis, name=f"relay-{region}")  # the worker's queue (cell.worker)
 

@@ -51,6 +51,12 @@ def _var(region: str, name: str) -> str:
     return f"RELAY_{region.upper().replace('-', '_')}_{name}"
 
 
+STABLE_SECONDS = 30.0
+"""A child that ran this long before exiting was not crash-looping: its restart count starts again."""
+MAX_RESTARTS = 5
+"""Consecutive quick exits after which `relay dev` stops restarting a child and says so."""
+
+
 @dataclass
 class Part:
     """One running child process of the stack, with what it takes to start it again."""
@@ -60,6 +66,11 @@ class Part:
     args: list[str]
     env: dict[str, str]
     netns: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    crashes: int = 0
+    """Exits in a row, each within STABLE_SECONDS of its start."""
+    restart_at: float | None = None
+    given_up: bool = False
 
 
 @dataclass
@@ -177,6 +188,12 @@ class DevStack:
         return server.url
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str], netns: str | None = None) -> Part:
+        part = Part(name, self._launch(name, args, env, netns), args, env, netns)
+        self.parts.append(part)
+        self._write_processes()
+        return part
+
+    def _launch(self, name: str, args: list[str], env: dict[str, str], netns: str | None) -> subprocess.Popen[bytes]:
         full = {k: v for k, v in self.environ.items() if not k.startswith("RELAY_")}
         full.update(env)
         full["PYTHONUNBUFFERED"] = "1"
@@ -191,9 +208,43 @@ class DevStack:
                                 stdout=out, stderr=subprocess.STDOUT if out else None, preexec_fn=child_setup(netns))
         if out is not None:
             out.close()
-        part = Part(name, proc, args, env, netns)
-        self.parts.append(part)
-        return part
+        return proc
+
+    def _write_processes(self) -> None:
+        """`processes.json` in the state dir: each child's pid, for operators (and tests) that signal one."""
+        tmp = self.state_dir / "processes.json.tmp"
+        tmp.write_text(json.dumps({p.name: p.proc.pid for p in self.parts}, indent=2))
+        tmp.replace(self.state_dir / "processes.json")
+
+    def supervise(self, now: float | None = None) -> list[str]:
+        """Restart children that exited, with backoff, as an orchestrator would; returns what to tell the user.
+
+        A child that exits is started again after 0.5 s, then 1, 2, 4, 8 s while it keeps dying within
+        STABLE_SECONDS of each start; after MAX_RESTARTS such exits in a row it is left stopped and reported.
+        The other children are never touched: one region's crash must not take the rest down.
+        """
+        now = time.monotonic() if now is None else now
+        said: list[str] = []
+        for part in self.parts:
+            if part.given_up or part.proc.poll() is None:
+                continue
+            if part.restart_at is None:
+                part.crashes = part.crashes + 1 if now - part.started < STABLE_SECONDS else 1
+                if part.crashes > MAX_RESTARTS:
+                    part.given_up = True
+                    said.append(f"relay dev: {part.name} exited {part.crashes} times in a row, each within "
+                                f"{STABLE_SECONDS:.0f} s of starting; not restarting it (see its output above)")
+                    continue
+                delay = min(0.5 * 2 ** (part.crashes - 1), 15.0)
+                part.restart_at = now + delay
+                said.append(f"relay dev: {part.name} exited with {part.proc.returncode}; restarting in "
+                            f"{delay:.1f} s (restart {part.crashes} of at most {MAX_RESTARTS})")
+            elif now >= part.restart_at:
+                part.proc = self._launch(part.name, part.args, part.env, part.netns)
+                part.started, part.restart_at = now, None
+                self._write_processes()
+                said.append(f"relay dev: {part.name} started again (pid {part.proc.pid})")
+        return said
 
     def part(self, name: str) -> Part:
         """A running piece by name: `router`, `cell[eu-west]`, `worker[eu-west]`."""
@@ -248,30 +299,31 @@ class DevStack:
         self.parts.clear()
         self.stores.clear()
         (self.state_dir / "topology.json").unlink(missing_ok=True)
+        (self.state_dir / "processes.json").unlink(missing_ok=True)
 
 
 def run_dev(state_dir: Path, port: int) -> int:
-    """Entry point of `relay dev`: run until Ctrl-C or SIGTERM, then stop everything."""
+    """Entry point of `relay dev`: supervise every child until Ctrl-C, SIGINT or SIGTERM, then stop everything.
+
+    SIGINT gets a handler of its own: a shell that starts `relay dev` in the background leaves SIGINT
+    ignored, and Python keeps an inherited "ignore", so `kill -INT` would otherwise do nothing.
+    """
     stack = DevStack(state_dir, port)
-    stopping = False
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         topology = stack.start()
         print(f"relay dev: router on {topology['router']['url']}; regions "
               + ", ".join(f"{r} on {c['url']}" for r, c in topology["cells"].items())
               + f"; topology in {state_dir / 'topology.json'}", flush=True)
         while True:
-            dead = stack.dead()
-            if dead:
-                print(f"relay dev: {', '.join(dead)} exited; stopping", file=sys.stderr, flush=True)
-                return 1
-            time.sleep(0.5)
+            for line in stack.supervise():
+                print(line, file=sys.stderr, flush=True)
+            time.sleep(0.25)
     except KeyboardInterrupt:
         print("relay dev: stopping", flush=True)
         return 0

@@ -21,6 +21,7 @@ from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 
 from common import metrics, telemetry
+from common.health import watch_dependencies
 from common.pg import create_pool
 from common.problems import EXCEPTION_HANDLERS
 from router import health
@@ -86,6 +87,7 @@ _BREAKER_STATES = ("closed", "half-open", "open")
 
 def _watch(st: RouterState) -> None:
     """The router's gauges, read at each collection: per cell breaker, bulkhead and connections; control DB."""
+    watch_dependencies()
     cells = list(st.cells.by_region.values())
 
     def breaker() -> list[tuple[float, dict[str, Any]]]:

@@ -135,6 +135,7 @@ class Directory:
         snap = msgspec.json.decode(self.snapshot_path.read_bytes(), type=Snapshot)
         self.keys = {k.key_prefix: k for k in snap.keys}
         self.projects = {p.id: p for p in snap.projects}
+        self.loaded_at = self.snapshot_path.stat().st_mtime
         return True
 
     async def follow(self, redis: Redis) -> None:

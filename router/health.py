@@ -34,9 +34,12 @@ def healthz() -> Health:
 
 @get("/readyz")
 async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
-    """Ready when the control DB and Redis answer; routing itself goes on without them."""
+    """Ready once the directory is in memory (loaded, or restored from its snapshot): that is all routing
+    needs. The control DB and Redis are reported (a control-plane outage degrades sign-in and new keys, not
+    traffic), so an outage there never takes every router out of its Service."""
     st = state(request)
-    return await readiness({"control_db": st.pool.fetchval("SELECT 1"), "redis": st.redis.ping()})
+    return await readiness({"directory": st.directory.loaded_at > 0},
+                           optional={"control_db": st.pool.fetchval("SELECT 1"), "redis": st.redis.ping()})
 
 
 @get("/v1/regions")

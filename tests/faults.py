@@ -1,10 +1,14 @@
-"""Fault injection for the router's tests: a TCP proxy that can delay traffic to one cell."""
+"""Fault injection for the router's tests: a TCP proxy that can delay traffic to one cell, and steady load."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import threading
+import time
+from typing import Any
+
+import httpx
 
 from relay.embedded import free_port
 
@@ -60,3 +64,35 @@ class DelayProxy:
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+
+def post(client: httpx.Client, key: dict[str, Any], text: str = "x") -> tuple[int, float, httpx.Response]:
+    """One small bug report through the router: (status, seconds, response)."""
+    began = time.monotonic()
+    r = client.post("/v1/ingest/interactions", headers=key["h"], json={"type": "bug", "content": {"text": text}})
+    return r.status_code, time.monotonic() - began, r
+
+
+class Load:
+    """Steady ingest into one region from a background thread, recording status and latency."""
+
+    def __init__(self, url: str, key: dict[str, Any], every: float = 0.04) -> None:
+        self.samples: list[tuple[float, int, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(url, key, every), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str, key: dict[str, Any], every: float) -> None:
+        with httpx.Client(base_url=url, timeout=10, trust_env=False) as client:
+            while not self._stop.is_set():
+                try:
+                    status, took, _ = post(client, key)
+                except httpx.TransportError:
+                    status, took = 0, 10.0
+                self.samples.append((time.monotonic(), status, took))
+                time.sleep(every)
+
+    def stop(self) -> list[tuple[float, int, float]]:
+        self._stop.set()
+        self._thread.join(15)
+        return self.samples
