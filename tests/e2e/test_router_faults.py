@@ -167,6 +167,10 @@ def test_routing_outlives_the_control_db_and_redis(faulty: dict[str, Any]) -> No
     try:
         for key in faulty["keys"].values():
             assert post(router, key)[0] == 201
+        # Still ready (the orchestrator keeps it in its Service): the outage shows as degraded, not as 503.
+        ready = router.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["status"] == "degraded" and ready.json()["degraded"] == ["control_db"], ready.json()
         problem(router.get(f"/v1/projects/{faulty['projects']['eu-west']['id']}/interactions", headers=admin.h), 503)
     finally:
         control.start()
@@ -175,8 +179,18 @@ def test_routing_outlives_the_control_db_and_redis(faulty: dict[str, Any]) -> No
         for key in faulty["keys"].values():
             status, took, _ = post(router, key)
             assert status == 201 and took < 1.0, (status, took)
+        assert "redis" in router.get("/readyz").json()["degraded"]  # (the control DB may still be starting)
     finally:
         stack.redis["router"].start()
+    # A cell without its Redis still takes ingest (the outbox keeps follow-up jobs): ready, degraded.
+    eu_cell = stack.dev.topology["cells"]["eu-west"]["url"]
+    stack.redis["eu-west"].stop()
+    try:
+        ready = httpx.get(eu_cell + "/readyz", timeout=5, trust_env=False)
+        assert ready.status_code == 200 and ready.json()["degraded"] == ["redis"], ready.text
+        assert post(router, faulty["keys"]["eu-west"])[0] == 201
+    finally:
+        stack.redis["eu-west"].start()
     # Once the control DB is back, dashboard sessions work again within seconds.
     deadline = time.monotonic() + 10
     while (status := router.get(f"/v1/projects/{faulty['projects']['eu-west']['id']}/interactions",
