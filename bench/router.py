@@ -1,8 +1,11 @@
 """Router overhead, measured side by side: straight to a cell, through the router, through nginx.
 
 1. Ingest of a fixed ~2 KB bug report straight to the us-west cell vs through the router (wrk, closed
-   loop, 32 connections): throughput ratio, and at a steady open-loop load of a quarter of the cell's
-   capacity, the p50/p99 latency the router adds.
+   loop, 32 connections): throughput ratio; and at a steady open-loop load of a quarter of the cell's
+   capacity, the latency the router adds, from paired rounds (direct then router at the same offered load,
+   order alternating): per round p50(router) - p50(direct) and p99(router) - p99(direct), reported as the
+   median over rounds with their spread. (A p99 taken once from each side and subtracted is dominated by
+   the two runs' own tails and can come out negative.)
 2. The router vs nginx as a plain reverse proxy in front of the same cell: throughput ratio.
 3. A fresh key (its first request pays bcrypt in the cell) vs a warm key.
 
@@ -18,6 +21,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,8 @@ from relay.embedded import free_port
 PATH = "/v1/ingest/interactions"
 ROUNDS = 3
 SECONDS = 6
+STEADY_ROUNDS = 6
+STEADY_SECONDS = 5
 
 
 def report_body() -> bytes:
@@ -90,15 +96,19 @@ http {{
     return proc
 
 
-async def steady(url: str, headers: dict[str, str], body: bytes, rate: float, seconds: float) -> list[float]:
-    """Open-loop load: one request every 1/rate s regardless of answers; returns latencies in ms."""
+async def steady(url: str, headers: Callable[[], dict[str, str]], body: bytes, rate: float,
+                 seconds: float) -> list[float]:
+    """Open-loop load: one request every 1/rate s regardless of answers; returns latencies in ms.
+
+    `headers` is called per request, so requests straight to a cell carry a fresh hop signature each.
+    """
     latencies: list[float] = []
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def one() -> None:
             began = time.perf_counter()
-            async with session.post(url, data=body, headers=headers) as r:
+            async with session.post(url, data=body, headers=headers()) as r:
                 await r.read()
                 if r.status == 201:
                     latencies.append((time.perf_counter() - began) * 1000)
@@ -112,6 +122,19 @@ async def steady(url: str, headers: dict[str, str], body: bytes, rate: float, se
             await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
         await asyncio.gather(*tasks)
     return latencies
+
+
+def added_latency(direct: Callable[[], list[float]], routed: Callable[[], list[float]],
+                  rounds: int) -> tuple[list[float], list[float]]:
+    """Paired rounds at one offered load: per round, the router's p50 and p99 minus the direct run's."""
+    p50s, p99s = [], []
+    for i in range(rounds):
+        first, second = (direct, routed) if i % 2 == 0 else (routed, direct)
+        a, b = first(), second()
+        d, r = (a, b) if first is direct else (b, a)
+        p50s.append(pct(r, .5) - pct(d, .5))
+        p99s.append(pct(r, .99) - pct(d, .99))
+    return p50s, p99s
 
 
 def pct(values: list[float], q: float) -> float:
@@ -151,11 +174,13 @@ def main() -> None:
                   f" p99 {[r.p99_ms for r in rs]} ms non-2xx {errors[name]}")
 
         rate = med["direct"] / 4
-        hop = signed_headers(topo, key, "us-west")
-        direct_lat = asyncio.run(steady(cell_url + PATH, {**auth, **hop}, body, rate, 8))
-        router_lat = asyncio.run(steady(router_url + PATH, auth, body, rate, 8))
-        print(f"  steady {rate:.0f} req/s: direct p50 {pct(direct_lat, .5):.2f} p99 {pct(direct_lat, .99):.2f} ms;"
-              f" router p50 {pct(router_lat, .5):.2f} p99 {pct(router_lat, .99):.2f} ms")
+        direct_h = lambda: {**auth, **signed_headers(topo, key, "us-west")}  # noqa: E731 - fresh per request
+        added50, added99 = added_latency(
+            lambda: asyncio.run(steady(cell_url + PATH, direct_h, body, rate, STEADY_SECONDS)),
+            lambda: asyncio.run(steady(router_url + PATH, lambda: auth, body, rate, STEADY_SECONDS)),
+            STEADY_ROUNDS)
+        print(f"  steady {rate:.0f} req/s, {STEADY_ROUNDS} paired rounds of {STEADY_SECONDS}s: added p50 "
+              f"{[round(x, 2) for x in added50]} ms, added p99 {[round(x, 2) for x in added99]} ms")
 
         fresh, warm = [], []
         with_keys = [project_key(topo, "us-west", ["ingest"])[1] for _ in range(8)]
@@ -175,8 +200,10 @@ def main() -> None:
         result("router.nginx_rps", med["nginx"], "req/s")
         result("router.router_vs_direct", med["router"] / med["direct"], "ratio")
         result("router.router_vs_nginx", med["router"] / med["nginx"], "ratio")
-        result("router.added_p50_at_quarter_load", pct(router_lat, .5) - pct(direct_lat, .5), "ms")
-        result("router.added_p99_at_quarter_load", pct(router_lat, .99) - pct(direct_lat, .99), "ms")
+        result("router.added_p50_at_quarter_load", statistics.median(added50), "ms")
+        result("router.added_p50_spread", max(added50) - min(added50), "ms")
+        result("router.added_p99_at_quarter_load", statistics.median(added99), "ms")
+        result("router.added_p99_spread", max(added99) - min(added99), "ms")
         result("router.fresh_key_first_request", statistics.median(fresh), "ms")
         result("router.warm_key_request", statistics.median(warm), "ms")
     finally:
