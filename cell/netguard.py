@@ -62,6 +62,8 @@ class GuardSettings(Protocol):
     def webhooks_allow_loopback(self) -> bool: ...
     @property
     def webhooks_allow_private(self) -> bool: ...
+    @property
+    def egress_ports(self) -> list[int]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +72,13 @@ class Policy:
 
     allow_loopback: bool = False
     allow_private: bool = False
+    ports: frozenset[int] = frozenset()
+    """The ports that may be called; empty: any."""
 
     @classmethod
     def of(cls, settings: GuardSettings) -> Policy:
-        """The policy configured for this cell (RELAY_WEBHOOKS_ALLOW_LOOPBACK / _PRIVATE)."""
-        return cls(settings.webhooks_allow_loopback, settings.webhooks_allow_private)
+        """The policy configured for this cell (RELAY_WEBHOOKS_ALLOW_LOOPBACK / _PRIVATE, RELAY_EGRESS_PORTS)."""
+        return cls(settings.webhooks_allow_loopback, settings.webhooks_allow_private, frozenset(settings.egress_ports))
 
     def allows(self, cls_name: str | None) -> bool:
         """Whether an address of this class may be called."""
@@ -153,7 +157,10 @@ def parse_url(url: str) -> tuple[str, str, int]:
 
 
 async def check_host(host: str, port: int, policy: Policy) -> tuple[IPAddress, ...]:
-    """The addresses of `host` when every one of them may be called, else Refused."""
+    """The addresses of `host` when every one of them may be called on `port`, else Refused."""
+    if policy.ports and port not in policy.ports:
+        allowed = ", ".join(str(p) for p in sorted(policy.ports))
+        raise Refused(f"port {port} is not one this cell's network lets it call (allowed: {allowed})")
     return tuple(check_address(ip, policy) for ip in await resolve(host, port))
 
 

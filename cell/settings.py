@@ -32,6 +32,12 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Interface to listen on (RELAY_HOST)."""
     port: int = 8101
     """Port to listen on (RELAY_PORT)."""
+    tls_cert_file: str = ""
+    """PEM certificate chain: with `tls_key_file`, the API serves only HTTPS, so the router's hop is
+    encrypted and the router checks who answers (RELAY_TLS_CERT_FILE; in Kubernetes, the Secret
+    cert-manager keeps renewed, see infra/k8s)."""
+    tls_key_file: str = ""
+    """The certificate's private key, PEM (RELAY_TLS_KEY_FILE)."""
     db_pool_size: int = 20
     """Maximum Postgres connections per API process (RELAY_DB_POOL_SIZE)."""
     key_recheck_seconds: float = 1.0
@@ -44,6 +50,11 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Let webhook and integration destinations resolve to private addresses (10/8, 172.16/12, 192.168/16,
     100.64/10, fc00::/7), e.g. a self-hosted Jira; link-local, metadata, multicast and reserved addresses stay
     refused regardless (RELAY_WEBHOOKS_ALLOW_PRIVATE)."""
+    egress_ports: list[Annotated[int, msgspec.Meta(ge=1, le=65535)]] = msgspec.field(default_factory=list)
+    """The only ports the cell may call on a project's behalf (webhooks, integrations, SMTP), as a JSON list,
+    e.g. `[80, 443, 465, 587]`; empty: any port. Deployments set it to what their network lets the worker
+    reach (infra/k8s derives the worker's egress policy from the same list), so a destination the network
+    would drop is refused with a 422 when it is configured, not lost at delivery (RELAY_EGRESS_PORTS)."""
     dashboard_url: str = ""
     """The dashboard's base URL, for the link back to an interaction in the issues filed from it in Linear,
     Jira or GitHub; empty: the issue names the interaction's id only (RELAY_DASHBOARD_URL)."""
@@ -81,6 +92,8 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("RELAY_OBJECT_STORE: must be a file://, s3:// or memory:// URL")
         if self.dashboard_url and not self.dashboard_url.startswith(("https://", "http://")):
             raise SettingsError("RELAY_DASHBOARD_URL: must be an http(s) URL or empty")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise SettingsError("RELAY_TLS_CERT_FILE: set together with RELAY_TLS_KEY_FILE, or neither")
         if not 1 <= self.db_pool_size <= 500:
             raise SettingsError("RELAY_DB_POOL_SIZE: must be between 1 and 500")
         if self.ai_provider == "openai":
@@ -88,6 +101,11 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
             if not (self.ai_model or self.ai_embedding_model):
                 raise SettingsError("RELAY_AI_MODEL: the openai provider needs a chat model, an embedding model "
                                     "(RELAY_AI_EMBEDDING_MODEL) or both")
+
+    @property
+    def tls(self) -> tuple[str, str] | None:
+        """(certificate, key) when the API serves HTTPS."""
+        return (self.tls_cert_file, self.tls_key_file) if self.tls_cert_file else None
 
     @property
     def tag(self) -> str:

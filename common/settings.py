@@ -35,6 +35,9 @@ class CellEndpoint(msgspec.Struct, frozen=True):
     """Region tag used in key prefixes (`us` in `rk_us_…`)."""
     hop_secret: str
     """Shared secret for signing the router → cell hop."""
+    ca_file: str = ""
+    """For an `https://` url: the PEM bundle the cell's certificate is checked against (a private CA, e.g.
+    cert-manager's); empty: the system's trust store."""
 
 
 def load(cls: type[T], environ: Mapping[str, str] | None = None, prefix: str = "RELAY_") -> T:

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 from common.serve import serve
 
                 cs = cell_settings()
-                serve(cell_app(cs), cs.host, cs.port, name="cell", region=cs.region)
+                serve(cell_app(cs), cs.host, cs.port, name="cell", region=cs.region, tls=cs.tls)
                 return 0
             from cell.worker import run_worker
 

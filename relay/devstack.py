@@ -20,6 +20,7 @@ import json
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -96,6 +97,11 @@ class DevStack:
     cell_ports: dict[str, int] = field(default_factory=dict)
     """A region's cell on a port chosen by the caller (tests: the port a proxy forwards to). Without it a
     cell listens on `port + 101 + i` when `port` is set, else on a free port."""
+    cell_tls: tuple[Path, Path, Path] | None = None
+    """(certificate, key, CA bundle): cells serve HTTPS with this certificate and the router checks it against
+    the CA, as in a deployment whose hop crosses a network (tests of the TLS hop)."""
+    router_cell_ca: Path | None = None
+    """The CA bundle the router checks cells against, when not `cell_tls`'s (tests: a CA it must refuse)."""
     stores: list[PostgresServer | RedisServer] = field(default_factory=list)
     parts: list[Part] = field(default_factory=list)
     topology: dict[str, Any] = field(default_factory=dict)
@@ -126,7 +132,7 @@ class DevStack:
                 objects = directory.as_uri()
             cell_port = self.cell_ports.get(region) or (router_port + 101 + i if self.port else free_port())
             cells[region] = {
-                "url": f"http://{host}:{cell_port}",
+                "url": f"{'https' if self.cell_tls else 'http'}://{host}:{cell_port}",
                 "database_url": self._database(region, self.environ.get(_var(region, "DATABASE_URL")), host, netns),
                 "redis_url": self._redis(region, self.environ.get(_var(region, "REDIS_URL")), host, netns),
                 "object_store": objects,
@@ -147,13 +153,18 @@ class DevStack:
                    "RELAY_REGIONS": regions_json,
                    "RELAY_PORT": cell["url"].rsplit(":", 1)[1], "RELAY_WEBHOOKS_ALLOW_LOOPBACK": "1",
                    "RELAY_HOST": self.netns.get(region, (None, "127.0.0.1"))[1], **self.cell_env}
+            if self.cell_tls:
+                env |= {"RELAY_TLS_CERT_FILE": str(self.cell_tls[0]), "RELAY_TLS_KEY_FILE": str(self.cell_tls[1])}
             netns = self.netns.get(region, (None, ""))[0]
             self._spawn(f"cell[{region}]", ["cell", "--region", region], env, netns)
             self._spawn(f"worker[{region}]", ["worker", "--region", region], env, netns)
         router_env = {
             "RELAY_DATABASE_URL": router_db, "RELAY_REDIS_URL": router_redis, "RELAY_PORT": str(router_port),
             "RELAY_CELLS": json.dumps({r: {"url": self.cell_urls.get(r, c["url"]), "tag": regions[r],
-                                           "hop_secret": hop[r]} for r, c in cells.items()}),
+                                           "hop_secret": hop[r],
+                                           "ca_file": str(self.router_cell_ca or self.cell_tls[2])
+                                           if self.cell_tls else ""}
+                                       for r, c in cells.items()}),
             "RELAY_DIRECTORY_SNAPSHOT": str((self.state_dir / "router" / "directory.json").resolve()),
             **self.router_env,
         }
@@ -266,7 +277,8 @@ class DevStack:
         self._spawn(part.name, part.args, part.env, part.netns)
 
     def _wait_ready(self, url: str, deadline: float) -> None:
-        with httpx.Client(trust_env=False, timeout=2.0) as client:
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=self.cell_tls[2]) if self.cell_tls else True
+        with httpx.Client(trust_env=False, timeout=2.0, verify=verify) as client:
             while time.monotonic() < deadline:
                 for part in self.parts:
                     if part.proc.poll() is not None:

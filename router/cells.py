@@ -7,6 +7,7 @@ and concurrency limit are its own, and its breaker turns a dead cell into fast
 
 from __future__ import annotations
 
+import ssl
 import time
 from typing import Any
 
@@ -71,14 +72,17 @@ class Cell:
         self.limit = concurrency
         self.in_flight = 0
         self.breaker = Breaker()
+        # Over https the cell's certificate is checked (host name and chain) against its CA bundle.
+        tls = ssl.create_default_context(cafile=endpoint.ca_file or None) if self.url.startswith("https:") else None
         # The hot path's client: aiohttp streams both ways and pools well under concurrency.
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=concurrency, ttl_dns_cache=300, enable_cleanup_closed=True,
-                                           keepalive_timeout=POOL_IDLE_SECONDS),
+                                           keepalive_timeout=POOL_IDLE_SECONDS, ssl=tls if tls else True),
             trust_env=False, auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
         # Control-plane calls (provisioning, keys), where throughput does not matter.
-        self.control = httpx.AsyncClient(base_url=self.url, trust_env=False, timeout=10.0)
+        self.control = httpx.AsyncClient(base_url=self.url, trust_env=False, timeout=10.0,
+                                         verify=tls if tls else True)
 
     def admit(self) -> None:
         """Take a bulkhead slot, or refuse at once with 503 while the cell is saturated or broken."""

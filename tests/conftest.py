@@ -53,7 +53,8 @@ class Stack:
     def __init__(self, pg: StorePostgres, scratch: Path, name: str, *, own_control_db: bool = False,
                  router_env: dict[str, str] | None = None, cell_urls: dict[str, str] | None = None,
                  port: int = 0, cell_env: dict[str, str] | None = None,
-                 cell_ports: dict[str, int] | None = None) -> None:
+                 cell_ports: dict[str, int] | None = None, cell_tls: tuple[Path, Path, Path] | None = None,
+                 router_ca: Path | None = None) -> None:
         self.redis: dict[str, RedisServer] = {}
         env: dict[str, str] = {}
         if not own_control_db:  # else relay dev starts an embedded Postgres the test may stop
@@ -69,7 +70,7 @@ class Stack:
                             trace_dir=scratch / name / "traces",
                             router_env={"RELAY_DB_POOL_SIZE": "6", **(router_env or {})},
                             cell_env={"RELAY_DB_POOL_SIZE": "8", **(cell_env or {})}, cell_urls=cell_urls or {},
-                            cell_ports=cell_ports or {})
+                            cell_ports=cell_ports or {}, cell_tls=cell_tls, router_cell_ca=router_ca)
         try:
             self.dev.start()
         except BaseException:

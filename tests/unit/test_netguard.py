@@ -96,3 +96,16 @@ async def test_malformed_urls_are_refused() -> None:
                      ("http://no-such-host.invalid/", "does not resolve")]:
         with pytest.raises(Refused, match=why):
             await netguard.check_url(url, STRICT)
+
+
+async def test_only_the_ports_the_network_allows_are_called() -> None:
+    """RELAY_EGRESS_PORTS: a destination on another port is refused when configured, not lost at delivery."""
+    policy = Policy(allow_loopback=True, ports=frozenset({443, 587}))
+    assert (await netguard.check_url("https://127.0.0.1/hook", policy)).port == 443
+    with pytest.raises(Refused, match=r"port 8080 is not one this cell's network lets it call \(allowed: 443, 587\)"):
+        await netguard.check_url("http://127.0.0.1:8080/hook", policy)
+    with pytest.raises(Refused, match="port 80 "):  # the scheme's default port counts too
+        await netguard.check_url("http://127.0.0.1/hook", policy)
+    with pytest.raises(Refused, match="port 25 "):
+        await netguard.check_host("127.0.0.1", 25, policy)
+    assert await netguard.check_host("127.0.0.1", 25, Policy(allow_loopback=True))  # empty: any port
