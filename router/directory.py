@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -123,7 +124,8 @@ class Directory:
         if self.snapshot_path is None:
             return
         data = msgspec.json.encode(Snapshot(list(self.keys.values()), list(self.projects.values())))
-        tmp = self.snapshot_path.with_suffix(".tmp")
+        # Unique per process: router pods may share the snapshot's volume (infra/k8s), and os.replace is atomic.
+        tmp = self.snapshot_path.with_suffix(f".{socket.gethostname()}.{os.getpid()}.tmp")
         tmp.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(data)
         os.replace(tmp, self.snapshot_path)

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -357,19 +359,29 @@ def test_http_servers_are_probed_and_served(overlay: str, component: str) -> Non
                 f"Service {services[0]['metadata']['name']} also selects {other['metadata']['name']}"
 
 
+def autoscaler(overlay: str, deployment: str) -> Doc:
+    """The one autoscaler of a Deployment: an HPA, or a KEDA ScaledObject (KEDA runs the HPA it describes),
+    as {minReplicas, maxReplicas, metrics/triggers}."""
+    hpas = [h["spec"] for h in of_kind(overlay, "HorizontalPodAutoscaler")
+            if h["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment}]
+    scaled = [{"minReplicas": o["spec"]["minReplicaCount"], "maxReplicas": o["spec"]["maxReplicaCount"],
+               "metrics": o["spec"]["triggers"]} for o in of_kind(overlay, "ScaledObject")
+              if o["spec"]["scaleTargetRef"]["name"] == deployment
+              and o["spec"]["scaleTargetRef"].get("kind", "Deployment") == "Deployment"]
+    assert len(hpas) + len(scaled) == 1, f"{overlay}: Deployment {deployment} should have one autoscaler"
+    return (hpas + scaled)[0]
+
+
 @pytest.mark.parametrize("overlay", ALL_OVERLAYS)
-def test_every_deployment_has_an_hpa_and_a_pdb(overlay: str) -> None:
+def test_every_deployment_has_an_autoscaler_and_a_pdb(overlay: str) -> None:
     deployments = of_kind(overlay, "Deployment")
     assert deployments
     for deployment in deployments:
         name = deployment["metadata"]["name"]
-        hpas = [h for h in of_kind(overlay, "HorizontalPodAutoscaler")
-                if h["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}]
-        assert len(hpas) == 1, f"{overlay}: Deployment {name} should have one HPA"
-        spec = hpas[0]["spec"]
+        spec = autoscaler(overlay, name)
         assert spec["minReplicas"] >= 2, f"{overlay}: {name} should keep two replicas for availability"
         assert spec["maxReplicas"] > spec["minReplicas"]
-        assert spec.get("metrics"), f"{overlay}: HPA {name} scales on nothing"
+        assert spec.get("metrics"), f"{overlay}: the autoscaler of {name} scales on nothing"
         pdbs = [p for p in of_kind(overlay, "PodDisruptionBudget")
                 if selects(p["spec"]["selector"], pod_labels(deployment))]
         assert len(pdbs) == 1, f"{overlay}: Deployment {name} should have one PDB"
@@ -377,6 +389,22 @@ def test_every_deployment_has_an_hpa_and_a_pdb(overlay: str) -> None:
         # A budget that never allows an eviction blocks node drains.
         assert budget.get("maxUnavailable", 0) >= 1 or budget.get("minAvailable", spec["minReplicas"]) < \
             spec["minReplicas"], f"{overlay}: PDB of {name} allows no eviction"
+
+
+@pytest.mark.parametrize("region", CELL_REGIONS)
+def test_the_worker_scales_on_its_queue_and_the_api_on_in_flight_requests(region: str) -> None:
+    """CPU lags a backlog (a worker waiting on a slow webhook is busy without CPU): the worker follows the
+    depth of the region's own queue, the list saq keeps in the region's Redis (cell.worker names the queue
+    `relay-<region>`), and the API the requests the routers have in flight to this region."""
+    worker = {t["type"]: t["metadata"] for t in autoscaler(region, "cell-worker")["metrics"]}
+    assert worker["redis"]["listName"] == f"saq:relay-{region}:queued"
+    assert f"relay-{region}." in worker["redis"]["address"], "the worker scales on another region's Redis"
+    container = only_container(by_component(region, "Deployment", "worker"))
+    assert worker["redis"]["passwordFromEnv"] in env(region, container)
+    assert "cpu" in worker
+    api = {t["type"]: t["metadata"] for t in autoscaler(region, "cell-api")["metrics"]}
+    assert api["prometheus"]["query"] == f'sum(relay_router_cell_in_flight{{relay_region="{region}"}})'
+    assert "cpu" in api
 
 
 @pytest.mark.parametrize("overlay", ALL_OVERLAYS)
@@ -542,9 +570,14 @@ def test_api_egress_is_dns_and_own_stores_only(region: str) -> None:
 
 
 @pytest.mark.parametrize("region", CELL_REGIONS)
-def test_worker_reaches_public_https_but_no_private_address(region: str) -> None:
+def test_worker_reaches_public_configured_ports_but_no_private_address(region: str) -> None:
     own_stores = private_ip_blocks(region)
-    egress = rules(region, pod_labels(by_component(region, "Deployment", "worker")), "Egress")
+    worker = by_component(region, "Deployment", "worker")
+    # The ports the app may call (it refuses any other when a destination is set) are those the network
+    # opens: a webhook on a port the policy drops would be accepted by the API and lost at delivery.
+    configured = set(json.loads(env(region, only_container(worker))["RELAY_EGRESS_PORTS"]))
+    assert {443, 587} <= configured, f"{region}: HTTPS and SMTP submission must be reachable"
+    egress = rules(region, pod_labels(worker), "Egress")
     public = 0
     for rule in egress:
         for peer in peers(rule, "Egress"):
@@ -556,9 +589,10 @@ def test_worker_reaches_public_https_but_no_private_address(region: str) -> None
             assert all(any(within(n, store) for store in own_stores)
                        for n in private), f"{region} worker reaches private addresses beyond its stores: {peer}"
             if len(private) < len(allowed):
-                assert ports(rule) == {443}, f"{region} worker reaches the internet on ports {ports(rule)}"
+                assert ports(rule) == configured, \
+                    f"{region} worker reaches the internet on ports {ports(rule)}, the app calls {configured}"
                 public += 1
-    assert public, f"{region} worker cannot reach webhook or integration hosts on 443"
+    assert public, f"{region} worker cannot reach webhook or integration hosts"
 
 
 def test_router_reaches_cell_apis_only() -> None:
@@ -597,12 +631,20 @@ def test_router_lists_every_cell() -> None:
     cells = json.loads(raw)
     assert set(cells) == set(CELL_REGIONS)
     refs = secret_refs(container)
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    pod = by_component(ROUTER, "Deployment", "router")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["hop-ca"]["configMap"]["name"] == "relay-hop-ca"
     tags = set()
     for region, cell in cells.items():
         service = one(region, "Service", "cell-api")
         ns = service["metadata"]["namespace"]
         port = service["spec"]["ports"][0]["port"]
-        assert cell["url"] in (f"http://cell-api.{ns}.svc:{port}", f"http://cell-api.{ns}.svc.cluster.local:{port}")
+        assert cell["url"] in (f"https://cell-api.{ns}.svc:{port}",
+                               f"https://cell-api.{ns}.svc.cluster.local:{port}"), "the hop must be TLS"
+        host = cell["url"].split("://", 1)[1].rsplit(":", 1)[0]
+        assert host in one(region, "Certificate", "cell-api")["spec"]["dnsNames"], f"{region} cert misses {host}"
+        assert cell["ca_file"].startswith(mounts["hop-ca"]), "the router checks cells against the hop CA"
         assert ns == f"relay-{region}"
         regions = json.loads(env(region, only_container(by_component(region, "Deployment", "api")))["RELAY_REGIONS"])
         assert set(regions) == set(CELL_REGIONS), f"{region}'s RELAY_REGIONS lists {sorted(regions)}"
@@ -612,3 +654,108 @@ def test_router_lists_every_cell() -> None:
         assert ref and ref.group(1) in refs, f"{region} hop secret is not read from a Secret"
         assert region in refs[ref.group(1)]["key"], f"{region} hop secret read from key {refs[ref.group(1)]['key']}"
     assert len(tags) == len(cells), "two regions share a key tag"
+
+
+@pytest.mark.parametrize("region", CELL_REGIONS)
+def test_the_cell_serves_the_hop_over_tls(region: str) -> None:
+    """The API reads the certificate cert-manager issues for the names the router uses, and is probed over
+    HTTPS (a plain-HTTP probe would fail and take every pod out of the Service)."""
+    api = by_component(region, "Deployment", "api")
+    container = only_container(api)
+    settings = env(region, container)
+    volumes = {v["name"]: v for v in api["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    cert = one(region, "Certificate", "cell-api")
+    for var in ("RELAY_TLS_CERT_FILE", "RELAY_TLS_KEY_FILE"):
+        directory, _, _ = settings[var].rpartition("/")
+        assert volumes[mounts[directory]]["secret"]["secretName"] == cert["spec"]["secretName"], var
+    assert cert["spec"]["issuerRef"] == {"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "relay-hop-ca"}
+    assert f"cell-api.relay-{region}.svc" in cert["spec"]["dnsNames"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"].get("scheme") == "HTTPS", probe
+
+
+@pytest.mark.parametrize("region", CELL_REGIONS)
+def test_region_pods_run_only_on_the_region_nodes(region: str) -> None:
+    """Every pod of a region's cell requires nodes labelled with the region's cloud region, so a shared
+    cluster never schedules EU compute (and the EU data in its memory) on another region's nodes."""
+    cloud_region = env(region, only_container(by_component(region, "Deployment", "api")))["AWS_REGION"]
+    for workload in workloads(region):
+        terms = (workload["spec"]["template"]["spec"].get("affinity", {}).get("nodeAffinity", {})
+                 .get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms", []))
+        name = workload["metadata"]["name"]
+        assert terms, f"{region}: {name} may run on any node"
+        for term in terms:  # every alternative must pin the region (terms are ORed)
+            assert {"key": "topology.kubernetes.io/region", "operator": "In", "values": [cloud_region]} in \
+                term["matchExpressions"], f"{region}: {name} is not pinned to {cloud_region}"
+
+
+def test_the_directory_snapshot_outlives_a_pod() -> None:
+    """A router pod that starts with the control DB down restores the last map a peer saved: the snapshot
+    is on a volume the router pods share, not an emptyDir lost with the pod."""
+    router = by_component(ROUTER, "Deployment", "router")
+    container = only_container(router)
+    path = env(ROUTER, container)["RELAY_DIRECTORY_SNAPSHOT"]
+    mount = max((m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/")),
+                key=lambda m: len(m["mountPath"]))
+    volume = next(v for v in router["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    claim = one(ROUTER, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "router pods on several nodes share it"
+
+
+# ------------------------------------------------------------------ schemas
+
+SCHEMAS = Path(__file__).resolve().parent / "k8s_schemas"
+KUBERNETES_VERSION = "1.33.0"
+"""The oldest Kubernetes the manifests are written for (EKS, GKE and AKS all still offer it)."""
+CUSTOM = {(s["apiVersion"], s["kind"]): s for s in
+          (json.loads(p.read_text()) for p in sorted(SCHEMAS.glob("*.json")))}
+EXAMPLES = sorted((OVERLAYS.parent / "examples").glob("*.yaml"))
+
+
+def _validate(doc: Doc, where: str) -> None:
+    key = (doc["apiVersion"], doc["kind"])
+    if key in CUSTOM:
+        try:
+            jsonschema.validate(doc, CUSTOM[key]["schema"])
+        except jsonschema.ValidationError as exc:
+            pytest.fail(f"{where}: {doc['kind']}/{doc['metadata']['name']} is invalid: {exc.message}")
+        return
+    try:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.SchemaNotFoundError:
+        pytest.fail(f"{where}: {key} has no schema (a CRD needs one in tests/k8s_schemas/)")
+    except kubernetes_validate.ValidationError as exc:
+        pytest.fail(f"{where}: {doc['kind']}/{doc['metadata']['name']} is invalid: {exc.message} at "
+                    f"{'/'.join(str(p) for p in exc.path)}")
+
+
+@pytest.mark.parametrize("overlay", ALL_OVERLAYS)
+def test_every_rendered_object_is_valid(overlay: str) -> None:
+    """Offline, against the Kubernetes API's own JSON schemas (kubernetes-validate bundles them, strict:
+    an unknown field is an error, as `kubectl apply --validate=strict` would say) and, for the custom
+    resources used (KEDA, cert-manager, CloudNativePG), the schemas in tests/k8s_schemas/."""
+    for doc in render(overlay):
+        _validate(doc, overlay)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_is_valid(example: Path) -> None:
+    docs = [d for d in yaml.safe_load_all(example.read_text()) if d]
+    assert docs
+    for doc in docs:
+        _validate(doc, example.name)
+
+
+def test_the_validator_refuses_what_the_api_server_would() -> None:
+    """The check is real: a typo, a wrong type and a custom resource's unknown field all fail."""
+    deployment = one("eu-west", "Deployment", "cell-api")
+    typo = json.loads(json.dumps(deployment))
+    typo["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    wrong = json.loads(json.dumps(deployment))
+    wrong["spec"]["replicas"] = "two"
+    scaled = json.loads(json.dumps(one("eu-west", "ScaledObject", "cell-worker")))
+    scaled["spec"]["minReplicas"] = 2
+    for bad in (typo, wrong, scaled):
+        with pytest.raises(pytest.fail.Exception):
+            _validate(bad, "a broken copy")
