@@ -21,6 +21,7 @@ from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 
 from common import metrics, telemetry
+from common.mail import Mailer
 from common.pg import create_pool
 from common.problems import EXCEPTION_HANDLERS
 from router import health
@@ -126,7 +127,8 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
         redis = Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
         feed = Redis.from_url(settings.redis_url, socket_connect_timeout=1, health_check_interval=10)
         cells = Cells(settings.cells, settings.cell_concurrency)
-        st = RouterState(settings, pool, redis, directory, cells, RateLimiter(settings.redis_url, settings.rate_limits))
+        st = RouterState(settings, pool, redis, directory, cells, RateLimiter(settings.redis_url, settings.rate_limits),
+                         Mailer.configured(settings.smtp_url, settings.mail_from, settings.mail_dir))
         app.state.router = st
         _watch(st)
         tasks = [asyncio.create_task(directory.follow(feed)),
