@@ -1,7 +1,7 @@
 """The router application: a thin ASGI dispatcher in front of the proxy and the control plane.
 
 Requests for data that lives in a cell (`/v1/ingest/…`, and everything under
-`/v1/projects/{id}/…` except keys, members and moves) go straight to the raw
+`/v1/projects/{id}/…` except keys, members, invitations and moves) go straight to the raw
 proxy; the router's own endpoints (auth, projects, keys, members, regions,
 health) are a Litestar app, which also owns the lifespan and its resources.
 """
@@ -28,6 +28,7 @@ from router import health
 from router.auth import routes as auth
 from router.cells import Cells
 from router.directory import Directory
+from router.members import routes as members
 from router.moves import driver as mover
 from router.moves import routes as moves
 from router.moves.settings import from_env as move_settings
@@ -39,7 +40,7 @@ from router.settings import RouterSettings, from_env
 from router.state import RouterState
 
 log = logging.getLogger("relay.router")
-CONTROL_SUBRESOURCES = frozenset({"members", "move"})
+CONTROL_SUBRESOURCES = frozenset({"members", "invitations", "move"})
 
 
 class RouterApp:
@@ -149,7 +150,8 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
             await pool.close()
 
     control = Litestar(
-        route_handlers=[*health.ROUTES, *auth.ROUTES, *projects.ROUTES, *moves.ROUTES, metrics.scrape_route()],
+        route_handlers=[*health.ROUTES, *auth.ROUTES, *projects.ROUTES, *members.ROUTES, *moves.ROUTES,
+                        metrics.scrape_route()],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(title="Relay router", version="1.0.0"),
