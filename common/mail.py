@@ -113,7 +113,9 @@ def compose(sender: str, to: str, subject: str, body: str) -> EmailMessage:
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid(domain=parseaddr(sender)[1].rpartition("@")[2] or "relay.localhost")
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies back
-    message.set_content(body)
+    # Unencoded where the text allows, so a link in a stored `.eml` reads (and greps) as one piece.
+    fits = all(len(line) <= 998 for line in body.splitlines())
+    message.set_content(body, cte=("7bit" if body.isascii() else "8bit") if fits else "quoted-printable")
     return message
 
 
