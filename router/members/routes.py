@@ -53,22 +53,22 @@ async def _owner_change(conn: asyncpg.Connection, session: Session, project_id: 
     """Lock the member's row and check that the caller may give it `new_role` (None: remove it); the
     member's current role.
 
-    Demoting or removing an owner locks every owner row of the project, so two owners demoting each other at
-    once cannot leave it with none."""
-    role: str | None = await conn.fetchval(
-        "SELECT role::text FROM project_memberships WHERE project_id = $1 AND user_id = $2 FOR UPDATE",
+    The member's row and every owner's are locked in one statement, in id order, so two owners demoting
+    each other at once neither deadlock nor leave the project with no owner (the second one re-reads the
+    first one's change and gets 409)."""
+    rows = await conn.fetch(
+        """SELECT user_id, role::text AS role FROM project_memberships
+            WHERE project_id = $1 AND (role = 'owner' OR user_id = $2) ORDER BY id FOR UPDATE""",
         project_id, user_id)
+    role = next((r["role"] for r in rows if r["user_id"] == user_id), None)
     if role is None:
         raise Problem(404, "no such member")
     if role == "owner" and new_role != "owner":
         if session.role != "owner":
             raise Problem(403, "only an owner can change an owner")
-        owners = await conn.fetch(
-            "SELECT user_id FROM project_memberships WHERE project_id = $1 AND role = 'owner' ORDER BY id FOR UPDATE",
-            project_id)
-        if len(owners) <= 1:
+        if sum(r["role"] == "owner" for r in rows) <= 1:
             raise Problem(409, "a project keeps at least one owner")
-    return role
+    return str(role)
 
 
 @post("/v1/projects/{project_id:uuid}/members", status_code=201)

@@ -4,6 +4,8 @@ only by owners, and the last owner stays."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import secrets
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -69,17 +71,15 @@ def test_invitations_for_people_without_an_account_expire_and_can_be_revoked(rou
     p = admin.project("us-west")
     directory = mailbox.directory_of(router)
     # Invited before they have an account: they sign up with the address, then accept.
-    later = Admin.__new__(Admin)
-    later.router = router
-    later.email = f"later-{p['id'][:8]}@example.com"
-    _invite(router, admin, p, later.email, "viewer")
-    token = mailbox.invitation_token(mailbox.wait_for(directory, later.email)[-1])
-    r = router.post("/v1/auth/signup", json={"email": later.email, "password": "correct horse battery staple",
+    later = f"later-{secrets.token_hex(4)}@example.com"
+    _invite(router, admin, p, later, "viewer")
+    token = mailbox.invitation_token(mailbox.wait_for(directory, later)[-1])
+    r = router.post("/v1/auth/signup", json={"email": later, "password": "correct horse battery staple",
                                              "name": "Later"})
     assert r.status_code == 201, r.text
     assert router.post(f"/v1/invitations/{token}/accept",
                        headers={"Authorization": f"Bearer {r.json()['token']}"}).status_code == 200
-    assert _roles(router, admin, p)[later.email] == "viewer"
+    assert _roles(router, admin, p)[later] == "viewer"
 
     # Inviting again replaces the open invitation: the first link stops working.
     person = Admin(router)
@@ -145,3 +145,17 @@ def test_owners_are_changed_only_by_owners_and_the_last_one_stays(router: httpx.
     problem(router.get(f"/v1/projects/{p['id']}/interactions", headers=agent.h), 404)
     problem(router.delete(f"{base}/{agent_id}", headers=manager.h), 404)
     assert _roles(router, admin, p) == {admin.email: "admin", manager.email: "owner"}
+
+
+def test_two_owners_demoting_each_other_at_once_leave_one_owner(router: httpx.Client, admin: Admin) -> None:
+    def demote(by: Admin, project: dict[str, str], whom: Admin) -> httpx.Response:
+        return router.patch(f"/v1/projects/{project['id']}/members/{whom.user['id']}", json={"role": "admin"},
+                            headers=by.h)
+
+    for _ in range(5):
+        p = admin.project("eu-west")
+        other = admin.member(p, "owner")
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            answers = [f.result() for f in [pool.submit(demote, admin, p, other), pool.submit(demote, other, p, admin)]]
+        assert sorted(r.status_code for r in answers) == [200, 409], [r.text for r in answers]
+        assert sorted(_roles(router, admin, p).values()) == ["admin", "owner"]
