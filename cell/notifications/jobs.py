@@ -3,7 +3,10 @@
 `notify.issue_closed` {interaction_id, provider, external_url, external_id?,
 resolution?} (written when a provider's webhook says a linked issue closed)
 emails every recipient of the interaction and its duplicate group
-(`recipients.for_interaction`) and posts one Slack message. The event is the
+(`recipients.for_interaction`: verified end users only, once the project has an
+identity secret) through the project's `email` integration, else the cell's own
+mailer (`RELAY_SMTP_URL`, or `.eml` files in `RELAY_MAIL_DIR`), and posts one
+Slack message. The event is the
 closed issue itself, so an issue that several duplicates link to, or a
 provider webhook that arrives twice, still tells each person once.
 `interaction.created` of a `bug` with severity high or critical is posted to
