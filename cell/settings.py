@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from common.mail import DEFAULT_FROM, check_settings
 from common.settings import DEFAULT_REGIONS, SettingsError, check_regions, check_secret, load
 
 
@@ -62,6 +63,15 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
     """A replay still recording with no chunk for this long is closed and processed as if its SDK had
     finished it (RELAY_REPLAY_IDLE_TIMEOUT_SECONDS)."""
 
+    smtp_url: str = ""
+    """The operator's SMTP server for the email this service sends, e.g. `smtp://user:password@mail.example.com:587`
+    (STARTTLS required), `smtps://…:465` (TLS), `smtp+plain://…:25` (a trusted relay); empty: none (RELAY_SMTP_URL)."""
+    mail_from: str = DEFAULT_FROM
+    """The sender of that email (RELAY_MAIL_FROM)."""
+    mail_dir: str = ""
+    """With no SMTP server: a directory where each email is written as one `.eml` file instead (`relay dev` sets
+    `DIR/mail/`); empty with no server: nothing is sent (RELAY_MAIL_DIR)."""
+
     ai_provider: Literal["local", "openai"] = "local"
     """Who enriches this cell's interactions (summaries, labels, duplicate groups): `local`, in the worker
     with no network, or `openai`, an OpenAI-compatible endpoint; set per cell, so a region's text only goes
@@ -82,6 +92,7 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Time budget of one call to the endpoint (RELAY_AI_TIMEOUT_SECONDS)."""
 
     def __post_init__(self) -> None:
+        check_settings(self.smtp_url, self.mail_from, self.mail_dir)
         check_regions(self.regions)
         if self.region not in self.regions:
             raise SettingsError(f"RELAY_REGION: {self.region!r} is not one of RELAY_REGIONS {sorted(self.regions)}")

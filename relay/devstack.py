@@ -9,6 +9,8 @@ variables name real servers:
     RELAY_<REGION>_DATABASE_URL, RELAY_<REGION>_REDIS_URL, RELAY_<REGION>_OBJECT_STORE
         (REGION upper-cased with `_` for `-`, e.g. RELAY_EU_WEST_DATABASE_URL)
     RELAY_DEV_REGIONS   regions and key tags, default "us-west:us,eu-west:eu"
+    RELAY_SMTP_URL, RELAY_MAIL_FROM   the mail server the router and the cells send through; without one,
+        every email is written as one `.eml` file under `DIR/mail/`
 
 `topology.json` is written to the state dir once every piece answers.
 """
@@ -146,13 +148,14 @@ class DevStack:
         asyncio.run(migrate_all())
 
         regions_json = json.dumps(regions)
+        mail = self._mail()
         for region, cell in cells.items():
             env = {"RELAY_REGION": region, "RELAY_DATABASE_URL": cell["database_url"],
                    "RELAY_REDIS_URL": cell["redis_url"], "RELAY_OBJECT_STORE": cell["object_store"],
                    "RELAY_HOP_SECRET": hop[region], "RELAY_SECRET_KEY": hop[f"{region}:secret_key"],
                    "RELAY_REGIONS": regions_json,
                    "RELAY_PORT": cell["url"].rsplit(":", 1)[1], "RELAY_WEBHOOKS_ALLOW_LOOPBACK": "1",
-                   "RELAY_HOST": self.netns.get(region, (None, "127.0.0.1"))[1], **self.cell_env}
+                   "RELAY_HOST": self.netns.get(region, (None, "127.0.0.1"))[1], **mail, **self.cell_env}
             if self.cell_tls:
                 env |= {"RELAY_TLS_CERT_FILE": str(self.cell_tls[0]), "RELAY_TLS_KEY_FILE": str(self.cell_tls[1])}
             netns = self.netns.get(region, (None, ""))[0]
@@ -166,7 +169,7 @@ class DevStack:
                                            if self.cell_tls else ""}
                                        for r, c in cells.items()}),
             "RELAY_DIRECTORY_SNAPSHOT": str((self.state_dir / "router" / "directory.json").resolve()),
-            **self.router_env,
+            **mail, **self.router_env,
         }
         self._spawn("router", ["router"], router_env)
 
@@ -183,6 +186,16 @@ class DevStack:
         tmp.write_text(json.dumps(self.topology, indent=2))
         tmp.replace(self.state_dir / "topology.json")
         return self.topology
+
+    def _mail(self) -> dict[str, str]:
+        """How the router and the cells send email: the SMTP server the environment names, else one `.eml` file
+        per message under `DIR/mail/`."""
+        passed = {k: self.environ[k] for k in ("RELAY_SMTP_URL", "RELAY_MAIL_FROM") if self.environ.get(k)}
+        if "RELAY_SMTP_URL" in passed:
+            return passed
+        directory = (self.state_dir / "mail").resolve()
+        directory.mkdir(parents=True, exist_ok=True)
+        return {**passed, "RELAY_MAIL_DIR": str(directory)}
 
     def _database(self, name: str, given: str | None, host: str = "127.0.0.1", netns: str | None = None) -> str:
         if given:

@@ -1,7 +1,7 @@
 """The router application: a thin ASGI dispatcher in front of the proxy and the control plane.
 
 Requests for data that lives in a cell (`/v1/ingest/…`, and everything under
-`/v1/projects/{id}/…` except keys, members and moves) go straight to the raw
+`/v1/projects/{id}/…` except keys, members, invitations and moves) go straight to the raw
 proxy; the router's own endpoints (auth, projects, keys, members, regions,
 health) are a Litestar app, which also owns the lifespan and its resources.
 """
@@ -22,12 +22,14 @@ from redis.asyncio import Redis
 
 from common import metrics, telemetry
 from common.health import watch_dependencies
+from common.mail import Mailer
 from common.pg import create_pool
 from common.problems import EXCEPTION_HANDLERS
 from router import health
 from router.auth import routes as auth
 from router.cells import Cells
 from router.directory import Directory
+from router.members import routes as members
 from router.moves import driver as mover
 from router.moves import routes as moves
 from router.moves.settings import from_env as move_settings
@@ -39,7 +41,7 @@ from router.settings import RouterSettings, from_env
 from router.state import RouterState
 
 log = logging.getLogger("relay.router")
-CONTROL_SUBRESOURCES = frozenset({"members", "move"})
+CONTROL_SUBRESOURCES = frozenset({"members", "invitations", "move"})
 
 
 class RouterApp:
@@ -128,7 +130,8 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
         redis = Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1)
         feed = Redis.from_url(settings.redis_url, socket_connect_timeout=1, health_check_interval=10)
         cells = Cells(settings.cells, settings.cell_concurrency)
-        st = RouterState(settings, pool, redis, directory, cells, RateLimiter(settings.redis_url, settings.rate_limits))
+        st = RouterState(settings, pool, redis, directory, cells, RateLimiter(settings.redis_url, settings.rate_limits),
+                         Mailer.configured(settings.smtp_url, settings.mail_from, settings.mail_dir))
         app.state.router = st
         _watch(st)
         tasks = [asyncio.create_task(directory.follow(feed)),
@@ -149,7 +152,8 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
             await pool.close()
 
     control = Litestar(
-        route_handlers=[*health.ROUTES, *auth.ROUTES, *projects.ROUTES, *moves.ROUTES, metrics.scrape_route()],
+        route_handlers=[*health.ROUTES, *auth.ROUTES, *projects.ROUTES, *members.ROUTES, *moves.ROUTES,
+                        metrics.scrape_route()],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(title="Relay router", version="1.0.0"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 from limits import parse
 
+from common.mail import DEFAULT_FROM, check_settings
 from common.settings import CellEndpoint, SettingsError, check_regions, check_secret, load
 from router.ratelimit import DEFAULT_LIMITS
 
@@ -37,7 +38,17 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     reconcile_seconds: float = 30.0
     """Period of the full reload of the directory from the control DB (RELAY_RECONCILE_SECONDS)."""
 
+    smtp_url: str = ""
+    """The operator's SMTP server for the email this service sends, e.g. `smtp://user:password@mail.example.com:587`
+    (STARTTLS required), `smtps://…:465` (TLS), `smtp+plain://…:25` (a trusted relay); empty: none (RELAY_SMTP_URL)."""
+    mail_from: str = DEFAULT_FROM
+    """The sender of that email (RELAY_MAIL_FROM)."""
+    mail_dir: str = ""
+    """With no SMTP server: a directory where each email is written as one `.eml` file instead (`relay dev` sets
+    `DIR/mail/`); empty with no server: nothing is sent (RELAY_MAIL_DIR)."""
+
     def __post_init__(self) -> None:
+        check_settings(self.smtp_url, self.mail_from, self.mail_dir)
         if not self.cells:
             raise SettingsError("RELAY_CELLS: at least one cell is needed")
         check_regions({region: cell.tag for region, cell in self.cells.items()})

@@ -9,6 +9,7 @@ import asyncpg
 from litestar import Request
 from redis.asyncio import Redis
 
+from common.mail import Mailer
 from router.cells import Cells
 from router.directory import Directory
 from router.ratelimit import RateLimiter
@@ -25,6 +26,8 @@ class RouterState:
     directory: Directory
     cells: Cells
     limiter: RateLimiter
+    mailer: Mailer | None = None
+    """How the router sends email (invitations); None when no SMTP server or mail directory is configured."""
 
 
 def state(request: Request[Any, Any, Any]) -> RouterState:

@@ -16,6 +16,7 @@ import pytest
 
 from relay.devstack import DevStack
 from relay.embedded import RedisServer
+from tests import mailbox
 from tests.services import StorePostgres, redis_server
 
 REGIONS = ("us-west", "eu-west")
@@ -76,6 +77,7 @@ class Stack:
         except BaseException:
             self.close()
             raise
+        mailbox.register(self.dev.topology["router"]["url"], self.dev.state_dir / "mail")
 
     def close(self) -> None:
         self.dev.stop()
@@ -135,12 +137,20 @@ class Admin:
         return dict(r.json())
 
     def member(self, project: dict[str, Any], role: str) -> Admin:
-        """A new dashboard user, added to `project` by this one with `role`."""
+        """A new dashboard user, invited to `project` by this one with `role`, who accepted (from the mail)."""
         user = Admin(self.router)
+        self.invite(project, user, role)
+        return user
+
+    def invite(self, project: dict[str, Any], user: Admin, role: str) -> dict[str, Any]:
+        """Invite an existing account to `project` and accept as them with the emailed token; the membership."""
+        before = len(mailbox.messages(mailbox.directory_of(self.router), user.email))
         r = self.router.post(f"/v1/projects/{project['id']}/members", json={"email": user.email, "role": role},
                              headers=self.h)
-        assert r.status_code == 201 and r.json()["role"] == role, r.text
-        return user
+        assert r.status_code == 201 and r.json()["status"] == "invited" and r.json()["role"] == role, r.text
+        joined = mailbox.accept_invitation(self.router, user, before + 1)
+        assert joined["role"] == role and joined["project_id"] == project["id"], joined
+        return joined
 
     def key(self, project: dict[str, Any], scopes: list[str]) -> dict[str, Any]:
         r = self.router.post(f"/v1/projects/{project['id']}/api-keys", json={"name": "k", "scopes": scopes},

@@ -153,18 +153,20 @@ async def votable(conn: asyncpg.Connection, project_id: uuid.UUID, item_id: uuid
 
 
 async def add_vote(conn: asyncpg.Connection, project_id: uuid.UUID, item_id: uuid.UUID, session_id: uuid.UUID,
-                   user_id: uuid.UUID | None) -> tuple[asyncpg.Record, int, bool]:
-    """The session's vote, the item's count after it, and whether this call cast it.
+                   user_id: uuid.UUID | None, *, verified: bool = False) -> tuple[asyncpg.Record, int, bool]:
+    """The session's (or verified person's) vote, the item's count after it, and whether this call cast it.
 
-    UNIQUE (feedback_item_id, session_id) makes the second of two concurrent
-    votes wait for the first and then insert nothing, so it counts nothing.
+    UNIQUE (feedback_item_id, session_id), and for votes of verified end users the unique index on
+    (feedback_item_id, user_id), make the second of two concurrent votes wait for the first and then insert
+    nothing, so it counts nothing.
     """
+    verified = verified and user_id is not None
     vote = await conn.fetchrow(
-        f"""INSERT INTO feedback_votes (id, project_id, feedback_item_id, user_id, session_id)
-            VALUES ($1, $2, $3, $4, $5)
-            ON CONFLICT (feedback_item_id, session_id) DO NOTHING
+        f"""INSERT INTO feedback_votes (id, project_id, feedback_item_id, user_id, session_id, verified)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT DO NOTHING
             RETURNING {VOTE_COLUMNS}""",
-        uuid7(), project_id, item_id, user_id, session_id,
+        uuid7(), project_id, item_id, user_id, session_id, verified,
     )
     if vote is not None:
         count: int = await conn.fetchval(
@@ -175,8 +177,10 @@ async def add_vote(conn: asyncpg.Connection, project_id: uuid.UUID, item_id: uui
     existing = await conn.fetchrow(
         f"""SELECT {VOTE_COLUMNS},
                    (SELECT vote_count FROM feedback_items WHERE project_id = $1 AND id = $2) AS vote_count
-              FROM feedback_votes WHERE project_id = $1 AND feedback_item_id = $2 AND session_id = $3""",
-        project_id, item_id, session_id,
+              FROM feedback_votes WHERE project_id = $1 AND feedback_item_id = $2
+               AND (session_id = $3 OR (verified AND $5 AND user_id = $4))
+             ORDER BY session_id = $3 DESC LIMIT 1""",
+        project_id, item_id, session_id, user_id, verified,
     )
     if existing is None:  # the conflicting vote was withdrawn between the two statements
         raise Problem(409, "this session's vote changed concurrently; try again")

@@ -11,7 +11,7 @@ import msgspec
 from litestar import Request, Response, get, patch, post
 from litestar.params import Parameter
 
-from cell import audit
+from cell import audit, users
 from cell.auth import READ, WRITE, require
 from cell.context import caller, ctx
 from cell.interactions import queries, search, writer
@@ -50,13 +50,15 @@ async def ingest_interaction(request: Request[Any, Any, Any], data: InteractionI
     logs = None if data.logs is None else (scrub.scrub_value(rules, data.logs.console, "logs", report),
                                            scrub.scrub_value(rules, data.logs.network, "logs", report),
                                            scrub.scrub_value(rules, data.logs.errors, "logs", report))
+    # Checked before the group commit: a refused identity fails this request alone.
+    claim = await users.verify(context.pool, context.settings.secret_key, pid, data.user) if data.user else None
     item = writer.Pending({
         "id": data.id or uuid7(), "project_id": pid, "type": data.type, "source": data.source or "sdk",
         "user_id": None, "session_id": data.session_id,
         "content_text": queries.content_text(content), "content": content,
         "severity": data.severity, "tags": data.tags, "technical_context": technical_context,
         "privacy_scope": report.as_json() if report else None,
-    }, data.user, logs, current_traceparent())
+    }, claim, logs, current_traceparent())
     try:
         outcome = await context.ingest.store(item)
     except asyncpg.ForeignKeyViolationError as exc:  # the session went to another project meanwhile

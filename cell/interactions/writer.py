@@ -68,7 +68,8 @@ class Pending:
 
     row: dict[str, Any]
     """The interactions row, keyed as `queries.insert` takes it; `user_id` is filled in by the writer."""
-    user: users.EndUserIn | None
+    user: users.Claim | None
+    """The `user` sent, already checked against the project's identity secret."""
     logs: tuple[Any, Any, Any] | None
     """Console, network and error logs, already scrubbed."""
     traceparent: str | None
@@ -209,7 +210,7 @@ async def _write(conn: asyncpg.Connection, batch: list[Pending]) -> tuple[dict[i
     known = [(i.project_id, i.user) for i in fresh if i.user is not None]
     user_ids = await users.upsert_many(conn, known) if known else {}
     for item in fresh:
-        item.row["user_id"] = user_ids[(item.project_id, item.user.external_id)] if item.user else None
+        item.row["user_id"] = user_ids[(item.project_id, item.user.user.external_id)] if item.user else None
     in_sessions = [(i.project_id, i.session_id, i.row["user_id"]) for i in fresh if i.session_id is not None]
     if in_sessions:
         await queries.ensure_sessions(conn, in_sessions)

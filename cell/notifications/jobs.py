@@ -3,7 +3,10 @@
 `notify.issue_closed` {interaction_id, provider, external_url, external_id?,
 resolution?} (written when a provider's webhook says a linked issue closed)
 emails every recipient of the interaction and its duplicate group
-(`recipients.for_interaction`) and posts one Slack message. The event is the
+(`recipients.for_interaction`: verified end users only, once the project has an
+identity secret) through the project's `email` integration, else the cell's own
+mailer (`RELAY_SMTP_URL`, or `.eml` files in `RELAY_MAIL_DIR`), and posts one
+Slack message. The event is the
 closed issue itself, so an issue that several duplicates link to, or a
 provider webhook that arrives twice, still tells each person once.
 `interaction.created` of a `bug` with severity high or critical is posted to
@@ -33,6 +36,7 @@ from cell.notifications import email, recipients, slack
 from cell.notifications.sent import EMAIL, SLACK, Ledger, recipient_key
 from cell.secrets import SecretError
 from cell.settings import CellSettings
+from common.mail import Mailer
 
 log = logging.getLogger("relay.notifications")
 
@@ -87,17 +91,16 @@ def email_body(project: str, role: str, url: str | None, completed: bool = True)
     return f"{project}: {headline}", "\n".join(lines)
 
 
-async def _email_everyone(settings: CellSettings, config: EmailConfig, ledger: Ledger,
-                          todo: list[tuple[recipients.Recipient, str]], project: str, url: str | None,
-                          completed: bool) -> tuple[int, list[str]]:
-    """Email each person not yet emailed for this event over one SMTP session; how many, and the passing failures."""
+async def _email_everyone(mailer: Mailer, ledger: Ledger, todo: list[tuple[recipients.Recipient, str]],
+                          project: str, url: str | None, completed: bool) -> tuple[int, list[str]]:
+    """Email each person not yet emailed for this event in one mail session; how many, and the passing failures."""
     sent, retry = 0, []
     try:
-        async with email.session(settings, config) as client:
+        async with mailer.session() as outbox:
             for person, key in todo:
                 subject, body = email_body(project, person.role, url, completed)
                 try:
-                    await email.send(client, config, email.compose(config, person.email, subject, body), person.email)
+                    await outbox.send(person.email, subject, body)
                 except email.SendError as exc:
                     if exc.permanent:
                         log.warning("email refused for one recipient: %s", exc,
@@ -152,26 +155,28 @@ async def issue_closed(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
     event = "issue_closed:" + hashlib.sha256(issue.encode()).hexdigest()[:40]
     mail = await _config(pool, settings, project_id, "email")
     chat = await _config(pool, settings, project_id, "slack")
-    if not isinstance(mail, EmailConfig) and not isinstance(chat, SlackConfig):
+    mailer = (email.project_mailer(settings, mail) if isinstance(mail, EmailConfig)
+              else email.operator_mailer(settings))
+    if mailer is None and not isinstance(chat, SlackConfig):
         return
     project = _project_name(row["name"])
     retry: list[str] = []
     people: list[recipients.Recipient] = []
     emailed = 0
     async with pool.acquire() as conn, Ledger(conn, project_id, event) as ledger:
-        if isinstance(mail, EmailConfig):
+        if mailer is not None:
             people = await recipients.for_interaction(conn, project_id, interaction_id)
             keys = [(person, recipient_key(settings, person.email)) for person in people]
             todo = [(person, key) for person, key in keys if not ledger.sent(EMAIL, key)]
             if todo:
-                sent, failed = await _email_everyone(settings, mail, ledger, todo, project, url, completed)
-                if sent:
+                sent, failed = await _email_everyone(mailer, ledger, todo, project, url, completed)
+                if sent and isinstance(mail, EmailConfig):
                     await mark_synced(conn, project_id, "email")
                 retry += failed
             emailed = sum(ledger.sent(EMAIL, key) for _, key in keys)
         if isinstance(chat, SlackConfig):
             where = slack.link(url, url) if url else "the linked issue"
-            told = f"{emailed} of {len(people)} people told by email." if isinstance(mail, EmailConfig) else ""
+            told = f"{emailed} of {len(people)} people told by email." if mailer is not None else ""
             text = f"Issue closed in {project}: {url or 'linked issue'}. {told}".strip()
             blocks: list[dict[str, Any]] = [
                 {"type": "section", "text": {"type": "mrkdwn",

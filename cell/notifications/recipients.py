@@ -3,8 +3,10 @@
 For the interaction and every member of its `ai_duplicate_group_id` group:
 its reporter (the end user who sent it), the voters of the feedback items it
 is linked to, and, for a chat, the end user of the conversation. Only people with a
-usable email address; one entry per address (lower-cased), with the closest
-role (reporter, then chat, then voter) deciding how the email reads.
+usable email address, and once the project has an identity secret only verified
+end users (an address anybody with the ingest key could have typed gets
+nothing); one entry per address (lower-cased), with the closest role
+(reporter, then chat, then voter) deciding how the email reads.
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ async def for_interaction(conn: asyncpg.Connection | asyncpg.Pool, project_id: u
                      JOIN feedback_votes v ON v.project_id = l.project_id AND v.feedback_item_id = l.feedback_item_id
                     WHERE l.project_id = $1 AND l.interaction_id = ANY($4::uuid[]) AND v.user_id IS NOT NULL) p
              JOIN end_users e ON e.project_id = $1 AND e.id = p.user_id
-            WHERE e.email IS NOT NULL
+             JOIN projects pr ON pr.id = $1
+            WHERE e.email IS NOT NULL AND (e.verified OR pr.identity_secret IS NULL)
             ORDER BY lower(btrim(e.email)), p.rank, e.id""",
         project_id, reporters, conversations, [m["id"] for m in members], chatters)
     found = [Recipient(r["id"], r["email"], r["role"]) for r in rows if usable(r["email"])]

@@ -7,18 +7,22 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
+import asyncpg
 import msgspec
-from litestar import Request, get, patch, put
+from litestar import Request, get, patch, post, put
 
 from cell import audit
-from cell.auth import ADMIN, READ, require
+from cell.auth import ADMIN, READ, Principal, require
 from cell.context import caller, ctx
 from cell.maintenance.retention import MAX_DAYS, retention_days
 from cell.privacy import queries as privacy
+from cell.users import identity
 from common.problems import Problem
 from common.signing import Actor
+
+IdentityMode = Literal["optional", "required"]
 
 
 class ProjectIn(msgspec.Struct):
@@ -71,17 +75,22 @@ class ProjectSettings(msgspec.Struct, kw_only=True):
     """`GET …/settings`: a project's settings; `retention_days` null keeps data forever."""
 
     retention_days: int | None
+    identity_verification: IdentityMode = "optional"
+    """`required`: a `user` without a valid `user_hash` is refused (401); `optional`: it is kept unverified."""
 
 
 class SettingsPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """`PATCH …/settings`: absent fields are left alone; `retention_days: null` keeps data forever."""
 
     retention_days: Annotated[int, msgspec.Meta(ge=1, le=MAX_DAYS)] | msgspec.UnsetType | None = msgspec.UNSET
+    identity_verification: IdentityMode | msgspec.UnsetType = msgspec.UNSET
 
 
 def _settings(stored: dict[str, Any]) -> ProjectSettings:
     """The settings a stored `projects.settings` document gives (anything unusable reads as unset)."""
-    return ProjectSettings(retention_days=retention_days(stored.get("retention_days")))
+    mode = stored.get("identity_verification")
+    return ProjectSettings(retention_days=retention_days(stored.get("retention_days")),
+                           identity_verification="required" if mode == "required" else "optional")
 
 
 @get("/v1/projects/{project_id:uuid}/settings")
@@ -99,9 +108,18 @@ async def update_settings(request: Request[Any, Any, Any], project_id: uuid.UUID
                           data: SettingsPatch) -> ProjectSettings:
     """Change the project's settings (admins); audited with the new values in the same transaction."""
     principal = require(await caller(request, project_id), project_id, level=ADMIN)
-    if isinstance(data.retention_days, msgspec.UnsetType):
-        raise Problem(422, "nothing to change: send retention_days (whole days, or null to keep data forever)")
+    if isinstance(data.retention_days, msgspec.UnsetType) and isinstance(data.identity_verification,
+                                                                        msgspec.UnsetType):
+        raise Problem(422, "nothing to change: send retention_days (whole days, or null to keep data forever) "
+                           "or identity_verification (optional or required)")
     async with ctx(request).pool.acquire() as conn, conn.transaction():
+        if not isinstance(data.identity_verification, msgspec.UnsetType):
+            await _set_identity_verification(conn, principal, project_id, data.identity_verification)
+        if isinstance(data.retention_days, msgspec.UnsetType):
+            stored = await conn.fetchval("SELECT settings FROM projects WHERE id = $1", project_id)
+            if stored is None:
+                raise Problem(404, "no such project")
+            return _settings(stored)
         stored = await conn.fetchval(
             """UPDATE projects SET settings = CASE WHEN $2::int IS NULL THEN settings - 'retention_days'
                                                ELSE settings || jsonb_build_object('retention_days', $2::int) END,
@@ -114,4 +132,37 @@ async def update_settings(request: Request[Any, Any, Any], project_id: uuid.UUID
     return _settings(stored)
 
 
-ROUTES = [provision, get_settings, update_settings]
+async def _set_identity_verification(conn: asyncpg.Connection, principal: Principal, project_id: uuid.UUID,
+                                     mode: IdentityMode) -> None:
+    """Set `identity_verification` (`required` before any identity secret exists refuses every `user`)."""
+    found = await conn.fetchval(
+        """UPDATE projects SET settings = settings || jsonb_build_object('identity_verification', $2::text),
+                               updated_at = now() WHERE id = $1 RETURNING true""", project_id, mode)
+    if found is None:
+        raise Problem(404, "no such project")
+    await audit.record(conn, principal, "project.settings_updated", "project", project_id,
+                       {"identity_verification": mode})
+
+
+class IdentitySecret(msgspec.Struct):
+    """`POST …/identity-secret`: the project's new identity secret, shown this once."""
+
+    secret: str
+
+
+@post("/v1/projects/{project_id:uuid}/identity-secret", status_code=201)
+async def rotate_identity_secret(request: Request[Any, Any, Any], project_id: uuid.UUID) -> IdentitySecret:
+    """Create the project's identity secret, or replace it (the old one stops verifying at once); admins.
+
+    The customer's server signs each end user's external id with it (`user_hash`); only its sealed form
+    is stored, so it is shown once."""
+    principal = require(await caller(request, project_id), project_id, level=ADMIN)
+    async with ctx(request).pool.acquire() as conn, conn.transaction():
+        secret = await identity.rotate(conn, ctx(request).settings.secret_key, project_id)
+        if secret is None:
+            raise Problem(404, "no such project")
+        await audit.record(conn, principal, "project.identity_secret_rotated", "project", project_id, {})
+    return IdentitySecret(secret)
+
+
+ROUTES = [provision, get_settings, update_settings, rotate_identity_secret]

@@ -95,14 +95,15 @@ async def page(pool: asyncpg.Pool, filters: Filters, after: tuple[datetime, uuid
 
 
 async def identify(conn: asyncpg.Connection, project_id: uuid.UUID, session_id: uuid.UUID,
-                   user: EndUserIn | None) -> uuid.UUID | None:
-    """The end user acting in this session: the one sent (upserted, and tied to the session if it had
-    none), else the one the session already belongs to. Chat and surveys attribute their interactions
-    with it, so "once per person" and a person's erasure see everything they did."""
-    user_id = await users.upsert(conn, project_id, user) if user else None
-    await interactions.ensure_session(conn, project_id, session_id, user_id)
-    if user_id is not None:
-        return user_id
+                   user: EndUserIn | None, secret_key: str) -> tuple[uuid.UUID | None, bool]:
+    """The end user acting in this session: the one sent (verified and upserted, and tied to the session if
+    it had none), else the one the session already belongs to; and whether "once per person" may count by
+    them (`cell.users.Claim.countable`). Chat and surveys attribute their interactions with it, so a
+    person's erasure sees everything they did."""
+    ref = await users.upsert(conn, project_id, user, secret_key) if user else None
+    await interactions.ensure_session(conn, project_id, session_id, ref.id if ref else None)
+    if ref is not None:
+        return ref.id, ref.claim.countable
     owner: uuid.UUID | None = await conn.fetchval(
         "SELECT user_id FROM sessions WHERE project_id = $1 AND id = $2", project_id, session_id)
-    return owner
+    return owner, owner is not None and await users.countable(conn, project_id, owner)

@@ -30,7 +30,8 @@ async def ingest_session(request: Request[Any, Any, Any], data: SessionIn) -> Re
     pid = principal.project_id
     async with ctx(request).pool.acquire() as conn, conn.transaction():
         secret = await queries.project_secret(conn, pid)
-        user_id = await users.upsert(conn, pid, data.user) if data.user else None
+        user = await users.upsert(conn, pid, data.user, ctx(request).settings.secret_key) if data.user else None
+        user_id = user.id if user else None
         row = await queries.upsert(conn, {
             "id": data.id or uuid7(), "project_id": pid, "user_id": user_id, "device": data.device,
             "app_version": data.app_version, "environment": data.environment,

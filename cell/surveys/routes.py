@@ -11,7 +11,7 @@ import msgspec
 from litestar import Request, Response, delete, get, patch, post
 from litestar.params import Parameter
 
-from cell import audit
+from cell import audit, users
 from cell.auth import READ, WRITE, require
 from cell.context import caller, ctx
 from cell.interactions import queries as interactions
@@ -133,7 +133,10 @@ async def surveys_to_show(
     started_at = session["started_at"] if session is not None else now
     done: set[uuid.UUID] = set()
     if any(s["targeting"].get("showOnce") for s in candidates):
-        done = await queries.answered(pool, pid, session_id, session["user_id"] if session is not None else None)
+        person = session["user_id"] if session is not None else None
+        if person is not None and not await users.countable(pool, pid, person):
+            person = None  # a claimed identity nobody proved counts for its session only
+        done = await queries.answered(pool, pid, session_id, person)
     shown = [
         SurveyToShow(id=s["id"], name=s["name"], definition=s["definition"], targeting=s["targeting"])
         for s in candidates
@@ -167,12 +170,14 @@ async def respond(request: Request[Any, Any, Any], survey_id: uuid.UUID,
                "survey_response_id": str(response_id), "responses": kept}
     try:
         async with pool.acquire() as conn, conn.transaction():
-            user_id = await identify(conn, pid, data.session_id, data.user)
-            if show_once:
-                await queries.lock_once(conn, survey_id, data.session_id, user_id)
+            user_id, countable = await identify(conn, pid, data.session_id, data.user,
+                                                ctx(request).settings.secret_key)
+            if show_once:  # once per session, and per person where the person is proven (or nobody can be)
+                person = user_id if countable else None
+                await queries.lock_once(conn, survey_id, data.session_id, person)
                 if await queries.get_response(conn, response_id) is not None:
                     raise _Exists
-                if await queries.answered(conn, pid, data.session_id, user_id, survey_id):
+                if await queries.answered(conn, pid, data.session_id, person, survey_id):
                     raise Problem(409, "this survey is shown once and was already answered here")
             await interactions.insert(conn, {
                 "id": interaction_id, "project_id": pid, "type": "survey", "source": data.source,

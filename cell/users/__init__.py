@@ -1,4 +1,5 @@
-"""End users: the people using a customer's app, upserted on (project, external id)."""
+"""End users: the people using a customer's app, upserted on (project, external id) — only through
+`verify` and `upsert_many`, which hold identity verification (cell/users/identity.py)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,19 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from cell.users import identity
 from common.ids import uuid7
 
 
 class EndUserIn(msgspec.Struct, forbid_unknown_fields=False):
-    """`user` as SDKs send it with any ingest call."""
+    """`user` as SDKs send it with any ingest call; `user_hash` proves it (cell.users.identity)."""
 
     external_id: str
     email: str | None = None
     name: str | None = None
     avatar_url: str | None = None
     traits: dict[str, Any] | None = None
+    user_hash: str | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.external_id) <= 255:
@@ -28,58 +31,116 @@ class EndUserIn(msgspec.Struct, forbid_unknown_fields=False):
             raise ValueError("email is longer than 255 characters")
         if self.name is not None and len(self.name) > 255:
             raise ValueError("name is longer than 255 characters")
+        if self.user_hash is not None and len(self.user_hash) > identity.MAX_HASH:
+            raise ValueError("user_hash is not a hex HMAC-SHA256")
 
 
-async def upsert(conn: asyncpg.Connection, project_id: uuid.UUID, user: EndUserIn) -> uuid.UUID:
-    """The end user's id, creating or refreshing the row; fields not sent are kept."""
-    row_id: uuid.UUID = await conn.fetchval(
-        """INSERT INTO end_users (id, project_id, external_user_id, email, name, avatar_url, traits)
-           VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, '{}'::jsonb))
-           ON CONFLICT (project_id, external_user_id) DO UPDATE SET
-               email = coalesce(EXCLUDED.email, end_users.email),
-               name = coalesce(EXCLUDED.name, end_users.name),
-               avatar_url = coalesce(EXCLUDED.avatar_url, end_users.avatar_url),
-               traits = end_users.traits || coalesce($7, '{}'::jsonb),
-               updated_at = now()
-           RETURNING id""",
-        uuid7(), project_id, user.external_id, user.email, user.name, user.avatar_url, user.traits,
-    )
-    return row_id
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A `user` as sent, with what the project's identity secret says of it. Made only by `verify`, so
+    nothing upserts an end user without the check."""
+
+    user: EndUserIn
+    verified: bool
+    """The request carried a valid `user_hash`."""
+    checked: bool
+    """The project has an identity secret (else nobody can be verified, and a claim is all there is)."""
+
+    @property
+    def countable(self) -> bool:
+        """Whether "once per person" may count by this user: a proven one, or any where nobody can be proven."""
+        return self.verified or not self.checked
 
 
-async def upsert_many(conn: asyncpg.Connection, users: list[tuple[uuid.UUID, EndUserIn]]
+@dataclass(frozen=True, slots=True)
+class EndUserRef:
+    """The end user a request acts as, and how far the request proved it."""
+
+    id: uuid.UUID
+    claim: Claim
+
+
+async def verify(conn: asyncpg.Connection | asyncpg.Pool, secret_key: str, project_id: uuid.UUID,
+                 user: EndUserIn) -> Claim:
+    """Check a `user` against the project's identity secret; 401 problem when the project requires
+    verification and the hash is missing or wrong."""
+    rules = await identity.policy(conn, project_id)
+    proven = identity.verified(secret_key, project_id, rules, user.external_id, user.user_hash)
+    if rules.required and not proven:
+        raise identity.refuse()
+    return Claim(user, proven, rules.sealed is not None)
+
+
+async def upsert(conn: asyncpg.Connection, project_id: uuid.UUID, user: EndUserIn, secret_key: str) -> EndUserRef:
+    """The end user a request acts as, created or refreshed as `upsert_many` does (verified first)."""
+    claim = await verify(conn, secret_key, project_id, user)
+    ids = await upsert_many(conn, [(project_id, claim)])
+    return EndUserRef(ids[(project_id, user.external_id)], claim)
+
+
+async def upsert_many(conn: asyncpg.Connection, claims: list[tuple[uuid.UUID, Claim]]
                       ) -> dict[tuple[uuid.UUID, str], uuid.UUID]:
-    """`upsert` for many (project_id, user) at once, in one statement: (project_id, external_id) → id.
+    """Create or refresh end users for many (project_id, claim) at once, in one statement:
+    (project_id, external_id) → id.
 
-    A user sent twice is merged first as if upserted twice in turn (later fields win, traits are merged), and
-    rows are locked in (project, external id) order, so concurrent batches cannot deadlock on them.
+    This is where identity verification holds: a new end user is created from any claim (marked verified
+    or not); an existing one is changed only by a verified claim (fields not sent are kept, except that the
+    first verified claim replaces an email no verified claim ever set). An unverified claim never changes
+    a stored email, name, avatar or traits, nor unmarks a verified user.
+
+    A user sent twice is merged first as if upserted twice in turn (later fields win, traits are merged;
+    when any of the claims is verified, only the verified ones count), and rows are locked in (project,
+    external id) order, so concurrent batches cannot deadlock on them.
     """
+    best: dict[tuple[uuid.UUID, str], bool] = {}
+    for project_id, claim in claims:
+        key = (project_id, claim.user.external_id)
+        best[key] = best.get(key, False) or claim.verified
     merged: dict[tuple[uuid.UUID, str], dict[str, Any]] = {}
-    for project_id, user in users:
-        entry = merged.setdefault((project_id, user.external_id), {
-            "id": uuid7(), "project_id": project_id, "external_user_id": user.external_id,
-            "email": None, "name": None, "avatar_url": None, "traits": None})
+    for project_id, claim in claims:
+        key = (project_id, claim.user.external_id)
+        entry = merged.setdefault(key, {
+            "id": uuid7(), "project_id": project_id, "external_user_id": claim.user.external_id,
+            "email": None, "name": None, "avatar_url": None, "traits": None, "verified": best[key]})
+        if claim.verified != best[key]:
+            continue
+        user = claim.user
         for field in ("email", "name", "avatar_url"):
             if getattr(user, field) is not None:
                 entry[field] = getattr(user, field)
         if user.traits is not None:
             entry["traits"] = {**(entry["traits"] or {}), **user.traits}
     rows = await conn.fetch(
-        """INSERT INTO end_users (id, project_id, external_user_id, email, name, avatar_url, traits)
-           SELECT id, project_id, external_user_id, email, name, avatar_url, coalesce(traits, '{}'::jsonb)
+        """INSERT INTO end_users (id, project_id, external_user_id, email, name, avatar_url, traits, verified)
+           SELECT id, project_id, external_user_id, email, name, avatar_url, coalesce(traits, '{}'::jsonb), verified
              FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, project_id uuid, external_user_id text, email text,
-                                                      name text, avatar_url text, traits jsonb)
+                                                      name text, avatar_url text, traits jsonb, verified boolean)
             ORDER BY project_id, external_user_id
            ON CONFLICT (project_id, external_user_id) DO UPDATE SET
-               email = coalesce(EXCLUDED.email, end_users.email),
-               name = coalesce(EXCLUDED.name, end_users.name),
-               avatar_url = coalesce(EXCLUDED.avatar_url, end_users.avatar_url),
-               traits = end_users.traits || EXCLUDED.traits,
+               email = CASE WHEN NOT EXCLUDED.verified THEN end_users.email
+                            WHEN end_users.verified THEN coalesce(EXCLUDED.email, end_users.email)
+                            ELSE EXCLUDED.email END,
+               name = CASE WHEN EXCLUDED.verified THEN coalesce(EXCLUDED.name, end_users.name)
+                           ELSE end_users.name END,
+               avatar_url = CASE WHEN EXCLUDED.verified THEN coalesce(EXCLUDED.avatar_url, end_users.avatar_url)
+                                 ELSE end_users.avatar_url END,
+               traits = CASE WHEN EXCLUDED.verified THEN end_users.traits || EXCLUDED.traits
+                             ELSE end_users.traits END,
+               verified = end_users.verified OR EXCLUDED.verified,
                updated_at = now()
            RETURNING id, project_id, external_user_id""",
         list(merged.values()),
     )
     return {(r["project_id"], r["external_user_id"]): r["id"] for r in rows}
+
+
+async def countable(conn: asyncpg.Connection | asyncpg.Pool, project_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+    """Whether "once per person" may count by a stored end user: verified, or the project verifies nobody."""
+    found: bool | None = await conn.fetchval(
+        """SELECT e.verified OR p.identity_secret IS NULL
+             FROM end_users e JOIN projects p ON p.id = e.project_id WHERE e.project_id = $1 AND e.id = $2""",
+        project_id, user_id)
+    return bool(found)
 
 
 @dataclass(frozen=True)

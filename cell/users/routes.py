@@ -19,7 +19,7 @@ from cell.paging import Page, decode_cursor, limit_of, newest_first
 from cell.users import erasure, export
 from common.problems import Problem
 
-COLUMNS = "id, external_user_id AS external_id, email, name, avatar_url, traits, created_at, updated_at"
+COLUMNS = "id, external_user_id AS external_id, email, name, avatar_url, traits, verified, created_at, updated_at"
 
 
 class EndUser(msgspec.Struct, kw_only=True):
@@ -31,6 +31,8 @@ class EndUser(msgspec.Struct, kw_only=True):
     name: str | None
     avatar_url: str | None
     traits: dict[str, Any]
+    verified: bool
+    """A request proved this identity with a valid `user_hash`; only such requests change it."""
     created_at: datetime
     updated_at: datetime
 

@@ -1,4 +1,4 @@
-"""`/v1/projects`: create a project in a region, list and read them, manage keys and members.
+"""`/v1/projects`: create a project in a region, list and read them, manage keys (members: router.members).
 
 These are the router's own endpoints; everything else under a project is
 proxied to the project's cell by `router.proxy`.
@@ -62,26 +62,6 @@ class KeyIn(msgspec.Struct, kw_only=True):
     name: str
     scopes: list[Literal["ingest", "read", "write", "admin"]]
     expires_at: datetime | None = None
-
-
-class MemberIn(msgspec.Struct):
-    """`POST /v1/projects/{id}/members`."""
-
-    email: str
-    role: Role
-
-
-class Member(msgspec.Struct):
-    user_id: uuid.UUID
-    email: str
-    name: str | None
-    role: Role
-    joined_at: datetime
-
-
-class MemberList(msgspec.Struct):
-    data: list[Member]
-    next_cursor: str | None = None
 
 
 _PROJECT = "SELECT id, name, region, created_at FROM project_directory"
@@ -266,72 +246,4 @@ async def revoke_key(request: Request[Any, Any, Any], project_id: uuid.UUID, key
     return _relay(request, response)
 
 
-@post("/v1/projects/{project_id:uuid}/members", status_code=201)
-async def add_member(request: Request[Any, Any, Any], project_id: uuid.UUID, data: MemberIn) -> Member:
-    """Give an existing account a role in the project (admins add up to admin; owners add owners)."""
-    st = state(request)
-    _, _, session = await _actor(request, st, project_id, ROLE_LEVEL["admin"])
-    if session is None:
-        raise Problem(403, "members are managed by dashboard users")
-    assert session.role is not None
-    if ROLE_LEVEL[data.role] > ROLE_LEVEL[session.role]:
-        raise Problem(403, "you cannot grant a role above your own")
-    user = await st.pool.fetchrow("SELECT id FROM admin_users WHERE email = $1", data.email.lower())
-    if user is None:
-        raise Problem(422, "no account with this email", errors=[FieldError("/email", "no such account")])
-    row = await st.pool.fetchrow(
-        """INSERT INTO project_memberships (id, user_id, project_id, role) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (user_id, project_id) DO UPDATE SET role = EXCLUDED.role
-           RETURNING user_id, role::text AS role, joined_at""", uuid7(), user["id"], project_id, data.role)
-    assert row is not None
-    return await _member(st, project_id, row["user_id"])
-
-
-async def _member(st: RouterState, project_id: uuid.UUID, user_id: uuid.UUID) -> Member:
-    row = await st.pool.fetchrow(
-        """SELECT m.user_id, u.email, u.name, m.role::text AS role, m.joined_at
-             FROM project_memberships m JOIN admin_users u ON u.id = m.user_id
-            WHERE m.project_id = $1 AND m.user_id = $2""", project_id, user_id)
-    if row is None:
-        raise Problem(404, "no such member")
-    return Member(**dict(row))
-
-
-@get("/v1/projects/{project_id:uuid}/members")
-async def list_members(request: Request[Any, Any, Any], project_id: uuid.UUID) -> MemberList:
-    """Everyone with a role in the project."""
-    st = state(request)
-    await _actor(request, st, project_id, ROLE_LEVEL["viewer"])
-    rows = await st.pool.fetch(
-        """SELECT m.user_id, u.email, u.name, m.role::text AS role, m.joined_at
-             FROM project_memberships m JOIN admin_users u ON u.id = m.user_id
-            WHERE m.project_id = $1 ORDER BY m.joined_at""", project_id)
-    return MemberList([Member(**dict(r)) for r in rows])
-
-
-@delete("/v1/projects/{project_id:uuid}/members/{user_id:uuid}", status_code=204)
-async def remove_member(request: Request[Any, Any, Any], project_id: uuid.UUID, user_id: uuid.UUID) -> None:
-    """Remove a member; the last owner cannot be removed."""
-    st = state(request)
-    _, _, session = await _actor(request, st, project_id, ROLE_LEVEL["admin"])
-    if session is None:
-        raise Problem(403, "members are managed by dashboard users")
-    async with st.pool.acquire() as conn, conn.transaction():
-        role = await conn.fetchval(
-            "SELECT role::text FROM project_memberships WHERE project_id = $1 AND user_id = $2 FOR UPDATE",
-            project_id, user_id)
-        if role is None:
-            raise Problem(404, "no such member")
-        if role == "owner":
-            if session.role != "owner":
-                raise Problem(403, "only an owner can remove an owner")
-            owners = await conn.fetchval(
-                "SELECT count(*) FROM project_memberships WHERE project_id = $1 AND role = 'owner'", project_id)
-            if owners <= 1:
-                raise Problem(409, "a project keeps at least one owner")
-        await conn.execute("DELETE FROM project_memberships WHERE project_id = $1 AND user_id = $2",
-                           project_id, user_id)
-
-
-ROUTES = [create_project, list_projects, get_project, create_key, revoke_key, add_member, list_members,
-          remove_member]
+ROUTES = [create_project, list_projects, get_project, create_key, revoke_key]

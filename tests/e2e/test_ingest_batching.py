@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 
 from cell.interactions.writer import Outcome, Pending, Writer
-from cell.users import EndUserIn
+from cell.users import Claim, EndUserIn
 from common.ids import uuid7
 from common.pg import create_pool
 from tests.conftest import Admin, problem, sql
@@ -26,7 +26,8 @@ def _item(project_id: str, *, id: uuid.UUID | None = None, session_id: uuid.UUID
     return Pending({"id": id or uuid7(), "project_id": uuid.UUID(project_id), "type": "bug", "source": "sdk",
                     "user_id": None, "session_id": session_id, "content_text": text, "content": {"text": text},
                     "severity": "high", "tags": ["batch"], "technical_context": None, "privacy_scope": None},
-                   user, ([{"level": "error", "message": text}], None, None), traceparent)
+                   Claim(user, verified=False, checked=False) if user else None,
+                   ([{"level": "error", "message": text}], None, None), traceparent)
 
 
 def _in_one_batch(dsn: str, make: Any) -> list[Outcome | BaseException]:

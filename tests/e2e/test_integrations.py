@@ -60,11 +60,7 @@ def assert_nowhere(topo: dict[str, Any], stack: DevStack, needle: str) -> None:
 
 def member(router: httpx.Client, owner: Admin, project: dict[str, Any], role: str) -> Admin:
     """A new dashboard user with `role` in the project."""
-    user = Admin(router)
-    r = router.post(f"/v1/projects/{project['id']}/members", json={"email": user.email, "role": role},
-                    headers=owner.h)
-    assert r.status_code == 201, r.text
-    return user
+    return owner.member(project, role)
 
 
 def cell_settings(stack: DevStack, topo: dict[str, Any], region: str) -> CellSettings:

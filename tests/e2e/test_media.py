@@ -225,10 +225,7 @@ def test_tenancy_scopes_delete_and_paging(router: httpx.Client, admin: Admin, to
     problem(router.get(f"/v1/projects/{a['id']}/media/{a_media['id']}", headers=a_ingest["h"]), 403)
     problem(router.get(f"/v1/projects/{a['id']}/media/{a_media['id']}/content", headers=a_ingest["h"]), 403)
     problem(router.delete(f"/v1/projects/{a['id']}/media/{a_media['id']}", headers=a_read["h"]), 403)
-    viewer = Admin(router)
-    r = router.post(f"/v1/projects/{a['id']}/members", json={"email": viewer.email, "role": "viewer"},
-                    headers=admin.h)
-    assert r.status_code == 201, r.text
+    viewer = admin.member(a, "viewer")
     assert router.get(f"/v1/projects/{a['id']}/media/{a_media['id']}/content", headers=viewer.h).content == PNG
     problem(router.delete(f"/v1/projects/{a['id']}/media/{a_media['id']}", headers=viewer.h), 403)
 

@@ -171,8 +171,7 @@ def test_who_may_move_a_project_and_where(moving: dict[str, Any]) -> None:
     problem(router.get(url, headers=owner.h), 404)
     problem(router.post(url, json={"to_region": "eu-west"}, headers=other.h), 404)  # not a member: never say
     problem(router.post(url, json={"to_region": "eu-west"}), 401)
-    r = router.post(f"/v1/projects/{pid}/members", json={"email": other.email, "role": "admin"}, headers=owner.h)
-    assert r.status_code == 201, r.text
+    owner.invite(project, other, "admin")
     assert "owner" in problem(router.post(url, json={"to_region": "eu-west"}, headers=other.h), 403)["detail"]
     admin_key = owner.key(project, ["admin"])
     problem(router.post(url, json={"to_region": "eu-west"}, headers=admin_key["h"]), 403)

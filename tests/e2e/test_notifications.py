@@ -25,8 +25,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from cell import netguard
-from cell.notifications import email as smtp
 from cell.notifications.jobs import NotSent, issue_closed, new_bug
+from common import mail
 from common.ids import uuid7
 from common.pg import create_pool
 from relay.devstack import DevStack
@@ -294,7 +294,7 @@ def test_starttls_checks_the_certificate_against_the_host(router: httpx.Client, 
     cert, key_file = _certificate(tmp_path, "smtp.tls.test")
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key_file)
-    monkeypatch.setattr(smtp, "_tls", lambda: ssl.create_default_context(cafile=str(cert)))
+    monkeypatch.setattr(mail, "tls_context", lambda: ssl.create_default_context(cafile=str(cert)))
 
     async def resolver(host: str, port: int) -> list[netguard.IPAddress]:
         assert host.endswith(".tls.test")

@@ -253,9 +253,7 @@ def test_long_passwords_sign_up_and_log_in(router: httpx.Client) -> None:
 def test_members_and_roles(router: httpx.Client, admin: Admin) -> None:
     p = admin.project("us-west")
     viewer = Admin(router)
-    r = router.post(f"/v1/projects/{p['id']}/members", json={"email": viewer.email, "role": "viewer"},
-                    headers=admin.h)
-    assert r.status_code == 201 and r.json()["role"] == "viewer"
+    admin.invite(p, viewer, "viewer")
     assert router.get(f"/v1/projects/{p['id']}/interactions", headers=viewer.h).status_code == 200
     problem(router.post(f"/v1/projects/{p['id']}/api-keys", json={"name": "x", "scopes": ["read"]},
                         headers=viewer.h), 403)
