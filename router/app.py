@@ -30,7 +30,7 @@ from router.directory import Directory
 from router.moves import driver as mover
 from router.moves import routes as moves
 from router.moves.settings import from_env as move_settings
-from router.projects import provisioning
+from router.projects import lifecycle, provisioning
 from router.projects import routes as projects
 from router.proxy import GLOBAL, REQUESTS, Proxy, Receive, Scope, Send, request_id
 from router.ratelimit import RateLimiter
@@ -38,7 +38,7 @@ from router.settings import RouterSettings, from_env
 from router.state import RouterState
 
 log = logging.getLogger("relay.router")
-CONTROL_SUBRESOURCES = frozenset({"members", "move"})
+CONTROL_SUBRESOURCES = frozenset({"members", "move", "deletion", "audit-logs"})
 
 
 class RouterApp:
@@ -147,7 +147,8 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
             await pool.close()
 
     control = Litestar(
-        route_handlers=[*health.ROUTES, *auth.ROUTES, *projects.ROUTES, *moves.ROUTES, metrics.scrape_route()],
+        route_handlers=[*health.ROUTES, *auth.ROUTES, *projects.ROUTES, *moves.ROUTES, metrics.scrape_route(),
+                        *lifecycle.ROUTES],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(title="Relay router", version="1.0.0"),
