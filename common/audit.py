@@ -13,7 +13,7 @@ ActorType = Literal["user", "admin", "system", "api", "anonymous"]
 (`actor_id` its prefix), or nobody known (a failed sign-in, at the router only)."""
 
 
-class AuditEntry(msgspec.Struct, kw_only=True):
+class AuditEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One audit log entry; `ip_address` was truncated (/24, /48) before it was stored."""
 
     id: uuid.UUID
@@ -25,3 +25,5 @@ class AuditEntry(msgspec.Struct, kw_only=True):
     meta: dict[str, Any]
     ip_address: str | None
     created_at: datetime
+    source: str | None = None
+    """Which log holds it, in a list merged from both planes: `router`, or the cell's region."""

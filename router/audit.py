@@ -102,7 +102,7 @@ async def _page(pool: asyncpg.Pool, scope: str, args: list[Any], filters: Filter
     params.append(size)
     rows = await pool.fetch(f"{_ENTRY} WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, id DESC"
                             f" LIMIT ${len(params)}", *params)
-    return [msgspec.convert(dict(r), AuditEntry) for r in rows]
+    return [msgspec.convert({**dict(r), "source": "router"}, AuditEntry) for r in rows]
 
 
 async def for_project(pool: asyncpg.Pool, project_id: uuid.UUID, filters: Filters,

@@ -319,7 +319,8 @@ async def project_audit_logs(
         return _relay(request, response)
     cell = msgspec.json.decode(response.content, type=audit.AuditPage)
     own = await audit.for_project(st.pool, project_id, filters, after, size + 1)
-    page = audit.merge([cell.data, own], size, more=cell.next_cursor is not None)
+    held = [msgspec.structs.replace(e, source=project.region) for e in cell.data]
+    page = audit.merge([held, own], size, more=cell.next_cursor is not None)
     return Response(page, headers={k: v for k, v in response.headers.items() if k.lower() == "x-relay-region"})
 
 
