@@ -24,6 +24,7 @@ from common import metrics, telemetry
 from common.pg import create_pool
 from common.problems import EXCEPTION_HANDLERS
 from router import health
+from router.auth import account
 from router.auth import routes as auth
 from router.cells import Cells
 from router.directory import Directory
@@ -148,7 +149,7 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
 
     control = Litestar(
         route_handlers=[*health.ROUTES, *auth.ROUTES, *projects.ROUTES, *moves.ROUTES, metrics.scrape_route(),
-                        *lifecycle.ROUTES],
+                        *lifecycle.ROUTES, *account.ROUTES],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(title="Relay router", version="1.0.0"),
