@@ -214,7 +214,7 @@ async def run_deletion(st: RouterState, project_id: uuid.UUID) -> None:
     503 problems (the cell unreachable or refusing for now, another runner at it) leave it to the next try.
     """
     async with st.pool.acquire() as lock:
-        if not await lock.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2::text))", _LOCK_SPACE, project_id):
+        if not await lock.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2::text))", _LOCK_SPACE, str(project_id)):
             raise Problem(503, "this project's deletion is being run by another process", retry_after=2)
         try:
             deletion = await st.pool.fetchrow(_DELETION, project_id)
@@ -223,7 +223,7 @@ async def run_deletion(st: RouterState, project_id: uuid.UUID) -> None:
             receipt = await _erase(st, project_id, deletion)
             await _forget(st, project_id, deletion, receipt)
         finally:
-            await lock.fetchval("SELECT pg_advisory_unlock($1, hashtext($2::text))", _LOCK_SPACE, project_id)
+            await lock.fetchval("SELECT pg_advisory_unlock($1, hashtext($2::text))", _LOCK_SPACE, str(project_id))
 
 
 async def _erase(st: RouterState, project_id: uuid.UUID, deletion: asyncpg.Record) -> dict[str, Any] | None:
