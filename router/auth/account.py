@@ -17,7 +17,7 @@ import hashlib
 import logging
 import secrets
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -166,8 +166,9 @@ async def request_reset(request: Request[Any, Any, Any], data: ResetIn) -> Reset
         token = secrets.token_urlsafe(32)
         async with st.pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "INSERT INTO password_resets (id, user_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)",
-                uuid7(), user_id, fingerprint(token), datetime.now(UTC) + timedelta(seconds=ttl))
+                """INSERT INTO password_resets (id, user_id, token_hash, expires_at)
+                   VALUES ($1, $2, $3, now() + make_interval(secs => $4))""",
+                uuid7(), user_id, fingerprint(token), ttl)
             await audit.record(conn, action="account.password_reset_requested", actor_id=None,
                                actor_type="anonymous", project_id=None, target_type="admin_user",
                                target_id=user_id, ip=client_ip(request))

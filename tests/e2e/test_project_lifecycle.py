@@ -196,7 +196,8 @@ def test_a_deleted_project_leaves_nothing_in_its_region(router: httpx.Client, ad
     assert not [f for f in cell_audit["foreign_objects"] if f.get("project_id") == pid]
     assert _rows_naming(dsn, pid) == {"residency_reports": 1}
     assert _files(_objects(topo, region), pid) == []
-    assert _audit(topo, region, other["id"])[0]["tables"] == before_other["tables"]
+    after_other = _audit(topo, region, other["id"])[0]["tables"]  # (its workers may have added rows meanwhile)
+    assert {t: after_other.get(t) for t in before_other["tables"]} == before_other["tables"]
 
     # The receipt: what was there, nothing remaining, signed and chained by the region.
     receipt = deletion["receipt"]
