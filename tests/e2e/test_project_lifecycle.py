@@ -290,6 +290,9 @@ def test_a_deletion_begun_while_the_cell_is_down_finishes_when_it_returns(privat
         r = router.get(f"/v1/projects/{pid}", headers=owner.h)
         assert r.status_code == 200 and r.json()["state"] == "deleting", r.text
         assert router.get(f"/v1/projects/{pid}/deletion", headers=owner.h).json()["state"] == "erasing"
+        # Fenced at the edge at once, though its cell has not heard of the deletion yet (404, not 503).
+        problem(router.post("/v1/ingest/interactions", headers=sdk["h"], json={"type": "bug", "content": {}}), 404)
+        problem(router.get(f"/v1/projects/{pid}/interactions", headers=owner.h), 404)
         dsn = topo["cells"][region]["database_url"]
         held = sql(dsn, "SELECT count(*) AS n FROM interactions WHERE project_id = $1::uuid", pid)[0]["n"]
         assert held >= 3
