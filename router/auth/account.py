@@ -238,10 +238,12 @@ async def update_profile(request: Request[Any, Any, Any], data: ProfileIn) -> Us
 @delete("/v1/auth/me", status_code=204)
 async def delete_account(request: Request[Any, Any, Any], data: DeleteAccountIn) -> None:
     """Delete the account, its sessions and memberships (its password required); 409 while it is the last owner
-    of a project, which must first get another owner or be deleted."""
+    of a project, which must first get another owner or be deleted. Its audit trail stays (ids only)."""
     st = state(request)
     session = await current_session(request)
+    await _verified(st, request, session.user_id, data.password, "password")
     async with st.pool.acquire() as conn, conn.transaction():
+        # The memberships are locked: no one can leave this person the last owner while the account goes.
         orphaned = await conn.fetch(
             """SELECT m.project_id FROM project_memberships m JOIN project_directory p ON p.id = m.project_id
                 WHERE m.user_id = $1 AND m.role = 'owner' AND p.state <> 'deleting'
@@ -252,18 +254,6 @@ async def delete_account(request: Request[Any, Any, Any], data: DeleteAccountIn)
             ids = ", ".join(str(r["project_id"]) for r in orphaned)
             raise Problem(409, f"you are the last owner of {len(orphaned)} project(s) ({ids}): make someone else"
                           " an owner or delete them first")
-    await _verified(st, request, session.user_id, data.password, "password")
-    async with st.pool.acquire() as conn, conn.transaction():
-        # Memberships go with the row; a project gaining this person as its only owner meanwhile is refused.
-        still = await conn.fetchval(
-            """SELECT count(*) FROM project_memberships m
-                WHERE m.user_id = $1 AND m.role = 'owner'
-                  AND NOT EXISTS (SELECT 1 FROM project_memberships o
-                                   WHERE o.project_id = m.project_id AND o.role = 'owner' AND o.user_id <> $1)
-                  AND EXISTS (SELECT 1 FROM project_directory p WHERE p.id = m.project_id AND p.state <> 'deleting')""",
-            session.user_id)
-        if still:
-            raise Problem(409, "you became the last owner of a project meanwhile; try again")
         await conn.execute("DELETE FROM admin_users WHERE id = $1", session.user_id)
         await audit.record(conn, action="account.deleted", actor_id=session.user_id, project_id=None,
                            target_type="admin_user", target_id=session.user_id, ip=client_ip(request))

@@ -213,8 +213,9 @@ async def run_deletion(st: RouterState, project_id: uuid.UUID) -> None:
 
     503 problems (the cell unreachable or refusing for now, another runner at it) leave it to the next try.
     """
+    lock_key = (_LOCK_SPACE, str(project_id))
     async with st.pool.acquire() as lock:
-        if not await lock.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2::text))", _LOCK_SPACE, str(project_id)):
+        if not await lock.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2::text))", *lock_key):
             raise Problem(503, "this project's deletion is being run by another process", retry_after=2)
         try:
             deletion = await st.pool.fetchrow(_DELETION, project_id)
@@ -223,21 +224,19 @@ async def run_deletion(st: RouterState, project_id: uuid.UUID) -> None:
             receipt = await _erase(st, project_id, deletion)
             await _forget(st, project_id, deletion, receipt)
         finally:
-            await lock.fetchval("SELECT pg_advisory_unlock($1, hashtext($2::text))", _LOCK_SPACE, str(project_id))
+            await lock.fetchval("SELECT pg_advisory_unlock($1, hashtext($2::text))", *lock_key)
 
 
 async def _erase(st: RouterState, project_id: uuid.UUID, deletion: asyncpg.Record) -> dict[str, Any] | None:
     """Call the cell's erase until it answers with its receipt (None: the cell never held the project)."""
     cell = st.cells[deletion["region"]]
     body = {"deletion_id": str(deletion["id"]), "epoch": deletion["epoch"]}
-    calls = 0
     while True:
         try:
             response = await call(cell, "POST", f"/internal/projects/{project_id}/erase", json=body,
                                   ok=(200, 202, 404), what="erasing the project")
         except StepError as exc:
             raise Problem(503, str(exc), retry_after=5) from exc
-        calls += 1
         if response.status_code == 404:  # never provisioned there, and no receipt: nothing of it to erase
             return None
         if response.status_code == 200:

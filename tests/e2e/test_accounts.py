@@ -142,6 +142,7 @@ def test_the_last_owner_cannot_delete_their_account(router: httpx.Client, topo: 
     body = problem(r, 409)
     assert p["id"] in body["detail"]
     assert router.get("/v1/auth/me", headers=owner.h).status_code == 200
+    problem(router.request("DELETE", "/v1/auth/me", headers=owner.h, json={"password": "wrong password"}), 403)
     successor = owner.member(p, "owner")
     problem(router.request("DELETE", "/v1/auth/me", headers=owner.h, json={"password": "wrong password"}), 403)
     r = router.request("DELETE", "/v1/auth/me", headers=owner.h, json={"password": PASSWORD})
