@@ -34,38 +34,33 @@ from cell.users.erasure import delete_objects
 from common.problems import Problem
 
 OBJECT_BATCH = 100
-"""Objects deleted between two updates of the erasure's counts (and two looks at the deadline)."""
+"""Objects deleted between two looks at the deadline."""
 
 
 def _expired(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() >= deadline
 
 
-async def _begin(conn: asyncpg.Connection, project_id: uuid.UUID, plan: Plan) -> None:
+async def _begin(conn: asyncpg.Connection, store: ObjectStore, project_id: uuid.UUID, plan: Plan) -> None:
     """Count what the project holds, once: the receipt says what the erasure found when it began."""
     async with conn.transaction():
         row = await conn.fetchrow("SELECT erasure FROM projects WHERE id = $1 FOR UPDATE", project_id)
         if row is None or row["erasure"] is not None:
             return
         before = await queries.remaining_rows(conn, plan, project_id)
-        rows = {name: n for name, n in sorted(before.items()) if n}
-        await conn.execute("UPDATE projects SET erasure = $2 WHERE id = $1", project_id,
-                           {"rows": rows, "objects": 0, "bytes": 0})
+        objects = await store.keys(queries.prefix(project_id))
+        await conn.execute("UPDATE projects SET erasure = $2 WHERE id = $1", project_id, {
+            "rows": {name: n for name, n in sorted(before.items()) if n},
+            "objects": len(objects), "bytes": sum(size for _, size in objects)})
 
 
-async def _erase_objects(pool: asyncpg.Pool, store: ObjectStore, project_id: uuid.UUID,
-                         deadline: float | None) -> bool:
-    """Delete every object under the project's prefix, counting them on the project row; False if time ran out."""
+async def _erase_objects(store: ObjectStore, project_id: uuid.UUID, deadline: float | None) -> bool:
+    """Delete every object under the project's prefix, a batch at a time; False if time ran out."""
     found = await store.keys(queries.prefix(project_id))
     for start in range(0, len(found), OBJECT_BATCH):
         if _expired(deadline):
             return False
-        batch = found[start:start + OBJECT_BATCH]
-        await delete_objects(store, [key for key, _ in batch])
-        await pool.execute(
-            """UPDATE projects SET erasure = erasure || jsonb_build_object(
-                      'objects', (erasure->>'objects')::bigint + $2, 'bytes', (erasure->>'bytes')::bigint + $3)
-                WHERE id = $1""", project_id, len(batch), sum(size for _, size in batch))
+        await delete_objects(store, [key for key, _ in found[start:start + OBJECT_BATCH]])
     return True
 
 
@@ -79,8 +74,8 @@ async def erase(pool: asyncpg.Pool, store: ObjectStore, settings: CellSettings, 
     """
     async with pool.acquire() as conn:
         plan = await read_plan(conn)
-        await _begin(conn, project_id, plan)
-    if not await _erase_objects(pool, store, project_id, deadline):
+        await _begin(conn, store, project_id, plan)
+    if not await _erase_objects(store, project_id, deadline):
         return None
     for table in plan.tenant_tables:
         while await queries.delete_batch(pool, table, project_id) == queries.DELETE_BATCH:
@@ -89,7 +84,7 @@ async def erase(pool: asyncpg.Pool, store: ObjectStore, settings: CellSettings, 
         if _expired(deadline):
             return None
     # Objects a job stored while the rows went (its row refused, or deleted above).
-    if not await _erase_objects(pool, store, project_id, None):
+    if not await _erase_objects(store, project_id, None):
         return None
     if await store.keys(queries.prefix(project_id)):
         raise Problem(503, "objects of the project are still being written; retry", retry_after=2)
