@@ -29,6 +29,7 @@ from cell.keys import routes as keys
 from cell.media import routes as media
 from cell.moves import routes as moves
 from cell.privacy import routes as privacy
+from cell.projects import lifecycle
 from cell.projects import routes as projects
 from cell.replays import routes as replays
 from cell.residency import routes as residency
@@ -46,7 +47,7 @@ from common.problems import EXCEPTION_HANDLERS, Problem, database_handler, probl
 
 # One module per area of the data model, each exporting ROUTES.
 AREAS = (health, projects, keys, interactions, media, replays, sessions, users, feedback, roadmap, surveys, chat,
-         privacy, flags, integrations, webhooks, audit, residency, moves)
+         privacy, flags, integrations, webhooks, audit, residency, moves, lifecycle)
 
 
 # Per-request metrics of the cell API (see common.metrics): per route template, method and status.
@@ -95,6 +96,8 @@ def database_error(request: Request[Any, Any, Any], exc: asyncpg.PostgresError) 
     if getattr(exc, "sqlstate", None) == "RL503":
         problem = Problem(503, "this project is moving to another region; retry in a moment", retry_after=2)
         return problem_handler(request, problem)
+    if getattr(exc, "sqlstate", None) == "RL404":  # refused by the guard of a project being deleted
+        return problem_handler(request, Problem(404, "no such project"))
     return database_handler(request, exc)
 
 

@@ -281,6 +281,8 @@ class Authenticator:
             raise Problem(421, f"this project moved to {place.region}", region=place.region)
         if place.state in ("absent", "importing"):
             raise Problem(421, "this project is not homed in this region")
+        if place.state == "deleting":  # its owner deleted it: nothing of it is served while it is erased
+            raise Problem(404, "no such project")
         if epoch is not None and epoch < place.epoch:
             raise Problem(421, "the router's routing epoch for this project is stale", region=self.keys.region)
         if write and place.state in ("fencing", "fenced"):

@@ -1,15 +1,16 @@
-"""Opaque keyset cursors and the `{data, next_cursor}` list envelope of the contract."""
+"""Opaque keyset cursors (common.paging) and the `{data, next_cursor}` list envelope of the contract."""
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
-from common.problems import Problem
+from common.paging import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor, limit_of
+
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Page", "decode_cursor", "encode_cursor", "limit_of", "newest_first"]
 
 T = TypeVar("T")
 
@@ -25,7 +26,6 @@ class Timestamped(Protocol):
 
 
 R = TypeVar("R", bound=Timestamped)
-DEFAULT_LIMIT, MAX_LIMIT = 50, 200
 
 
 class Page(msgspec.Struct, Generic[T]):
@@ -33,31 +33,6 @@ class Page(msgspec.Struct, Generic[T]):
 
     data: list[T]
     next_cursor: str | None
-
-
-def limit_of(limit: int | None) -> int:
-    """The page size asked for, checked against the contract's bounds."""
-    if limit is None:
-        return DEFAULT_LIMIT
-    if not 1 <= limit <= MAX_LIMIT:
-        raise Problem(422, f"limit must be between 1 and {MAX_LIMIT}")
-    return limit
-
-
-def encode_cursor(at: datetime, row_id: uuid.UUID) -> str:
-    """A cursor positioned after the row (`at`, `row_id`) in (time desc, id desc) order."""
-    raw = msgspec.json.encode([at.isoformat(), str(row_id)])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """The position inside a cursor; a cursor that was not ours is a 422."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, row_id = msgspec.json.decode(raw, type=tuple[str, str])
-        return datetime.fromisoformat(at), uuid.UUID(row_id)
-    except (ValueError, msgspec.DecodeError) as exc:
-        raise Problem(422, "cursor is not valid") from exc
 
 
 def newest_first(rows: list[R], size: int) -> Page[R]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import socket
 import ssl
@@ -35,7 +36,10 @@ from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 
+from common.problems import Problem
 from common.settings import SettingsError
+
+log = logging.getLogger("relay.mail")
 
 Security = Literal["starttls", "tls", "none"]
 TIMEOUT = 20.0
@@ -235,3 +239,16 @@ class Mailer:
         async with self.session() as outbox:
             await outbox.send(to, subject, body)
 
+
+async def send_or_problem(mailer: Mailer | None, to: str, subject: str, body: str, *, what: str) -> None:
+    """Send a message a request depends on (an invitation, a reset link): a 503 problem when no way to send
+    email is configured or the server refuses for now, a 422 when it refuses for good."""
+    if mailer is None:
+        raise Problem(503, f"this service has no SMTP server or mail directory configured to send {what}",
+                      retry_after=60)
+    try:
+        await mailer.send(to, subject, body)
+    except SendError as exc:
+        log.warning("%s not sent: %s", what, exc)
+        raise Problem(503 if not exc.permanent else 422, f"the {what} could not be sent",
+                      retry_after=30 if not exc.permanent else None) from None

@@ -369,6 +369,7 @@ CLASSES: dict[str, tuple[str, str]] = {
     "moves.last_error": (NONE, "what stopped a step, never row content"),
     "moves.receipt": (NONE, "the source cell's signed deletion receipt: counts and hashes"),
     "residency_reports.public_key": (NONE, ""),
+    "projects.erasure": (NONE, "an erasure's counts while it runs (rows per table, objects, bytes)"),
     # router
     "admin_users.email": (PERSONAL, "a team member's login"),
     "admin_users.password_hash": (SECRET, ""),
@@ -382,6 +383,13 @@ CLASSES: dict[str, tuple[str, str]] = {
     "outbox@router.payload": (NONE, "provisioning steps: ids, regions, key prefixes"),
     "outbox@router.kind": (NONE, ""),
     "outbox@router.last_error": (NONE, ""),
+    "audit_logs@router.actor_user_id": (LINKED, "the acting team member's id"),
+    "audit_logs@router.actor_key_prefix": (LINKED, "the acting key's prefix"),
+    "audit_logs@router.target_id": (LINKED, "the id of what was changed (project, key, account, session)"),
+    "audit_logs@router.meta": (NONE, "ids, regions, roles, counts; never a name, address or secret"),
+    "password_resets.token_hash": (SECRET, "SHA-256 of the one-time reset token"),
+    "project_deletions.progress": (NONE, "how many erase calls it took"),
+    "project_deletions.receipt": (NONE, "the cell's signed deletion receipt: ids, counts and hashes"),
 }
 _STATE_NAMES = frozenset({"status", "state", "role", "kind", "type", "region", "environment", "source",
                           "severity", "direction", "visibility", "provider", "actor_type", "scope"})

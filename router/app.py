@@ -26,6 +26,7 @@ from common.mail import Mailer
 from common.pg import create_pool
 from common.problems import EXCEPTION_HANDLERS
 from router import health
+from router.auth import account
 from router.auth import routes as auth
 from router.cells import Cells
 from router.directory import Directory
@@ -33,7 +34,7 @@ from router.members import routes as members
 from router.moves import driver as mover
 from router.moves import routes as moves
 from router.moves.settings import from_env as move_settings
-from router.projects import provisioning
+from router.projects import lifecycle, provisioning
 from router.projects import routes as projects
 from router.proxy import GLOBAL, REQUESTS, Proxy, Receive, Scope, Send, request_id
 from router.ratelimit import RateLimiter
@@ -41,7 +42,7 @@ from router.settings import RouterSettings, from_env
 from router.state import RouterState
 
 log = logging.getLogger("relay.router")
-CONTROL_SUBRESOURCES = frozenset({"members", "invitations", "move"})
+CONTROL_SUBRESOURCES = frozenset({"members", "invitations", "move", "deletion", "audit-logs"})
 
 
 class RouterApp:
@@ -153,7 +154,7 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
 
     control = Litestar(
         route_handlers=[*health.ROUTES, *auth.ROUTES, *projects.ROUTES, *members.ROUTES, *moves.ROUTES,
-                        metrics.scrape_route()],
+                        metrics.scrape_route(), *lifecycle.ROUTES, *account.ROUTES],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(title="Relay router", version="1.0.0"),

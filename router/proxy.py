@@ -128,6 +128,7 @@ class Proxy:
             entry = await self._key_entry(state, key, scope)
             route = ingest_class(scope["path"])
             region, project = entry.region, str(entry.project_id)
+            _refuse_deleted(state, entry.project_id)
             state.limiter.admit(route.name, entry.key_prefix)
             actor = Actor(kind="key", project_id=project, key_prefix=entry.key_prefix, ip=_client_ip(scope),
                           epoch=_epoch(state, entry.project_id))
@@ -174,6 +175,7 @@ class Proxy:
                 actor = Actor(kind="key", project_id=project, key_prefix=entry.key_prefix, ip=_client_ip(scope),
                               epoch=home.epoch)
                 identity = entry.key_prefix
+            _refuse_deleted(state, project_id)
             route = DOWNLOAD if scope["path"].endswith("/content") else MANAGEMENT
             state.limiter.admit(route.name, identity)
             status = await self._forward(scope, receive, send, state.cells[home.region], actor, route, rid)
@@ -386,6 +388,13 @@ async def _resolve_session(state: RouterState, token: str, project_id: uuid.UUID
             if attempt == 2:
                 raise Problem(503, "sessions are unavailable; API keys keep working", retry_after=5) from exc
     raise AssertionError("unreachable")
+
+
+def _refuse_deleted(state: RouterState, project_id: uuid.UUID) -> None:
+    """A project its owner deleted is fenced here at once (router/projects/lifecycle.py): 404 while it is erased."""
+    home = state.directory.projects.get(project_id)
+    if home is not None and home.state == "deleting":
+        raise Problem(404, "no such project")
 
 
 def _epoch(state: RouterState, project_id: uuid.UUID) -> int | None:

@@ -37,6 +37,11 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     (RELAY_RATE_LIMITS; categories: ingest, uploads, management, bad_credentials, login_account, login_client)."""
     reconcile_seconds: float = 30.0
     """Period of the full reload of the directory from the control DB (RELAY_RECONCILE_SECONDS)."""
+    public_url: str = ""
+    """The router's address as people reach it, for links in the email it sends, e.g. `https://relay.example.com`
+    (RELAY_PUBLIC_URL; empty: `http://{host}:{port}`). Never taken from a request's Host header."""
+    password_reset_ttl_seconds: int = 3600
+    """How long a password reset link works (RELAY_PASSWORD_RESET_TTL_SECONDS)."""
 
     smtp_url: str = ""
     """The operator's SMTP server for the email this service sends, e.g. `smtp://user:password@mail.example.com:587`
@@ -65,6 +70,15 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
                 raise SettingsError(f"RELAY_RATE_LIMITS[{name}]: {exc}") from exc
         if self.cell_concurrency < 1:
             raise SettingsError("RELAY_CELL_CONCURRENCY: must be positive")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise SettingsError("RELAY_PUBLIC_URL: must be an http(s) URL")
+        if not 60 <= self.password_reset_ttl_seconds <= 7 * 24 * 3600:
+            raise SettingsError("RELAY_PASSWORD_RESET_TTL_SECONDS: between 60 seconds and 7 days")
+
+
+def link_base(settings: RouterSettings) -> str:
+    """Where links in the router's email point: the configured public URL, else the address it listens on."""
+    return (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
 
 
 def from_env() -> RouterSettings:

@@ -23,22 +23,10 @@ from cell.auth import ADMIN, require
 from cell.context import caller, ctx
 from cell.interactions.queries import Filters
 from cell.paging import Page, decode_cursor, limit_of, newest_first
+from common.audit import AuditEntry
 
 ActorType = Literal["user", "admin", "system", "api"]
-
-
-class AuditEntry(msgspec.Struct, kw_only=True):
-    """One audit log entry; `ip_address` was truncated (/24, /48) before it was stored."""
-
-    id: uuid.UUID
-    actor_type: ActorType
-    actor_id: str | None
-    action: str
-    target_type: str | None
-    target_id: str | None
-    meta: dict[str, Any]
-    ip_address: str | None
-    created_at: datetime
+"""Who can act in a cell (the filter's values; `anonymous` is the router's only)."""
 
 
 _COLUMNS = "id, actor_type::text AS actor_type, actor_id, action, target_type, target_id, meta, ip_address, created_at"

@@ -352,19 +352,26 @@ async def add_jobs(conn: asyncpg.Connection, project_id: uuid.UUID, last_outbox_
 
 # -- Purge --------------------------------------------------------------------------------------------------------
 
+async def delete_batch(pool: asyncpg.Pool, table: str, project_id: uuid.UUID) -> int:
+    """Delete up to DELETE_BATCH of the project's rows from one table, in a transaction of its own; how many went.
+
+    Each batch commits, so a purge cut short keeps what it did, and the next call carries on."""
+    async with pool.acquire() as conn, conn.transaction():
+        await bypass(conn)
+        status: str = await conn.execute(
+            f"""DELETE FROM {ident(table)} WHERE ctid = ANY(ARRAY(
+                    SELECT ctid FROM {ident(table)} WHERE project_id = $1 LIMIT {DELETE_BATCH}))""",
+            project_id)
+    return int(status.rsplit(" ", 1)[-1])
+
+
 async def delete_project_rows(pool: asyncpg.Pool, plan: Plan, project_id: uuid.UUID) -> dict[str, int]:
     """Delete the project's rows from every table that names it, children first, in bounded batches."""
     deleted: dict[str, int] = {}
     for name in plan.tenant_tables:
         total = 0
         while True:
-            async with pool.acquire() as conn, conn.transaction():
-                await bypass(conn)
-                status: str = await conn.execute(
-                    f"""DELETE FROM {ident(name)} WHERE ctid = ANY(ARRAY(
-                            SELECT ctid FROM {ident(name)} WHERE project_id = $1 LIMIT {DELETE_BATCH}))""",
-                    project_id)
-            n = int(status.rsplit(" ", 1)[-1])
+            n = await delete_batch(pool, name, project_id)
             total += n
             if n < DELETE_BATCH:
                 break

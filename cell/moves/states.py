@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 
@@ -21,6 +19,7 @@ from cell.auth import OWNER, PLACEMENT_TTL, Principal
 from cell.moves import queries
 from cell.moves.schema import Plan, ensure_guards, read_plan
 from cell.moves.types import ActivateIn, PurgeIn, Receipt, ReleaseIn
+from cell.projects import erasure
 from cell.residency import receipts
 from cell.settings import CellSettings
 from cell.storage import ObjectStore
@@ -33,7 +32,7 @@ for it."""
 BARRIER_TIMEOUT = "10s"
 
 
-async def _barrier(conn: asyncpg.Connection, project_id: uuid.UUID) -> str | None:
+async def barrier(conn: asyncpg.Connection, project_id: uuid.UUID) -> str | None:
     """Lock the project row against every writer of the project (waiting for those in flight); its state."""
     await conn.execute(f"SET LOCAL lock_timeout = '{BARRIER_TIMEOUT}'")
     try:
@@ -52,7 +51,7 @@ async def begin(pool: asyncpg.Pool, project_id: uuid.UUID) -> Plan:
     async with pool.acquire() as conn:
         plan = await ensure_guards(conn, await read_plan(conn))
         async with conn.transaction():
-            state = await _barrier(conn, project_id)
+            state = await barrier(conn, project_id)
             if state == "active":
                 await conn.execute("DELETE FROM move_changes WHERE project_id = $1", project_id)
                 await conn.execute("UPDATE projects SET state = 'copying' WHERE id = $1", project_id)
@@ -72,7 +71,7 @@ async def fence(pool: asyncpg.Pool, project_id: uuid.UUID, epoch: int) -> None:
     if state == "fencing":
         await asyncio.sleep(FENCE_GRACE)
         async with pool.acquire() as conn, conn.transaction():
-            state = await _barrier(conn, project_id)
+            state = await barrier(conn, project_id)
             if state not in ("fencing", "fenced"):
                 raise _refuse(state, "fence it")
             await conn.execute("UPDATE projects SET state = 'fenced', epoch = greatest(epoch, $2) WHERE id = $1",
@@ -86,7 +85,7 @@ async def fence(pool: asyncpg.Pool, project_id: uuid.UUID, epoch: int) -> None:
 async def unfence(pool: asyncpg.Pool, project_id: uuid.UUID) -> None:
     """Source, when a move is abandoned before its flip: serve the project again as if nothing happened."""
     async with pool.acquire() as conn, conn.transaction():
-        state = await _barrier(conn, project_id)
+        state = await barrier(conn, project_id)
         if state in queries.MOVING:
             await conn.execute("UPDATE projects SET state = 'active' WHERE id = $1", project_id)
             await conn.execute("DELETE FROM move_changes WHERE project_id = $1", project_id)
@@ -150,44 +149,26 @@ async def purge(pool: asyncpg.Pool, store: ObjectStore, settings: CellSettings, 
                 data: PurgeIn) -> Receipt:
     """Source, after the flip: delete every row and object of the project; return the signed deletion receipt.
 
-    The receipt is a residency report in this cell's hash chain (scope `project`), appended in the same
-    transaction that deletes the project row, after checking that no table holds a row of the project and no
-    object is left under its prefix. Repeated, it returns the receipt already written.
+    The project eraser (cell/projects/erasure.py) does it: a residency report in this cell's hash chain (scope
+    `project`), appended in the same transaction that deletes the project row, after checking that no table
+    holds a row of the project and no object is left under its prefix. Repeated, it returns the receipt
+    already written.
     """
     row = await queries.state_of(pool, project_id)
     if row is None:
-        found = await pool.fetchrow(
-            """SELECT seq, created_at, body, prev_hash, hash, signature, public_key FROM residency_reports
-                WHERE audited_project = $1 AND body->>'kind' = 'deletion' AND body->>'move_id' = $2
-                ORDER BY seq DESC LIMIT 1""", project_id, str(data.move_id))
+        found = await erasure.receipt_for(pool, project_id, "move_id", str(data.move_id))
         if found is None:
             raise Problem(404, "no such project in this region, and no deletion receipt for this move")
-        return Receipt(**dict(found))
+        return _wire(found)
     if row["state"] != "moved":
         raise _refuse(row["state"], "purge it")
-    async with pool.acquire() as conn:
-        plan = await read_plan(conn)
-        before = await queries.remaining_rows(conn, plan, project_id)
-    objects, size = await queries.delete_objects(store, project_id)
-    await queries.delete_project_rows(pool, plan, project_id)
-    late, late_size = await queries.delete_objects(store, project_id)  # written by a job racing the purge
-    if await store.keys(queries.prefix(project_id)):
-        raise Problem(503, "objects of the project are still being written; retry", retry_after=2)
-    async with pool.acquire() as conn, conn.transaction():
-        await queries.bypass(conn)
-        await conn.execute("DELETE FROM projects WHERE id = $1", project_id)
-        left = await queries.remaining_rows(conn, plan, project_id)
-        if any(left.values()):
-            raise Problem(503, "rows of the project are still being written; retry", retry_after=2)
-        body: dict[str, Any] = {
-            "kind": "deletion", "version": 1, "project_id": str(project_id), "region": settings.region,
-            "moved_to": data.region, "epoch": data.epoch, "move_id": str(data.move_id),
-            "created_at": datetime.now(UTC).isoformat(),
-            "deleted": {"rows": {name: n for name, n in sorted(before.items()) if n},
-                        "objects": objects + late, "bytes": size + late_size},
-            "remaining": {"rows": 0, "objects": 0, "tables_checked": sorted(left)},
-        }
-        sealed = await receipts.append(conn, receipts.signing_key(settings.secret_key, settings.region), body,
-                                       scope="project", audited_project=project_id)
+    sealed = await erasure.erase(pool, store, settings, project_id, {
+        "moved_to": data.region, "epoch": data.epoch, "move_id": str(data.move_id)})
+    assert sealed is not None  # no deadline: it finishes or raises
+    return _wire(sealed)
+
+
+def _wire(sealed: receipts.Receipt) -> Receipt:
+    """A sealed report as a move's purge answers it."""
     return Receipt(seq=sealed.seq, created_at=sealed.created_at, body=sealed.body, prev_hash=sealed.prev_hash,
                    hash=sealed.hash, signature=sealed.signature, public_key=sealed.public_key)

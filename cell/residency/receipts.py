@@ -170,11 +170,14 @@ def from_line(line: str) -> Receipt:
 
 # -- Storage -----------------------------------------------------------------------------------------------------
 
-_COLUMNS = "seq, created_at, scope, audited_project, body, prev_hash, hash, signature, public_key"
+COLUMNS = "seq, created_at, scope, audited_project, body, prev_hash, hash, signature, public_key"
+"""The columns of `residency_reports` that make a Receipt (`from_row`)."""
 
 
-def _receipt(row: asyncpg.Record) -> Receipt:
+def from_row(row: asyncpg.Record) -> Receipt:
+    """A stored report as a Receipt."""
     return msgspec.convert(dict(row), Receipt)
+
 
 
 async def append(conn: asyncpg.Connection, key: Ed25519PrivateKey, body: dict[str, Any], *, scope: str,
@@ -187,7 +190,7 @@ async def append(conn: asyncpg.Connection, key: Ed25519PrivateKey, body: dict[st
         created_at = datetime.fromisoformat(body["created_at"])
         receipt = seal(key, seq, prev, body, scope=scope, audited_project=audited_project, created_at=created_at)
         await conn.execute(
-            f"INSERT INTO residency_reports ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            f"INSERT INTO residency_reports ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             receipt.seq, receipt.created_at, receipt.scope, receipt.audited_project, receipt.body,
             receipt.prev_hash, receipt.hash, receipt.signature, receipt.public_key)
     return receipt
@@ -195,19 +198,19 @@ async def append(conn: asyncpg.Connection, key: Ed25519PrivateKey, body: dict[st
 
 async def chain(conn: asyncpg.Connection | asyncpg.Pool) -> list[Receipt]:
     """Every stored report, in seq order."""
-    return [_receipt(r) for r in await conn.fetch(f"SELECT {_COLUMNS} FROM residency_reports ORDER BY seq")]
+    return [from_row(r) for r in await conn.fetch(f"SELECT {COLUMNS} FROM residency_reports ORDER BY seq")]
 
 
 async def latest_for(conn: asyncpg.Connection | asyncpg.Pool, project_id: uuid.UUID) -> Receipt | None:
     """The newest report that covered the project: its own audit, or an audit of the whole cell."""
     row = await conn.fetchrow(
-        f"""SELECT {_COLUMNS} FROM residency_reports
+        f"""SELECT {COLUMNS} FROM residency_reports
              WHERE audited_project = $1 OR (scope = 'cell' AND body->'projects' ? $2)
              ORDER BY seq DESC LIMIT 1""", project_id, str(project_id))
-    return None if row is None else _receipt(row)
+    return None if row is None else from_row(row)
 
 
 async def head(conn: asyncpg.Connection | asyncpg.Pool) -> Receipt | None:
     """The newest report of the chain."""
-    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM residency_reports ORDER BY seq DESC LIMIT 1")
-    return None if row is None else _receipt(row)
+    row = await conn.fetchrow(f"SELECT {COLUMNS} FROM residency_reports ORDER BY seq DESC LIMIT 1")
+    return None if row is None else from_row(row)

@@ -1,4 +1,4 @@
-"""`/v1/auth`: signup, login, logout, and who am I."""
+"""`/v1/auth`: signup, login, logout, and who am I (the rest of an account's life: router/auth/account.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from litestar import Request, get, post
 from common.ids import uuid7
 from common.keys import bearer
 from common.problems import Problem
+from router import audit
 from router.auth import sessions
-from router.auth.passwords import check_password, hash_password
+from router.auth.passwords import check_password as password_matches
+from router.auth.passwords import hash_password
 from router.ratelimit import client_tag
 from router.state import state
 
@@ -28,11 +30,9 @@ class SignupIn(msgspec.Struct):
     name: str
 
     def __post_init__(self) -> None:
-        _check_email(self.email)
-        if not 10 <= len(self.password) <= 200:
-            raise ValueError("password must be 10 to 200 characters - at `$.password`")
-        if not 1 <= len(self.name) <= 255:
-            raise ValueError("name must be 1 to 255 characters - at `$.name`")
+        check_email(self.email)
+        check_password(self.password, "password")
+        check_name(self.name)
 
 
 class LoginIn(msgspec.Struct):
@@ -58,9 +58,27 @@ class AuthOut(msgspec.Struct):
     token: str
 
 
-def _check_email(email: str) -> None:
+def check_email(email: str) -> None:
+    """Refuse what cannot be an email address (ValueError naming `$.email`, a 422 at the edge)."""
     if len(email) > 255 or "@" not in email or " " in email or email.startswith("@") or email.endswith("@"):
         raise ValueError("not an email address - at `$.email`")
+
+
+def check_password(password: str, field: str) -> None:
+    """A new password's bounds (the field named as `field` in the 422)."""
+    if not 10 <= len(password) <= 200:
+        raise ValueError(f"password must be 10 to 200 characters - at `$.{field}`")
+
+
+def check_name(name: str) -> None:
+    """A person's name as shown to their team."""
+    if not 1 <= len(name) <= 255:
+        raise ValueError("name must be 1 to 255 characters - at `$.name`")
+
+
+def client_ip(request: Request[Any, Any, Any]) -> str | None:
+    """The caller's address, for the audit log (which truncates it)."""
+    return request.client.host if request.client else None
 
 
 @post("/v1/auth/signup", status_code=201)
@@ -79,6 +97,8 @@ async def signup(request: Request[Any, Any, Any], data: SignupIn) -> AuthOut:
             raise Problem(409, "an account with this email exists") from None
         assert row is not None
         token = await sessions.create(conn, row["id"], st.settings.session_ttl_seconds)
+        await audit.record(conn, action="account.created", actor_id=row["id"], project_id=None,
+                           target_type="admin_user", target_id=row["id"], ip=client_ip(request))
     return AuthOut(msgspec.convert(dict(row), User), token)
 
 
@@ -92,12 +112,18 @@ async def login(request: Request[Any, Any, Any], data: LoginIn) -> AuthOut:
     await st.limiter.enforce("login_client", client, count=False)
     row = await st.pool.fetchrow(
         "SELECT id, email, name, created_at, password_hash FROM admin_users WHERE email = $1", data.email.lower())
-    if not await check_password(data.password, row["password_hash"] if row else None) or row is None:
+    if not await password_matches(data.password, row["password_hash"] if row else None) or row is None:
         await st.limiter.hit("login_account", *account)
         await st.limiter.hit("login_client", client)
+        await audit.record(st.pool, action="auth.login_failed", actor_id=None, actor_type="anonymous",
+                           project_id=None, target_type="admin_user" if row else None,
+                           target_id=row["id"] if row else None, ip=client_ip(request))
         raise Problem(401, "wrong email or password")
-    await st.pool.execute("UPDATE admin_users SET last_login_at = now() WHERE id = $1", row["id"])
-    token = await sessions.create(st.pool, row["id"], st.settings.session_ttl_seconds)
+    async with st.pool.acquire() as conn, conn.transaction():
+        await conn.execute("UPDATE admin_users SET last_login_at = now() WHERE id = $1", row["id"])
+        token = await sessions.create(conn, row["id"], st.settings.session_ttl_seconds)
+        await audit.record(conn, action="auth.login", actor_id=row["id"], project_id=None,
+                           target_type="admin_user", target_id=row["id"], ip=client_ip(request))
     user = {k: row[k] for k in ("id", "email", "name", "created_at")}
     return AuthOut(msgspec.convert(user, User), token)
 
@@ -108,8 +134,10 @@ async def logout(request: Request[Any, Any, Any]) -> None:
     token = bearer(request.headers.get("authorization"))
     if token is None or not token.startswith("rs_"):
         raise Problem(401, "send the session token as Authorization: Bearer")
-    await sessions.resolve(state(request).pool, token)
+    session = await sessions.resolve(state(request).pool, token)
     await sessions.revoke(state(request).pool, token)
+    await audit.record(state(request).pool, action="auth.logout", actor_id=session.user_id, project_id=None,
+                       target_type="admin_user", target_id=session.user_id, ip=client_ip(request))
 
 
 @get("/v1/auth/me")

@@ -51,3 +51,28 @@ async def revoke(pool: asyncpg.Pool, token: str) -> None:
         "UPDATE admin_sessions SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL",
         fingerprint(token),
     )
+
+
+async def end_all(conn: asyncpg.Pool | asyncpg.Connection, user_id: uuid.UUID, *, keep: str | None = None) -> int:
+    """End every open session of the user but the one of token `keep` (a password changed or reset); how many."""
+    status: str = await conn.execute(
+        """UPDATE admin_sessions SET revoked_at = now()
+            WHERE user_id = $1 AND revoked_at IS NULL AND ($2::text IS NULL OR token_hash <> $2)""",
+        user_id, fingerprint(keep) if keep else None)
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def listed(pool: asyncpg.Pool, user_id: uuid.UUID, token: str) -> list[asyncpg.Record]:
+    """The user's open sessions, newest first, marking the one of `token`."""
+    return list(await pool.fetch(
+        """SELECT id, created_at, expires_at, last_used_at, token_hash = $2 AS current FROM admin_sessions
+            WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() ORDER BY created_at DESC, id DESC""",
+        user_id, fingerprint(token)))
+
+
+async def end(pool: asyncpg.Pool, user_id: uuid.UUID, session_id: uuid.UUID) -> bool:
+    """End one of the user's sessions by id; False when the user has no such open session."""
+    found = await pool.fetchval(
+        """UPDATE admin_sessions SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
+           RETURNING id""", session_id, user_id)
+    return found is not None

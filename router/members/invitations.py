@@ -17,8 +17,6 @@ import asyncpg
 
 from common.ids import uuid7
 from common.keys import fingerprint
-from common.mail import Mailer, SendError
-from common.problems import Problem
 
 log = logging.getLogger("relay.router.members")
 
@@ -67,16 +65,3 @@ def message(project: str, inviter: str, role: str, link: str, token: str, expire
         "If you were not expecting it, ignore this message.", "",
     ]
     return f"You are invited to {project} on Relay", "\n".join(lines)
-
-
-async def send(mailer: Mailer | None, to: str, subject: str, body: str) -> None:
-    """Send the invitation; 503 when no way to send email is configured or the server refuses for now."""
-    if mailer is None:
-        raise Problem(503, "this router has no SMTP server or mail directory configured to send invitations",
-                      retry_after=60)
-    try:
-        await mailer.send(to, subject, body)
-    except SendError as exc:
-        log.warning("invitation email not sent: %s", exc)
-        raise Problem(503 if not exc.permanent else 422, "the invitation email could not be sent",
-                      retry_after=30 if not exc.permanent else None) from None

@@ -14,6 +14,7 @@ import asyncpg
 from litestar import Request, delete, get, patch, post
 
 from common.ids import uuid7
+from common.mail import send_or_problem
 from common.problems import Problem
 from router.auth.routes import current_session
 from router.auth.sessions import Session
@@ -94,7 +95,7 @@ async def invite_member(request: Request[Any, Any, Any], project_id: uuid.UUID, 
         subject, body = invitations.message(about["project"], about["inviter"], data.role, link, token,
                                             row["expires_at"])
         # Sent before the commit: an invitation nobody could receive is not left behind.
-        await invitations.send(st.mailer, data.email, subject, body)
+        await send_or_problem(st.mailer, data.email, subject, body, what="invitation email")
     return Invitation(**dict(row))
 
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 import msgspec
 
-from router.auth.routes import _check_email
+from router.auth.routes import check_email
 
 Role = Literal["owner", "admin", "agent", "viewer"]
 
@@ -20,7 +20,7 @@ class MemberIn(msgspec.Struct):
     role: Role
 
     def __post_init__(self) -> None:
-        _check_email(self.email)
+        check_email(self.email)
         self.email = self.email.strip().lower()
 
 

@@ -13,6 +13,7 @@ from litestar import Request, Response, get, post
 
 from common.keys import bearer
 from common.problems import Problem
+from router import audit
 from router.auth.routes import current_session
 from router.directory import Change, ProjectEntry, publish
 from router.moves import store
@@ -43,8 +44,11 @@ async def start_move(request: Request[Any, Any, Any], project_id: uuid.UUID, dat
         raise Problem(404, "no such project")
     if session.role != "owner":
         raise Problem(403, "only the project's owner can move it to another region")
-    async with st.pool.acquire() as conn:
+    async with st.pool.acquire() as conn, conn.transaction():
         move, directory = await store.start(conn, project_id, data.to_region, st.settings.cells, session.user_id)
+        await audit.record(conn, action="project.move_requested", actor_id=session.user_id, project_id=project_id,
+                           target_type="move", target_id=move["id"], ip=request.client.host if request.client else None,
+                           metadata={"from_region": move["from_region"], "to_region": move["to_region"]})
     await publish(st.redis, st.directory, Change(project=ProjectEntry(**directory)))
     return Response(shown(move), status_code=202)
 

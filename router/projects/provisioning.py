@@ -89,6 +89,13 @@ async def _run(st: RouterState, kind: str, project_id: uuid.UUID, payload: dict[
         await discard_key(st, project_id, payload["region"], uuid.UUID(payload["key_id"]), payload["key_prefix"])
     elif kind == "key.revoke":
         await revoke_key(st, project_id, payload["region"], uuid.UUID(payload["key_id"]))
+    elif kind in ("project.rename", "project.delete"):
+        from router.projects import lifecycle  # it records its steps here, so it imports this module
+
+        if kind == "project.rename":
+            await lifecycle.rename_in_cell(st, project_id)
+        else:
+            await lifecycle.run_deletion(st, project_id)
     else:
         raise ValueError(f"unknown outbox kind {kind}")
 

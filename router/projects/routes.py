@@ -19,6 +19,7 @@ from common.ids import uuid7
 from common.keys import bearer, new_key_prefix
 from common.problems import FieldError, Problem
 from common.signing import Actor
+from router import audit
 from router.auth.routes import current_session
 from router.auth.sessions import Session
 from router.directory import Change, KeyEntry, ProjectEntry, publish
@@ -49,6 +50,8 @@ class Project(msgspec.Struct):
     region: str
     created_at: datetime
     role: str | None = None
+    state: str = "active"
+    """`active`, or where it stands: `provisioning`, moving (`copying`, `fenced`, `flipped`), `deleting`."""
 
 
 class ProjectList(msgspec.Struct):
@@ -64,7 +67,7 @@ class KeyIn(msgspec.Struct, kw_only=True):
     expires_at: datetime | None = None
 
 
-_PROJECT = "SELECT id, name, region, created_at FROM project_directory"
+_PROJECT = "SELECT id, name, region, created_at, state::text AS state FROM project_directory"
 
 
 @post("/v1/projects", status_code=201)
@@ -85,6 +88,9 @@ async def create_project(request: Request[Any, Any, Any], data: ProjectIn) -> Pr
             "INSERT INTO project_memberships (id, user_id, project_id, role) VALUES ($1, $2, $3, 'owner')",
             uuid7(), session.user_id, project_id)
         outbox_id = await provisioning.add(conn, project_id, "project.provision", {})
+        await audit.record(conn, action="project.created", actor_id=session.user_id, project_id=project_id,
+                           target_type="project", target_id=project_id,
+                           ip=request.client.host if request.client else None, metadata={"region": data.region})
     try:
         await provisioning.provision_project(st, project_id, row["name"], row["region"], row["created_at"])
     except Problem as problem:  # the outbox finishes it when the region is back
@@ -99,7 +105,7 @@ async def list_projects(request: Request[Any, Any, Any]) -> ProjectList:
     """The caller's projects, with their region and the caller's role."""
     session = await current_session(request)
     rows = await state(request).pool.fetch(
-        """SELECT p.id, p.name, p.region, p.created_at, m.role::text AS role
+        """SELECT p.id, p.name, p.region, p.created_at, m.role::text AS role, p.state::text AS state
              FROM project_directory p JOIN project_memberships m ON m.project_id = p.id
             WHERE m.user_id = $1 AND p.state NOT IN ('provisioning', 'purged', 'failed')
             ORDER BY p.created_at DESC""", session.user_id)
@@ -201,9 +207,13 @@ async def create_key(request: Request[Any, Any, Any], project_id: uuid.UUID, dat
         await provisioning.discard_key(st, project_id, project.region, key_id, prefix)
         await provisioning.done(st, outbox_id)
         return _relay(request, response)
-    row = await st.pool.fetchrow(
-        """UPDATE key_directory SET pending = false, updated_at = now() WHERE key_prefix = $1
-           RETURNING key_prefix, key_id, project_id, region, revoked""", prefix)
+    async with st.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            """UPDATE key_directory SET pending = false, updated_at = now() WHERE key_prefix = $1
+               RETURNING key_prefix, key_id, project_id, region, revoked""", prefix)
+        await audit.record(conn, action="api_key.created", actor_id=uuid.UUID(actor.user_id) if actor.user_id else None,
+                           actor_key=actor.key_prefix, project_id=project_id, target_type="api_key", target_id=key_id,
+                           ip=actor.ip, metadata={"key_prefix": prefix, "scopes": sorted(set(data.scopes))})
     await provisioning.done(st, outbox_id)
     if row is not None:
         await publish(st.redis, st.directory, Change(key=KeyEntry(**dict(row))))
@@ -232,6 +242,9 @@ async def revoke_key(request: Request[Any, Any, Any], project_id: uuid.UUID, key
             raise Problem(404, "no such key")
         outbox_id = await provisioning.add(conn, project_id, "key.revoke",
                                            {"region": project.region, "key_id": str(key_id)})
+        await audit.record(conn, action="api_key.revoked", actor_id=session.user_id if session else None,
+                           actor_key=actor.key_prefix, project_id=project_id, target_type="api_key", target_id=key_id,
+                           ip=actor.ip, metadata={"key_prefix": row["key_prefix"]})
     await publish(st.redis, st.directory, Change(key=KeyEntry(**dict(row))))
     if session is None:
         await provisioning.done(st, outbox_id)

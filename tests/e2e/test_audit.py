@@ -1,4 +1,7 @@
-"""The audit log through the router: entries for management writes with the right actor, filters, paging, access."""
+"""The audit log through the router: entries for management writes with the right actor, filters, paging, access.
+
+The log a project's admins read holds the cell's entries (`source`: its region) merged by time with the
+router's own (`source: "router"`: the project created, keys created through the router, …)."""
 
 from __future__ import annotations
 
@@ -35,12 +38,15 @@ def test_writes_are_audited_with_their_actor(router: httpx.Client, admin: Admin)
     assert router.patch(f"/v1/projects/{p['id']}/webhooks/{hook['id']}", headers=key["h"],
                         json={"enabled": False}).status_code == 200
 
-    entries = _entries(router, admin.h, p)
+    merged = _entries(router, admin.h, p)
+    entries = [e for e in merged if e["source"] == "eu-west"]
     assert [e["action"] for e in entries] == ["webhook.updated", "webhook.created", "integration.created",
                                               "api_key.created"]
+    assert [(e["action"], e["actor_id"]) for e in merged if e["source"] == "router"] == [
+        ("api_key.created", admin.user["id"]), ("project.created", admin.user["id"])]
     updated, created, integration, key_created = entries
     assert set(updated) == {"id", "actor_type", "actor_id", "action", "target_type", "target_id", "meta",
-                            "ip_address", "created_at"}
+                            "ip_address", "created_at", "source"}
     # A dashboard user is `admin` with their user id; a key is `api` with its prefix (never the secret).
     assert (integration["actor_type"], integration["actor_id"]) == ("admin", admin.user["id"])
     assert (key_created["actor_type"], key_created["actor_id"]) == ("admin", admin.user["id"])
@@ -70,25 +76,27 @@ def test_filters_and_keyset_paging(router: httpx.Client, admin: Admin) -> None:
         assert router.delete(f"/v1/projects/{p['id']}/webhooks/{hook['id']}", headers=key["h"]).status_code == 204
 
     everything = _entries(router, admin.h, p)
-    assert len(everything) == 9  # the key, 5 webhooks created, 3 deleted
+    assert len(everything) == 11  # the key, 5 webhooks created, 3 deleted; the router's project and key created
     assert [e["action"] for e in _entries(router, admin.h, p, action="webhook.deleted")] == ["webhook.deleted"] * 3
     assert {e["target_id"] for e in _entries(router, admin.h, p, action="webhook.deleted")} == {
         h["id"] for h in hooks[:3]}
     by_user = _entries(router, admin.h, p, actor_type="admin")
-    assert [e["action"] for e in by_user] == ["webhook.created", "webhook.created", "api_key.created"]
+    assert sorted(e["action"] for e in by_user) == ["api_key.created"] * 2 + ["project.created"] + [
+        "webhook.created"] * 2
     assert _entries(router, admin.h, p, actor_id=admin.user["id"]) == by_user
     by_key = _entries(router, admin.h, p, actor_type="api", actor_id=key["key_prefix"])
     assert sorted(e["action"] for e in by_key) == ["webhook.created"] * 3 + ["webhook.deleted"] * 3
     assert _entries(router, admin.h, p, actor_type="system") == []
     history = _entries(router, admin.h, p, target_type="webhook", target_id=hooks[0]["id"])
     assert [e["action"] for e in history] == ["webhook.deleted", "webhook.created"]
-    assert [e["action"] for e in _entries(router, admin.h, p, target_type="api_key")] == ["api_key.created"]
+    assert [(e["action"], e["source"]) for e in _entries(router, admin.h, p, target_type="api_key")] == [
+        ("api_key.created", "router"), ("api_key.created", "us-west")]
     # Times go in the query unescaped (`:` is legal there): the router's hop re-quotes `%3A`, see the report.
     at = middle.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     later = router.get(f"/v1/projects/{p['id']}/audit-logs?created_after={at}", headers=admin.h).json()["data"]
     assert [e["action"] for e in later] == ["webhook.deleted"] * 3
     earlier = router.get(f"/v1/projects/{p['id']}/audit-logs?created_before={at}", headers=admin.h).json()["data"]
-    assert len(earlier) == 6 and {e["id"] for e in earlier} | {e["id"] for e in later} == {
+    assert len(earlier) == 8 and {e["id"] for e in earlier} | {e["id"] for e in later} == {
         e["id"] for e in everything}
 
     # Keyset pages walk every entry once, newest first, also under a filter.
@@ -122,6 +130,8 @@ def test_only_admins_read_the_log_of_their_own_project(router: httpx.Client, adm
         problem(_list(router, h, a), 403)
     for h in (admin_member.h, admin.key(a, ["admin"])["h"]):
         entries = _entries(router, h, a)
-        assert entries and all(e["target_type"] == "api_key" for e in entries)  # nothing of project B
+        assert entries and b["id"] not in str(entries)  # nothing of project B
+        assert {e["target_type"] for e in entries} == {"api_key", "project"}
+        assert {e["target_id"] for e in entries if e["target_type"] == "project"} == {a["id"]}
     for h in (admin.key(b, ["admin"])["h"], Admin(router).h):
         problem(_list(router, h, a), 404)
