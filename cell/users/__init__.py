@@ -1,15 +1,25 @@
-"""End users: the people using a customer's app, upserted on (project, external id)."""
+"""End users: the people using a customer's app, upserted on (project, external id).
+
+Their `traits` are whatever the customer's page sends about them, so they pass through the project's
+privacy rules (scope `context`) before they are stored; `end_users.privacy_scope` adds up what was
+redacted (rule and counts, never the values).
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import msgspec
 
+from cell.privacy import scrub
 from common.ids import uuid7
+
+TRAITS_SCOPE = "context"
+"""Traits describe the person and their account, like the technical context describes their device."""
 
 
 class EndUserIn(msgspec.Struct, forbid_unknown_fields=False):
@@ -30,8 +40,25 @@ class EndUserIn(msgspec.Struct, forbid_unknown_fields=False):
             raise ValueError("name is longer than 255 characters")
 
 
-async def upsert(conn: asyncpg.Connection, project_id: uuid.UUID, user: EndUserIn) -> uuid.UUID:
-    """The end user's id, creating or refreshing the row; fields not sent are kept."""
+def _scrubbed_traits(rules: scrub.Rules, user: EndUserIn) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The user's traits as they may be stored, and the redaction report (None when nothing was redacted)."""
+    if not user.traits:
+        return user.traits, None
+    report = scrub.Report()
+    traits: dict[str, Any] = scrub.scrub_value(rules, user.traits, TRAITS_SCOPE, report)
+    return traits, report.as_json() if report else None
+
+
+async def add_redactions(conn: asyncpg.Connection, found: list[tuple[uuid.UUID, uuid.UUID, dict[str, Any]]]) -> None:
+    """Add redaction reports to end users' records: (project id, end user id, `Report.as_json()`)."""
+    await conn.executemany(
+        """UPDATE end_users SET privacy_scope = relay_merge_redactions(privacy_scope, $3)
+            WHERE project_id = $1 AND id = $2""", found)
+
+
+async def upsert(conn: asyncpg.Connection, project_id: uuid.UUID, user: EndUserIn, rules: scrub.Rules) -> uuid.UUID:
+    """The end user's id, creating or refreshing the row; fields not sent are kept, traits are scrubbed."""
+    traits, redactions = _scrubbed_traits(rules, user)
     row_id: uuid.UUID = await conn.fetchval(
         """INSERT INTO end_users (id, project_id, external_user_id, email, name, avatar_url, traits)
            VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, '{}'::jsonb))
@@ -42,28 +69,36 @@ async def upsert(conn: asyncpg.Connection, project_id: uuid.UUID, user: EndUserI
                traits = end_users.traits || coalesce($7, '{}'::jsonb),
                updated_at = now()
            RETURNING id""",
-        uuid7(), project_id, user.external_id, user.email, user.name, user.avatar_url, user.traits,
+        uuid7(), project_id, user.external_id, user.email, user.name, user.avatar_url, traits,
     )
+    if redactions is not None:
+        await add_redactions(conn, [(project_id, row_id, redactions)])
     return row_id
 
 
-async def upsert_many(conn: asyncpg.Connection, users: list[tuple[uuid.UUID, EndUserIn]]
-                      ) -> dict[tuple[uuid.UUID, str], uuid.UUID]:
+async def upsert_many(conn: asyncpg.Connection, users: list[tuple[uuid.UUID, EndUserIn]],
+                      rules: Mapping[uuid.UUID, scrub.Rules]) -> dict[tuple[uuid.UUID, str], uuid.UUID]:
     """`upsert` for many (project_id, user) at once, in one statement: (project_id, external_id) → id.
+
+    `rules` holds the privacy rules of every project in `users`.
 
     A user sent twice is merged first as if upserted twice in turn (later fields win, traits are merged), and
     rows are locked in (project, external id) order, so concurrent batches cannot deadlock on them.
     """
     merged: dict[tuple[uuid.UUID, str], dict[str, Any]] = {}
+    found: list[tuple[uuid.UUID, str, dict[str, Any]]] = []
     for project_id, user in users:
+        traits, redactions = _scrubbed_traits(rules[project_id], user)
+        if redactions is not None:
+            found.append((project_id, user.external_id, redactions))
         entry = merged.setdefault((project_id, user.external_id), {
             "id": uuid7(), "project_id": project_id, "external_user_id": user.external_id,
             "email": None, "name": None, "avatar_url": None, "traits": None})
         for field in ("email", "name", "avatar_url"):
             if getattr(user, field) is not None:
                 entry[field] = getattr(user, field)
-        if user.traits is not None:
-            entry["traits"] = {**(entry["traits"] or {}), **user.traits}
+        if traits is not None:
+            entry["traits"] = {**(entry["traits"] or {}), **traits}
     rows = await conn.fetch(
         """INSERT INTO end_users (id, project_id, external_user_id, email, name, avatar_url, traits)
            SELECT id, project_id, external_user_id, email, name, avatar_url, coalesce(traits, '{}'::jsonb)
@@ -79,7 +114,10 @@ async def upsert_many(conn: asyncpg.Connection, users: list[tuple[uuid.UUID, End
            RETURNING id, project_id, external_user_id""",
         list(merged.values()),
     )
-    return {(r["project_id"], r["external_user_id"]): r["id"] for r in rows}
+    ids = {(r["project_id"], r["external_user_id"]): r["id"] for r in rows}
+    if found:
+        await add_redactions(conn, [(pid, ids[(pid, external_id)], report) for pid, external_id, report in found])
+    return ids
 
 
 @dataclass(frozen=True)
