@@ -68,20 +68,24 @@ async def provision(request: Request[Any, Any, Any], project_id: uuid.UUID, data
 
 
 class ProjectSettings(msgspec.Struct, kw_only=True):
-    """`GET …/settings`: a project's settings; `retention_days` null keeps data forever."""
+    """`GET …/settings`: a project's settings; `retention_days` null keeps data forever;
+    `strip_image_metadata` false keeps images' EXIF/XMP/IPTC as uploaded (cell/media/metadata.py)."""
 
     retention_days: int | None
+    strip_image_metadata: bool = True
 
 
 class SettingsPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """`PATCH …/settings`: absent fields are left alone; `retention_days: null` keeps data forever."""
 
     retention_days: Annotated[int, msgspec.Meta(ge=1, le=MAX_DAYS)] | msgspec.UnsetType | None = msgspec.UNSET
+    strip_image_metadata: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 def _settings(stored: dict[str, Any]) -> ProjectSettings:
     """The settings a stored `projects.settings` document gives (anything unusable reads as unset)."""
-    return ProjectSettings(retention_days=retention_days(stored.get("retention_days")))
+    return ProjectSettings(retention_days=retention_days(stored.get("retention_days")),
+                           strip_image_metadata=stored.get("strip_image_metadata") is not False)
 
 
 @get("/v1/projects/{project_id:uuid}/settings")
@@ -99,18 +103,20 @@ async def update_settings(request: Request[Any, Any, Any], project_id: uuid.UUID
                           data: SettingsPatch) -> ProjectSettings:
     """Change the project's settings (admins); audited with the new values in the same transaction."""
     principal = require(await caller(request, project_id), project_id, level=ADMIN)
-    if isinstance(data.retention_days, msgspec.UnsetType):
-        raise Problem(422, "nothing to change: send retention_days (whole days, or null to keep data forever)")
+    changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+    if not changes:
+        raise Problem(422, "nothing to change: send retention_days (whole days, or null to keep data forever)"
+                           " or strip_image_metadata")
     async with ctx(request).pool.acquire() as conn, conn.transaction():
+        # A null removes the setting (its default applies); any other value replaces it.
         stored = await conn.fetchval(
-            """UPDATE projects SET settings = CASE WHEN $2::int IS NULL THEN settings - 'retention_days'
-                                               ELSE settings || jsonb_build_object('retention_days', $2::int) END,
-                                   updated_at = now()
-                WHERE id = $1 RETURNING settings""", project_id, data.retention_days)
+            """UPDATE projects SET settings = (settings - $2::text[]) || $3::jsonb, updated_at = now()
+                WHERE id = $1 RETURNING settings""",
+            project_id, [k for k, v in changes.items() if v is None],
+            {k: v for k, v in changes.items() if v is not None})
         if stored is None:
             raise Problem(404, "no such project")
-        await audit.record(conn, principal, "project.settings_updated", "project", project_id,
-                           {"retention_days": data.retention_days})
+        await audit.record(conn, principal, "project.settings_updated", "project", project_id, changes)
     return _settings(stored)
 
 
