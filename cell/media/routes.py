@@ -15,14 +15,13 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
 import asyncpg
 import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi import ResponseSpec
-from litestar.params import Parameter
 from litestar.response import Stream
 
 from cell import audit
@@ -93,7 +92,7 @@ async def _retried(pool: asyncpg.Pool, pid: uuid.UUID, media_id: uuid.UUID, inte
       responses={200: ResponseSpec(data_container=Media, description="A retried upload: the media stored first.")})
 async def upload_media(request: Request[Any, Any, Any], interaction_id: uuid.UUID,
                        kind: sniff.UploadKind | None = None,
-                       client_id: Annotated[uuid.UUID | None, Parameter(query="id")] = None) -> Response[Media]:
+                       id: uuid.UUID | None = None) -> Response[Media]:
     """Store a screenshot, video or attachment of an interaction; 413/415 keep nothing.
 
     Images lose their embedded metadata first (cell/media/metadata.py) unless the project's settings
@@ -101,6 +100,7 @@ async def upload_media(request: Request[Any, Any, Any], interaction_id: uuid.UUI
     again stores nothing and answers 200 with the stored media; another body under that id is a 409.
     """
     principal = require(await caller(request), ingest=True)
+    client_id = id  # the query parameter's public name is `id`, as for other client ids
     if kind is None:
         raise Problem(422, "say what this is with ?kind=screenshot|video|attachment",
                       errors=[FieldError("/kind", "missing required query parameter")])
