@@ -20,6 +20,7 @@ from cell.auth import Authenticator, HopMiddleware, KeyVerifier
 from cell.chat import routes as chat
 from cell.context import CellContext
 from cell.db import ensure_region
+from cell.exports import routes as exports
 from cell.feedback import routes as feedback
 from cell.flags import routes as flags
 from cell.integrations import routes as integrations
@@ -46,7 +47,7 @@ from common.problems import EXCEPTION_HANDLERS, Problem, database_handler, probl
 
 # One module per area of the data model, each exporting ROUTES.
 AREAS = (health, projects, keys, interactions, media, replays, sessions, users, feedback, roadmap, surveys, chat,
-         privacy, flags, integrations, webhooks, audit, residency, moves)
+         privacy, flags, integrations, webhooks, audit, residency, moves, exports)
 
 
 # Per-request metrics of the cell API (see common.metrics): per route template, method and status.

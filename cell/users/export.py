@@ -12,6 +12,7 @@ leave the cell except in the response to the authorised caller.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import mimetypes
 import tempfile
 import uuid
@@ -120,8 +121,16 @@ def media_name(media: dict[str, Any]) -> str:
     return f"media/{media['interaction_id']}/{media['id']}{ext}"
 
 
-async def _copy(store: ObjectStore, key: str, archive: zipfile.ZipFile, name: str) -> int | None:
-    """Stream one object into the archive; None when the object is gone (erased meanwhile)."""
+@dataclass(frozen=True)
+class Copied:
+    """An object written into an archive: its size and SHA-256 as copied."""
+
+    size: int
+    sha256: str
+
+
+async def copy_object(store: ObjectStore, key: str, archive: zipfile.ZipFile, name: str) -> Copied | None:
+    """Stream one object into the archive as `name`; None when the object is gone (erased meanwhile)."""
     stream = store.stream(key)
     try:
         first = await anext(stream)
@@ -131,14 +140,15 @@ async def _copy(store: ObjectStore, key: str, archive: zipfile.ZipFile, name: st
         if exc.status != 404:
             raise
         return None
-    size = len(first)
+    size, digest = len(first), hashlib.sha256(first)
     with archive.open(zipfile.ZipInfo(name, date_time=datetime.now(UTC).timetuple()[:6]), "w",
                       force_zip64=True) as dst:
         await asyncio.to_thread(dst.write, first)
         async for chunk in stream:
             size += len(chunk)
+            digest.update(chunk)
             await asyncio.to_thread(dst.write, chunk)
-    return size
+    return Copied(size, digest.hexdigest())
 
 
 async def build(pool: asyncpg.Pool, store: ObjectStore, project_id: uuid.UUID, user_id: uuid.UUID) -> Archive | None:
@@ -157,7 +167,7 @@ async def build(pool: asyncpg.Pool, store: ObjectStore, project_id: uuid.UUID, u
                     media["file"] = None
                     if media.get("storage_key"):
                         name = media_name(media)
-                        if await _copy(store, media["storage_key"], archive, name) is not None:
+                        if await copy_object(store, media["storage_key"], archive, name) is not None:
                             media["file"] = name
                             media_files += 1
             replay_files = 0
@@ -166,7 +176,7 @@ async def build(pool: asyncpg.Pool, store: ObjectStore, project_id: uuid.UUID, u
                 replay["files"] = []
                 for key in await replay_keys(store, project_id, replay["id"], replay["chunks"]):
                     name = key.removeprefix(own)
-                    if await _copy(store, key, archive, name) is not None:
+                    if await copy_object(store, key, archive, name) is not None:
                         replay["files"].append(name)
                         replay_files += 1
             body = msgspec.json.format(msgspec.json.encode(doc), indent=2)
