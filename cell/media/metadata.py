@@ -101,26 +101,34 @@ def clean(data: bytes, content_type: str) -> Cleaned:
     """The image without its metadata; CPU-bound, run it off the event loop.
 
     Raises TooManyPixels, or Unreadable for an image that holds metadata the decoder cannot get rid of.
-    Bytes the decoder does not recognise as an image at all are stored as sent unless they carry a
-    metadata block's signature.
+    Bytes the decoder cannot read (not an image, or damaged) are stored as sent unless they carry a
+    metadata block's signature: a damaged screenshot is still evidence of a bug.
     """
     fmt = FORMATS[content_type]
     try:
         image = Image.open(io.BytesIO(data), formats=[fmt])
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if any(signature in data for signature in _SIGNATURES):
-            raise Unreadable("the image cannot be read, and holds metadata that could not be removed") from exc
-        return Cleaned(data, ())
     except Image.DecompressionBombError as exc:
         raise TooManyPixels from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return _as_sent(data, exc)
     with image:
         width, height = image.size
         if width * height > MAX_PIXELS:
             raise TooManyPixels
         try:
-            found = _found(image)
-            if not found:
-                return Cleaned(data, ())
+            found = _found(image)  # may decode the image (a PNG's eXIf can follow its pixels)
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            return _as_sent(data, exc)
+        if not found:
+            return Cleaned(data, ())
+        try:
             return Cleaned(_rewrite(image, fmt), tuple(found))
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise Unreadable("the image's pixels cannot be decoded, so its metadata cannot be removed") from exc
+
+
+def _as_sent(data: bytes, exc: BaseException) -> Cleaned:
+    """Damaged bytes the decoder cannot read: kept as sent, unless a metadata block shows in them."""
+    if any(signature in data for signature in _SIGNATURES):
+        raise Unreadable("the image cannot be read, and holds metadata that could not be removed") from exc
+    return Cleaned(data, ())

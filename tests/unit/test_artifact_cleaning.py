@@ -77,6 +77,11 @@ def test_an_image_without_metadata_is_kept_byte_for_byte() -> None:
     assert metadata.clean(junk, "image/png").data == junk
     with pytest.raises(metadata.Unreadable):
         metadata.clean(junk + b"Exif\x00\x00MM", "image/png")
+    # A PNG whose header reads but whose chunks are damaged (its IDAT length is off by one): kept as sent.
+    damaged = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
+               b"\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81\x84"
+               b"\x00\x00\x00\x00IEND\xaeB`\x82")
+    assert metadata.clean(damaged, "image/png").data == damaged
 
 
 def test_metadata_goes_and_rendering_stays() -> None:
