@@ -22,7 +22,7 @@ from litestar import Request, Response, get, post
 from litestar.response import Stream
 
 from cell import audit
-from cell.auth import OWNER, require
+from cell.auth import OWNER, Principal, require
 from cell.context import caller, ctx
 from cell.exports import queries
 from cell.exports.jobs import REQUESTED
@@ -69,21 +69,26 @@ async def list_exports(request: Request[Any, Any, Any], project_id: uuid.UUID, c
 @get("/v1/projects/{project_id:uuid}/exports/{export_id:uuid}")
 async def get_export(request: Request[Any, Any, Any], project_id: uuid.UUID, export_id: uuid.UUID) -> ProjectExport:
     """One export: its status, and once ready its size, digests, signature and links (owner)."""
-    require(await caller(request, project_id), project_id, level=OWNER)
+    _, row = await _owned(request, project_id, export_id)
+    return _export(row)
+
+
+async def _owned(request: Request[Any, Any, Any], project_id: uuid.UUID,
+                 export_id: uuid.UUID) -> tuple[Principal, asyncpg.Record]:
+    """The caller (an owner of the project) and the project's export: 404 for an id that is not the
+    project's, whoever asks, then 403 for anyone but an owner."""
+    principal = require(await caller(request, project_id), project_id)
     row = await queries.get(ctx(request).pool, project_id, export_id)
     if row is None:
         raise Problem(404, "no such export")
-    return _export(row)
+    return require(principal, level=OWNER), row
 
 
 async def _ready(request: Request[Any, Any, Any], project_id: uuid.UUID, export_id: uuid.UUID,
                  column: str) -> tuple[asyncpg.Record, str]:
     """The ready export and one of its object keys; 404 when absent, 409 while not ready."""
-    principal = require(await caller(request, project_id), project_id, level=OWNER)
+    principal, row = await _owned(request, project_id, export_id)
     pool = ctx(request).pool
-    row = await queries.get(pool, project_id, export_id)
-    if row is None:
-        raise Problem(404, "no such export")
     if row["status"] != "ready":
         raise Problem(409, f"the export is {row['status']}: " + (
             row["failure_reason"] or "its archive is being built; follow the export until it is ready"))

@@ -74,7 +74,7 @@ def _same_upload(row: asyncpg.Record, interaction_id: uuid.UUID, kind: str, cont
     meta: dict[str, Any] = row["meta"] or {}
     sent = meta.get("received_sha256") or row["sha256"]
     return bool(row["interaction_id"] == interaction_id and row["kind"] == kind
-            and row["content_type"] == content_type and sent == received)
+                and row["content_type"] == content_type and sent == received)
 
 
 async def _retried(pool: asyncpg.Pool, pid: uuid.UUID, media_id: uuid.UUID, interaction_id: uuid.UUID,
