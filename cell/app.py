@@ -20,12 +20,14 @@ from cell.auth import Authenticator, HopMiddleware, KeyVerifier
 from cell.chat import routes as chat
 from cell.context import CellContext
 from cell.db import ensure_region
+from cell.exports import routes as exports
 from cell.feedback import routes as feedback
 from cell.flags import routes as flags
 from cell.integrations import routes as integrations
 from cell.interactions import routes as interactions
 from cell.interactions.writer import Writer
 from cell.keys import routes as keys
+from cell.keys.usage import UsageRecorder
 from cell.media import routes as media
 from cell.moves import routes as moves
 from cell.privacy import routes as privacy
@@ -47,7 +49,7 @@ from common.problems import EXCEPTION_HANDLERS, Problem, database_handler, probl
 
 # One module per area of the data model, each exporting ROUTES.
 AREAS = (health, projects, keys, interactions, media, replays, sessions, users, feedback, roadmap, surveys, chat,
-         privacy, flags, integrations, webhooks, audit, residency, moves, lifecycle)
+         privacy, flags, integrations, webhooks, audit, residency, moves, lifecycle, exports)
 
 
 # Per-request metrics of the cell API (see common.metrics): per route template, method and status.
@@ -112,17 +114,20 @@ def create_app(settings: CellSettings | None = None) -> Any:
         pool = await create_pool(settings.database_url, settings.db_pool_size)
         redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         try:
+            usage = UsageRecorder(pool, interval=settings.key_usage_interval_seconds)
             verifier = KeyVerifier(pool, recheck=settings.key_recheck_seconds, region=settings.region,
-                                   regions=settings.regions)
+                                   regions=settings.regions, on_use=usage.used)
             store = ObjectStore(settings.object_store)
             ingest = Writer(pool, settings.region)
             app.state.ctx = CellContext(settings, pool, redis, Authenticator(pool, verifier), store, ingest)
             _watch(app.state.ctx)
             # Scrapes refresh the gauges; with OTLP only, nobody scrapes, so refresh them in the background.
             fresh = asyncio.create_task(metrics.keep_fresh()) if metrics.otlp_configured() else None
+            usage.start()
             try:
                 yield
             finally:
+                await usage.close()
                 if fresh is not None:
                     fresh.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -134,8 +134,11 @@ class KeyVerifier:
     or expiry takes effect within that bound in every process, with no cache to flush.
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, recheck: float, region: str, regions: dict[str, str]) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, recheck: float, region: str, regions: dict[str, str],
+                 on_use: Callable[[uuid.UUID], None] | None = None) -> None:
         self.pool = pool
+        self.on_use = on_use
+        """Told the id of every key that authenticates a request (cell.keys.usage writes `last_used_at`)."""
         self.recheck = recheck
         self.region = region
         self.tag_regions = {tag: name for name, tag in regions.items()}
@@ -179,6 +182,8 @@ class KeyVerifier:
     def _usable(self, k: _CachedKey) -> _CachedKey:
         if k.expires_at is not None and k.expires_at <= datetime.now(UTC):
             raise Problem(401, "API key expired")
+        if self.on_use is not None:
+            self.on_use(k.key_id)
         return k
 
     async def _load(self, key: str, prefix: str, cached: _CachedKey | None) -> _CachedKey | None:

@@ -30,6 +30,7 @@ JOB_MODULES = (
     "cell.integrations.jobs",
     "cell.notifications.jobs",
     "cell.webhooks.jobs",
+    "cell.exports.jobs",
 )
 
 

@@ -62,6 +62,9 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
     replay_idle_timeout_seconds: Annotated[int, msgspec.Meta(ge=1)] = 1800
     """A replay still recording with no chunk for this long is closed and processed as if its SDK had
     finished it (RELAY_REPLAY_IDLE_TIMEOUT_SECONDS)."""
+    key_usage_interval_seconds: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 60.0
+    """`api_keys.last_used_at` is written at most this often per key by each API process, never once per
+    request (RELAY_KEY_USAGE_INTERVAL_SECONDS)."""
 
     smtp_url: str = ""
     """The operator's SMTP server for the email this service sends, e.g. `smtp://user:password@mail.example.com:587`

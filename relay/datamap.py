@@ -287,7 +287,7 @@ CLASSES: dict[str, tuple[str, str]] = {
     "media.storage_key": (NONE, "object key under projects/{project_id}/media/"),
     "media.content_type": (NONE, ""),
     "media.sha256": (NONE, ""),
-    "media.meta": (CONTENT, ""),
+    "media.meta": (NONE, "which kinds of image metadata were removed; the digest of the bytes as sent"),
     "interaction_logs.console": (CONTENT, "console output of the user's browser"),
     "interaction_logs.network": (CONTENT, "network requests of the user's browser"),
     "interaction_logs.errors": (CONTENT, "errors and stack traces"),
@@ -370,6 +370,18 @@ CLASSES: dict[str, tuple[str, str]] = {
     "moves.receipt": (NONE, "the source cell's signed deletion receipt: counts and hashes"),
     "residency_reports.public_key": (NONE, ""),
     "projects.erasure": (NONE, "an erasure's counts while it runs (rows per table, objects, bytes)"),
+    "replays.privacy_scope": (NONE, "which privacy rules redacted how much from the events; never the values"),
+    "sessions.privacy_scope": (NONE, "which privacy rules redacted how much from the user agent and device"),
+    "end_users.privacy_scope": (NONE, "which privacy rules redacted how much from the traits"),
+    "project_exports.requested_by": (LINKED, "the owner who asked: a team member's id"),
+    "project_exports.storage_key": (NONE, "object key of the archive under projects/{project_id}/exports/"),
+    "project_exports.manifest_storage_key": (NONE, "object key of the signed manifest"),
+    "project_exports.sha256": (NONE, ""),
+    "project_exports.manifest_hash": (NONE, ""),
+    "project_exports.signature": (NONE, ""),
+    "project_exports.public_key": (NONE, ""),
+    "project_exports.counts": (NONE, "rows per table, objects and bytes"),
+    "project_exports.failure_reason": (NONE, "what failed (an error kind), never data"),
     # router
     "admin_users.email": (PERSONAL, "a team member's login"),
     "admin_users.password_hash": (SECRET, ""),
@@ -417,8 +429,10 @@ STORES = (
     ("cell database (Postgres)", "one per region ({regions}); a project's rows only in its own region",
      "every table under [Cell database](#cell-database)"),
     ("cell object storage", "one bucket or directory per region, keys `projects/{{project_id}}/…`",
-     "media bytes (`media/{{media_id}}`), replay chunks (`replays/{{replay_id}}/chunks/{{index}}.json.gz`, "
-     "gzip rrweb events): end-user content"),
+     "media bytes (`media/{{media_id}}`, images without their EXIF/XMP/IPTC), replay chunks "
+     "(`replays/{{replay_id}}/chunks/{{index}}.json.gz`, gzip rrweb events, scrubbed by the privacy rules): "
+     "end-user content; project exports (`exports/{{export_id}}/`: the whole project as a zip, and its signed "
+     "manifest)"),
     ("cell Redis", "one per region", "job queue (ids only), caches; nothing durable"),
     ("router control database (Postgres)", "global",
      "every table under [Router control database](#router-control-database): team accounts, routing; "

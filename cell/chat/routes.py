@@ -73,7 +73,7 @@ async def start_conversation(request: Request[Any, Any, Any], data: Conversation
         content["subject"] = subject
     try:
         async with pool.acquire() as conn, conn.transaction():
-            user_id, _ = await identify(conn, pid, data.session_id, data.user, ctx(request).settings.secret_key)
+            user_id, _ = await identify(conn, pid, data.session_id, data.user, ctx(request).settings.secret_key, rules)
             row = await queries.insert(conn, conversation_id, pid, user_id, data.session_id, subject)
             if row is None:
                 raise _Exists

@@ -114,7 +114,8 @@ async def suggest_item(request: Request[Any, Any, Any], data: SuggestionIn) -> R
             row = await queries.insert_item(conn, item_id, pid, title, description, "under_review", category, None)
             if row is None:
                 raise _Replay(await queries.get_item(conn, pid, item_id))
-            user = await users.upsert(conn, pid, data.user, ctx(request).settings.secret_key) if data.user else None
+            user = (await users.upsert(conn, pid, data.user, ctx(request).settings.secret_key, rules)
+                    if data.user else None)
             user_id = user.id if user else None
             if data.session_id is not None:
                 await interactions.ensure_session(conn, pid, data.session_id, user_id)
@@ -148,11 +149,14 @@ async def vote(request: Request[Any, Any, Any], item_id: uuid.UUID, data: VoteIn
     person voting again gets its vote back with 200."""
     principal = require(await caller(request), ingest=True)
     pid = principal.project_id
+    pool = ctx(request).pool
+    rules = await scrub.rules_for(pool, pid)
     try:
-        async with ctx(request).pool.acquire() as conn, conn.transaction():
+        async with pool.acquire() as conn, conn.transaction():
             if not await queries.votable(conn, pid, item_id):
                 raise Problem(404, NO_ITEM)
-            user = await users.upsert(conn, pid, data.user, ctx(request).settings.secret_key) if data.user else None
+            user = (await users.upsert(conn, pid, data.user, ctx(request).settings.secret_key, rules)
+                    if data.user else None)
             user_id = user.id if user else None
             await interactions.ensure_session(conn, pid, data.session_id, user_id)
             row, count, cast = await queries.add_vote(conn, pid, item_id, data.session_id, user_id,

@@ -34,6 +34,7 @@ import asyncpg
 
 from cell import outbox, users
 from cell.interactions import queries
+from cell.privacy import scrub
 from common import metrics
 from common.ids import uuid7
 
@@ -160,10 +161,12 @@ class Writer:
 
     async def commit(self, batch: list[Pending]) -> list[Outcome]:
         """Write a batch in one transaction; the outcome of each of its items, in order."""
+        # End users' traits are scrubbed by their project's rules (cached per process: rarely a query).
+        rules = {pid: await scrub.rules_for(self.pool, pid) for pid in {i.project_id for i in batch if i.user}}
         for _ in range(RACES):
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
-                    written, foreign = await _write(conn, batch)
+                    written, foreign = await _write(conn, batch, rules)
                 break
             except _Raced:
                 continue
@@ -187,7 +190,8 @@ class Writer:
         return outcomes
 
 
-async def _write(conn: asyncpg.Connection, batch: list[Pending]) -> tuple[dict[int, asyncpg.Record], set[int]]:
+async def _write(conn: asyncpg.Connection, batch: list[Pending],
+                 rules: dict[uuid.UUID, scrub.Rules]) -> tuple[dict[int, asyncpg.Record], set[int]]:
     """The batch's statements: rows inserted (by `id()` of their item) and the items whose session is
     another project's. Locks are taken users first, then sessions, each in key order."""
     taken = await queries.taken(conn, [i.id for i in batch])
@@ -208,7 +212,7 @@ async def _write(conn: asyncpg.Connection, batch: list[Pending]) -> tuple[dict[i
     if not fresh:
         return {}, foreign
     known = [(i.project_id, i.user) for i in fresh if i.user is not None]
-    user_ids = await users.upsert_many(conn, known) if known else {}
+    user_ids = await users.upsert_many(conn, known, rules) if known else {}
     for item in fresh:
         item.row["user_id"] = user_ids[(item.project_id, item.user.user.external_id)] if item.user else None
     in_sessions = [(i.project_id, i.session_id, i.row["user_id"]) for i in fresh if i.session_id is not None]

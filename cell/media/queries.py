@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
 from cell.storage import Stored
 
-COLUMNS = "id, interaction_id, kind, content_type, size_bytes, sha256, created_at"
+COLUMNS = """id, interaction_id, kind, content_type, size_bytes, sha256, created_at,
+    coalesce(meta -> 'metadata_removed', '[]'::jsonb) AS metadata_removed"""
 
 
 async def interaction_exists(pool: asyncpg.Pool, project_id: uuid.UUID, interaction_id: uuid.UUID) -> bool:
@@ -21,21 +23,31 @@ async def interaction_exists(pool: asyncpg.Pool, project_id: uuid.UUID, interact
 
 
 async def insert(conn: asyncpg.Connection | asyncpg.Pool, media_id: uuid.UUID, project_id: uuid.UUID,
-                 interaction_id: uuid.UUID, kind: str, content_type: str, stored: Stored) -> asyncpg.Record:
-    """Record bytes that are already stored (FK violation if the interaction went away meanwhile)."""
+                 interaction_id: uuid.UUID, kind: str, content_type: str, stored: Stored,
+                 meta: dict[str, Any] | None = None) -> asyncpg.Record:
+    """Record bytes that are already stored (FK violation if the interaction went away meanwhile, unique
+    violation if the id is taken). `meta`: what metadata was removed, the digest of the bytes as sent."""
     row: asyncpg.Record = await conn.fetchrow(
-        f"""INSERT INTO media (id, project_id, interaction_id, kind, storage_key, content_type, size_bytes, sha256)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        f"""INSERT INTO media (id, project_id, interaction_id, kind, storage_key, content_type, size_bytes, sha256,
+                               meta)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
             RETURNING {COLUMNS}""",
-        media_id, project_id, interaction_id, kind, stored.key, content_type, stored.size, stored.sha256,
+        media_id, project_id, interaction_id, kind, stored.key, content_type, stored.size, stored.sha256, meta or {},
     )
     return row
+
+
+async def strips_metadata(pool: asyncpg.Pool, project_id: uuid.UUID) -> bool:
+    """Whether the project's images lose their metadata on the way in (its settings; yes unless turned off)."""
+    off: bool = await pool.fetchval(
+        "SELECT settings -> 'strip_image_metadata' = 'false'::jsonb FROM projects WHERE id = $1", project_id)
+    return not off
 
 
 async def get(pool: asyncpg.Pool, project_id: uuid.UUID, media_id: uuid.UUID) -> asyncpg.Record | None:
     """One media row of the project, with its storage key."""
     return await pool.fetchrow(
-        f"SELECT {COLUMNS}, storage_key FROM media WHERE project_id = $1 AND id = $2", project_id, media_id,
+        f"SELECT {COLUMNS}, storage_key, meta FROM media WHERE project_id = $1 AND id = $2", project_id, media_id,
     )
 
 

@@ -21,3 +21,5 @@ class Media(msgspec.Struct, kw_only=True):
     size_bytes: int | None
     sha256: str | None
     created_at: datetime
+    metadata_removed: list[str] = msgspec.field(default_factory=list)
+    """The kinds of embedded metadata removed from an image on the way in (`exif`, `gps`, `xmp`, `iptc` …)."""

@@ -9,12 +9,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-import asyncpg
 import msgspec
 from litestar import Request, get, patch, post, put
 
 from cell import audit
-from cell.auth import ADMIN, READ, Principal, require
+from cell.auth import ADMIN, READ, require
 from cell.context import caller, ctx
 from cell.maintenance.retention import MAX_DAYS, retention_days
 from cell.privacy import queries as privacy
@@ -72,11 +71,13 @@ async def provision(request: Request[Any, Any, Any], project_id: uuid.UUID, data
 
 
 class ProjectSettings(msgspec.Struct, kw_only=True):
-    """`GET …/settings`: a project's settings; `retention_days` null keeps data forever."""
+    """`GET …/settings`: a project's settings; `retention_days` null keeps data forever;
+    `strip_image_metadata` false keeps images' EXIF/XMP/IPTC as uploaded (cell/media/metadata.py)."""
 
     retention_days: int | None
     identity_verification: IdentityMode = "optional"
     """`required`: a `user` without a valid `user_hash` is refused (401); `optional`: it is kept unverified."""
+    strip_image_metadata: bool = True
 
 
 class SettingsPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -84,13 +85,15 @@ class SettingsPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     retention_days: Annotated[int, msgspec.Meta(ge=1, le=MAX_DAYS)] | msgspec.UnsetType | None = msgspec.UNSET
     identity_verification: IdentityMode | msgspec.UnsetType = msgspec.UNSET
+    strip_image_metadata: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 def _settings(stored: dict[str, Any]) -> ProjectSettings:
     """The settings a stored `projects.settings` document gives (anything unusable reads as unset)."""
     mode = stored.get("identity_verification")
     return ProjectSettings(retention_days=retention_days(stored.get("retention_days")),
-                           identity_verification="required" if mode == "required" else "optional")
+                           identity_verification="required" if mode == "required" else "optional",
+                           strip_image_metadata=stored.get("strip_image_metadata") is not False)
 
 
 @get("/v1/projects/{project_id:uuid}/settings")
@@ -108,40 +111,21 @@ async def update_settings(request: Request[Any, Any, Any], project_id: uuid.UUID
                           data: SettingsPatch) -> ProjectSettings:
     """Change the project's settings (admins); audited with the new values in the same transaction."""
     principal = require(await caller(request, project_id), project_id, level=ADMIN)
-    if isinstance(data.retention_days, msgspec.UnsetType) and isinstance(data.identity_verification,
-                                                                        msgspec.UnsetType):
-        raise Problem(422, "nothing to change: send retention_days (whole days, or null to keep data forever) "
-                           "or identity_verification (optional or required)")
+    changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+    if not changes:
+        raise Problem(422, "nothing to change: send retention_days (whole days, or null to keep data forever),"
+                           " identity_verification (optional or required) or strip_image_metadata")
     async with ctx(request).pool.acquire() as conn, conn.transaction():
-        if not isinstance(data.identity_verification, msgspec.UnsetType):
-            await _set_identity_verification(conn, principal, project_id, data.identity_verification)
-        if isinstance(data.retention_days, msgspec.UnsetType):
-            stored = await conn.fetchval("SELECT settings FROM projects WHERE id = $1", project_id)
-            if stored is None:
-                raise Problem(404, "no such project")
-            return _settings(stored)
+        # A null removes the setting (its default applies); any other value replaces it.
         stored = await conn.fetchval(
-            """UPDATE projects SET settings = CASE WHEN $2::int IS NULL THEN settings - 'retention_days'
-                                               ELSE settings || jsonb_build_object('retention_days', $2::int) END,
-                                   updated_at = now()
-                WHERE id = $1 RETURNING settings""", project_id, data.retention_days)
+            """UPDATE projects SET settings = (settings - $2::text[]) || $3::jsonb, updated_at = now()
+                WHERE id = $1 RETURNING settings""",
+            project_id, [k for k, v in changes.items() if v is None],
+            {k: v for k, v in changes.items() if v is not None})
         if stored is None:
             raise Problem(404, "no such project")
-        await audit.record(conn, principal, "project.settings_updated", "project", project_id,
-                           {"retention_days": data.retention_days})
+        await audit.record(conn, principal, "project.settings_updated", "project", project_id, changes)
     return _settings(stored)
-
-
-async def _set_identity_verification(conn: asyncpg.Connection, principal: Principal, project_id: uuid.UUID,
-                                     mode: IdentityMode) -> None:
-    """Set `identity_verification` (`required` before any identity secret exists refuses every `user`)."""
-    found = await conn.fetchval(
-        """UPDATE projects SET settings = settings || jsonb_build_object('identity_verification', $2::text),
-                               updated_at = now() WHERE id = $1 RETURNING true""", project_id, mode)
-    if found is None:
-        raise Problem(404, "no such project")
-    await audit.record(conn, principal, "project.settings_updated", "project", project_id,
-                       {"identity_verification": mode})
 
 
 class IdentitySecret(msgspec.Struct):

@@ -16,6 +16,8 @@ from typing import Any
 
 import msgspec
 
+from cell.privacy import scrub
+from cell.replays.scrubbing import scrub_events
 from common.problems import FieldError, Problem, from_validation
 
 MiB = 1024 * 1024
@@ -103,8 +105,12 @@ def _bad_event(event: dict[str, Any], i: int) -> list[FieldError]:
     return errors
 
 
-def prepare(raw: bytes) -> Prepared:
-    """Parse and check a chunk (a JSON array of rrweb events); CPU-bound, run it off the event loop."""
+def prepare(raw: bytes, rules: scrub.Rules | None = None, report: scrub.Report | None = None) -> Prepared:
+    """Parse, check and scrub a chunk (a JSON array of rrweb events); CPU-bound, run it off the event loop.
+
+    Ingest passes the project's privacy `rules`: what they redact is counted in `report`, and only the
+    scrubbed events are kept. Processing re-checks stored chunks, scrubbed on the way in, with none.
+    """
     try:
         events = msgspec.json.decode(raw, type=list[dict[str, Any]])
     except msgspec.ValidationError as exc:
@@ -121,6 +127,8 @@ def prepare(raw: bytes) -> Prepared:
             break
     if errors:
         raise Problem(422, "every event needs a numeric `timestamp` and an integer `type`", errors=errors)
+    if rules is not None:
+        events = scrub_events(rules, events, report)
     events.sort(key=itemgetter("timestamp"))  # stable: equal times keep the order they were sent in
     gz = gzip.compress(msgspec.json.encode(events), compresslevel=6, mtime=0)
     return Prepared(gz, len(events), events[0]["timestamp"], events[-1]["timestamp"])

@@ -11,7 +11,7 @@ import asyncpg
 from cell.interactions.queries import Filters, ensure_session
 
 COLUMNS = """id, session_id, interaction_id, status, event_count, duration, started_at, ended_at,
-    jsonb_array_length(chunks) AS chunk_count, created_at, failure_reason"""
+    jsonb_array_length(chunks) AS chunk_count, created_at, failure_reason, privacy_scope"""
 
 
 async def lock(conn: asyncpg.Connection, project_id: uuid.UUID, replay_id: uuid.UUID) -> asyncpg.Record | None:
@@ -73,6 +73,14 @@ async def set_chunks(conn: asyncpg.Connection, project_id: uuid.UUID, replay_id:
             WHERE project_id = $1 AND id = $2""",
         project_id, replay_id, chunks, count, _at(start), _at(end), round(end - start),
     )
+
+
+async def add_redactions(conn: asyncpg.Connection, project_id: uuid.UUID, replay_id: uuid.UUID,
+                         redactions: dict[str, Any]) -> None:
+    """Add a chunk's redaction report (`Report.as_json`) to the replay's record of what was redacted."""
+    await conn.execute(
+        """UPDATE replays SET privacy_scope = relay_merge_redactions(privacy_scope, $3)
+            WHERE project_id = $1 AND id = $2""", project_id, replay_id, redactions)
 
 
 async def set_status(conn: asyncpg.Connection, project_id: uuid.UUID, replay_id: uuid.UUID, status: str) -> None:

@@ -25,6 +25,7 @@ from cell.interactions.queries import Filters
 from cell.media.queries import interaction_exists
 from cell.outbox import add as enqueue
 from cell.paging import Page, decode_cursor, limit_of, newest_first
+from cell.privacy import scrub
 from cell.replays import events, queries
 from cell.replays.types import Chunk, ChunkAck, Replay, ReplayDetail, ReplayStatus
 from cell.storage import ObjectStore, project_key
@@ -61,8 +62,9 @@ async def ingest_chunk(request: Request[Any, Any, Any], replay_id: uuid.UUID, in
     if not 0 <= index <= MAX_INDEX:
         raise _field("/index", f"index is between 0 and {MAX_INDEX}")
     await _check_interaction(request, pid, interaction_id)
-    prepared = await asyncio.to_thread(events.prepare, raw)
     cell = ctx(request)
+    report = scrub.Report()
+    prepared = await asyncio.to_thread(events.prepare, raw, await scrub.rules_for(cell.pool, pid), report)
     created = False
     try:
         async with cell.pool.acquire() as conn, conn.transaction():
@@ -85,6 +87,8 @@ async def ingest_chunk(request: Request[Any, Any, Any], replay_id: uuid.UUID, in
                 entry = msgspec.to_builtins(Chunk(index=index, storage_key=key, event_count=prepared.event_count,
                                                   start_time=prepared.start_time, end_time=prepared.end_time))
                 await queries.set_chunks(conn, pid, replay_id, sorted([*chunks, entry], key=lambda e: e["index"]))
+                if report:
+                    await queries.add_redactions(conn, pid, replay_id, report.as_json())
                 created = True
             status = row["status"]
     except asyncpg.ForeignKeyViolationError:

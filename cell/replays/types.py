@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -37,6 +37,8 @@ class Replay(msgspec.Struct, kw_only=True):
     created_at: datetime
     failure_reason: str | None = None
     """Why processing failed (a missing or corrupt chunk, no events); null unless `failed`."""
+    privacy_scope: dict[str, Any] | None = None
+    """What the project's privacy rules redacted from its events (rule, counts per scope); never the values."""
 
 
 class ReplayDetail(Replay, kw_only=True):

@@ -13,10 +13,11 @@ import asyncpg
 from cell import users
 from cell.interactions import queries as interactions
 from cell.interactions.queries import Filters
+from cell.privacy import scrub
 from cell.users import EndUserIn
 
 COLUMNS = """id, project_id, user_id, started_at, last_seen_at, device, app_version, environment,
-    user_agent, ip_hash, page_views, interaction_count"""
+    user_agent, ip_hash, page_views, interaction_count, privacy_scope"""
 
 
 def ip_hash(secret: bytes, ip: str | None) -> str | None:
@@ -37,7 +38,8 @@ async def upsert(conn: asyncpg.Connection, row: dict[str, Any]) -> asyncpg.Recor
     """Create the session with one page view, or count one more on the existing one (atomically, so
     concurrent posts count exactly); None when the id belongs to another project.
 
-    Fields sent again replace the stored ones, `device` is merged, and a session that was anonymous
+    Fields sent again replace the stored ones, `device` is merged, `privacy_scope` (what the privacy rules
+    redacted from the user agent and device) adds up, and a session that was anonymous
     takes the user who identified in it (it never changes hands from one user to another).
     """
     # Sessions are unique on `id` and on `(project_id, id)`; two first posts of one session at once can
@@ -55,8 +57,8 @@ async def upsert(conn: asyncpg.Connection, row: dict[str, Any]) -> asyncpg.Recor
 async def _upsert(conn: asyncpg.Connection, row: dict[str, Any]) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"""INSERT INTO sessions AS s (id, project_id, user_id, device, app_version, environment, ip_hash,
-                                       user_agent, page_views)
-            VALUES ($1, $2, $3, coalesce($4, '{{}}'::jsonb), $5, $6, $7, $8, 1)
+                                       user_agent, page_views, privacy_scope)
+            VALUES ($1, $2, $3, coalesce($4, '{{}}'::jsonb), $5, $6, $7, $8, 1, $9)
             ON CONFLICT (id) DO UPDATE SET
                 last_seen_at = now(),
                 page_views = s.page_views + 1,
@@ -65,11 +67,12 @@ async def _upsert(conn: asyncpg.Connection, row: dict[str, Any]) -> asyncpg.Reco
                 app_version = coalesce(EXCLUDED.app_version, s.app_version),
                 environment = coalesce(EXCLUDED.environment, s.environment),
                 ip_hash = coalesce(EXCLUDED.ip_hash, s.ip_hash),
-                user_agent = coalesce(EXCLUDED.user_agent, s.user_agent)
+                user_agent = coalesce(EXCLUDED.user_agent, s.user_agent),
+                privacy_scope = relay_merge_redactions(s.privacy_scope, EXCLUDED.privacy_scope)
             WHERE s.project_id = EXCLUDED.project_id
             RETURNING {COLUMNS}, (xmax = 0) AS inserted""",
         row["id"], row["project_id"], row["user_id"], row["device"], row["app_version"], row["environment"],
-        row["ip_hash"], row["user_agent"],
+        row["ip_hash"], row["user_agent"], row.get("privacy_scope"),
     )
 
 
@@ -95,12 +98,12 @@ async def page(pool: asyncpg.Pool, filters: Filters, after: tuple[datetime, uuid
 
 
 async def identify(conn: asyncpg.Connection, project_id: uuid.UUID, session_id: uuid.UUID,
-                   user: EndUserIn | None, secret_key: str) -> tuple[uuid.UUID | None, bool]:
+                   user: EndUserIn | None, secret_key: str, rules: scrub.Rules) -> tuple[uuid.UUID | None, bool]:
     """The end user acting in this session: the one sent (verified and upserted, and tied to the session if
     it had none), else the one the session already belongs to; and whether "once per person" may count by
     them (`cell.users.Claim.countable`). Chat and surveys attribute their interactions with it, so a
     person's erasure sees everything they did."""
-    ref = await users.upsert(conn, project_id, user, secret_key) if user else None
+    ref = await users.upsert(conn, project_id, user, secret_key, rules) if user else None
     await interactions.ensure_session(conn, project_id, session_id, ref.id if ref else None)
     if ref is not None:
         return ref.id, ref.claim.countable

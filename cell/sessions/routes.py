@@ -15,6 +15,7 @@ from cell.auth import READ, require
 from cell.context import caller, ctx
 from cell.interactions.queries import Filters
 from cell.paging import Page, decode_cursor, encode_cursor, limit_of
+from cell.privacy import scrub
 from cell.sessions import queries
 from cell.sessions.types import Environment, Session, SessionDetail, SessionIn
 from common.ids import uuid7
@@ -28,14 +29,21 @@ async def ingest_session(request: Request[Any, Any, Any], data: SessionIn) -> Re
     """Register a session (201) or, for a known `id`, count a page view and refresh it (200)."""
     principal = require(await caller(request), ingest=True)
     pid = principal.project_id
-    async with ctx(request).pool.acquire() as conn, conn.transaction():
+    pool = ctx(request).pool
+    # User agents and device details can carry what the privacy rules redact (tokens in a webview's UA,
+    # an email in a device name): scrubbed before they are stored, what was found counted on the session.
+    rules, report = await scrub.rules_for(pool, pid), scrub.Report()
+    device = scrub.scrub_value(rules, data.device, users.TRAITS_SCOPE, report)
+    user_agent = data.user_agent and scrub.scrub_text(rules, data.user_agent, users.TRAITS_SCOPE, report)
+    async with pool.acquire() as conn, conn.transaction():
         secret = await queries.project_secret(conn, pid)
-        user = await users.upsert(conn, pid, data.user, ctx(request).settings.secret_key) if data.user else None
+        user = await users.upsert(conn, pid, data.user, ctx(request).settings.secret_key, rules) if data.user else None
         user_id = user.id if user else None
         row = await queries.upsert(conn, {
-            "id": data.id or uuid7(), "project_id": pid, "user_id": user_id, "device": data.device,
+            "id": data.id or uuid7(), "project_id": pid, "user_id": user_id, "device": device,
             "app_version": data.app_version, "environment": data.environment,
-            "ip_hash": queries.ip_hash(secret, principal.ip), "user_agent": data.user_agent,
+            "ip_hash": queries.ip_hash(secret, principal.ip), "user_agent": user_agent,
+            "privacy_scope": report.as_json() if report else None,
         })
         if row is None:  # raising rolls back the end-user upsert too
             raise Problem(409, "this id is already used")

@@ -52,3 +52,5 @@ class SessionDetail(Session, kw_only=True):
 
     project_id: uuid.UUID
     ip_hash: str | None
+    privacy_scope: dict[str, Any] | None = None
+    """What the privacy rules redacted from the user agent and device (rule, counts); never the values."""

@@ -161,9 +161,8 @@ async def respond(request: Request[Any, Any, Any], survey_id: uuid.UUID,
         return Response(stored, status_code=200)
     if not survey["active"]:
         raise Problem(409, "this survey is not active")
-    report = scrub.Report()
-    kept = scrub.scrub_value(await scrub.rules_for(pool, pid), answers.check(survey["definition"], data.responses),
-                             "content", report)
+    rules, report = await scrub.rules_for(pool, pid), scrub.Report()
+    kept = scrub.scrub_value(rules, answers.check(survey["definition"], data.responses), "content", report)
     show_once = bool(survey["targeting"].get("showOnce"))
     interaction_id = uuid7()
     content = {"text": answers.as_text(survey["definition"], kept), "survey_id": str(survey_id),
@@ -171,7 +170,7 @@ async def respond(request: Request[Any, Any, Any], survey_id: uuid.UUID,
     try:
         async with pool.acquire() as conn, conn.transaction():
             user_id, countable = await identify(conn, pid, data.session_id, data.user,
-                                                ctx(request).settings.secret_key)
+                                                ctx(request).settings.secret_key, rules)
             if show_once:  # once per session, and per person where the person is proven (or nobody can be)
                 person = user_id if countable else None
                 await queries.lock_once(conn, survey_id, data.session_id, person)

@@ -1,17 +1,27 @@
 """End users: the people using a customer's app, upserted on (project, external id) — only through
-`verify` and `upsert_many`, which hold identity verification (cell/users/identity.py)."""
+`verify` and `upsert_many`, which hold identity verification (cell/users/identity.py).
+
+Their `traits` are whatever the customer's page sends about them, so they pass through the project's
+privacy rules (scope `context`) before they are stored; `end_users.privacy_scope` adds up what was
+redacted (rule and counts, never the values).
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import msgspec
 
+from cell.privacy import scrub
 from cell.users import identity
 from common.ids import uuid7
+
+TRAITS_SCOPE = "context"
+"""Traits describe the person and their account, like the technical context describes their device."""
 
 
 class EndUserIn(msgspec.Struct, forbid_unknown_fields=False):
@@ -71,17 +81,35 @@ async def verify(conn: asyncpg.Connection | asyncpg.Pool, secret_key: str, proje
     return Claim(user, proven, rules.sealed is not None)
 
 
-async def upsert(conn: asyncpg.Connection, project_id: uuid.UUID, user: EndUserIn, secret_key: str) -> EndUserRef:
+def _scrubbed_traits(rules: scrub.Rules, user: EndUserIn) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The user's traits as they may be stored, and the redaction report (None when nothing was redacted)."""
+    if not user.traits:
+        return user.traits, None
+    report = scrub.Report()
+    traits: dict[str, Any] = scrub.scrub_value(rules, user.traits, TRAITS_SCOPE, report)
+    return traits, report.as_json() if report else None
+
+
+async def add_redactions(conn: asyncpg.Connection, found: list[tuple[uuid.UUID, uuid.UUID, dict[str, Any]]]) -> None:
+    """Add redaction reports to end users' records: (project id, end user id, `Report.as_json()`)."""
+    await conn.executemany(
+        """UPDATE end_users SET privacy_scope = relay_merge_redactions(privacy_scope, $3)
+            WHERE project_id = $1 AND id = $2""", found)
+
+
+async def upsert(conn: asyncpg.Connection, project_id: uuid.UUID, user: EndUserIn, secret_key: str,
+                 rules: scrub.Rules) -> EndUserRef:
     """The end user a request acts as, created or refreshed as `upsert_many` does (verified first)."""
     claim = await verify(conn, secret_key, project_id, user)
-    ids = await upsert_many(conn, [(project_id, claim)])
+    ids = await upsert_many(conn, [(project_id, claim)], {project_id: rules})
     return EndUserRef(ids[(project_id, user.external_id)], claim)
 
 
-async def upsert_many(conn: asyncpg.Connection, claims: list[tuple[uuid.UUID, Claim]]
-                      ) -> dict[tuple[uuid.UUID, str], uuid.UUID]:
+async def upsert_many(conn: asyncpg.Connection, claims: list[tuple[uuid.UUID, Claim]],
+                      rules: Mapping[uuid.UUID, scrub.Rules]) -> dict[tuple[uuid.UUID, str], uuid.UUID]:
     """Create or refresh end users for many (project_id, claim) at once, in one statement:
-    (project_id, external_id) → id.
+    (project_id, external_id) → id. `rules` holds the privacy rules of every project in `claims`: traits are
+    scrubbed before they are stored.
 
     This is where identity verification holds: a new end user is created from any claim (marked verified
     or not); an existing one is changed only by a verified claim (fields not sent are kept, except that the
@@ -97,6 +125,7 @@ async def upsert_many(conn: asyncpg.Connection, claims: list[tuple[uuid.UUID, Cl
         key = (project_id, claim.user.external_id)
         best[key] = best.get(key, False) or claim.verified
     merged: dict[tuple[uuid.UUID, str], dict[str, Any]] = {}
+    found: list[tuple[uuid.UUID, str, dict[str, Any]]] = []
     for project_id, claim in claims:
         key = (project_id, claim.user.external_id)
         entry = merged.setdefault(key, {
@@ -105,11 +134,14 @@ async def upsert_many(conn: asyncpg.Connection, claims: list[tuple[uuid.UUID, Cl
         if claim.verified != best[key]:
             continue
         user = claim.user
+        traits, redactions = _scrubbed_traits(rules[project_id], user)
+        if redactions is not None:
+            found.append((project_id, user.external_id, redactions))
         for field in ("email", "name", "avatar_url"):
             if getattr(user, field) is not None:
                 entry[field] = getattr(user, field)
-        if user.traits is not None:
-            entry["traits"] = {**(entry["traits"] or {}), **user.traits}
+        if traits is not None:
+            entry["traits"] = {**(entry["traits"] or {}), **traits}
     rows = await conn.fetch(
         """INSERT INTO end_users (id, project_id, external_user_id, email, name, avatar_url, traits, verified)
            SELECT id, project_id, external_user_id, email, name, avatar_url, coalesce(traits, '{}'::jsonb), verified
@@ -131,7 +163,10 @@ async def upsert_many(conn: asyncpg.Connection, claims: list[tuple[uuid.UUID, Cl
            RETURNING id, project_id, external_user_id""",
         list(merged.values()),
     )
-    return {(r["project_id"], r["external_user_id"]): r["id"] for r in rows}
+    ids = {(r["project_id"], r["external_user_id"]): r["id"] for r in rows}
+    if found:
+        await add_redactions(conn, [(pid, ids[(pid, external_id)], report) for pid, external_id, report in found])
+    return ids
 
 
 async def countable(conn: asyncpg.Connection | asyncpg.Pool, project_id: uuid.UUID, user_id: uuid.UUID) -> bool:

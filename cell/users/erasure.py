@@ -39,12 +39,19 @@ async def object_keys(conn: asyncpg.Connection, store: ObjectStore, project_id: 
               AND storage_key IS NOT NULL""", project_id, found.interaction_ids)
     keys.update(r[0] for r in rows)
     own = project_key(project_id) + "/"
-    for row in await conn.fetch("SELECT chunks FROM replays WHERE project_id = $1 AND id = ANY($2::uuid[])",
+    for row in await conn.fetch("SELECT id, chunks FROM replays WHERE project_id = $1 AND id = ANY($2::uuid[])",
                                 project_id, found.replay_ids):
-        keys.update(k for k in _strings(row[0]) if k.startswith(own))
-    for replay_id in found.replay_ids:
-        keys.update(k for k, _ in await store.keys(project_key(project_id, "replays", str(replay_id))))
+        keys.update(await replay_keys(store, project_id, row["id"], row["chunks"]))
     return sorted(k for k in keys if k.startswith(own))
+
+
+async def replay_keys(store: ObjectStore, project_id: uuid.UUID, replay_id: uuid.UUID, chunks: Any) -> list[str]:
+    """A replay's objects: the keys its chunk index names (in the project's prefix), and whatever lies
+    under the replay's own prefix; sorted."""
+    own = project_key(project_id) + "/"
+    keys = {k for k in _strings(chunks) if k.startswith(own)}
+    keys.update(k for k, _ in await store.keys(project_key(project_id, "replays", str(replay_id))))
+    return sorted(keys)
 
 
 def _strings(value: Any) -> Iterable[str]:

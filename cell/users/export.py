@@ -1,7 +1,10 @@
 """Exporting an end user: everything held about the person, as one zip archive.
 
-`person.json` holds every row about them, read in one snapshot; their media
-bytes follow under `media/`. The archive is built in a spooled temporary file
+`person.json` holds every row about them, read in one snapshot; the bytes
+follow: their media under `media/{interaction id}/`, and the recordings of
+their replays as stored (gzip JSON arrays of rrweb events, one per chunk)
+under their keys in the project, `replays/{replay id}/chunks/…`; each media
+and replay entry of `person.json` names its files. The archive is built in a spooled temporary file
 (in memory up to a bound, then on the cell's local disk), so the bytes never
 leave the cell except in the response to the authorised caller.
 """
@@ -9,6 +12,7 @@ leave the cell except in the response to the authorised caller.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import mimetypes
 import tempfile
 import uuid
@@ -22,8 +26,9 @@ import asyncpg
 import msgspec
 
 from cell.interactions.queries import COLUMNS as INTERACTION_COLUMNS
-from cell.storage import ObjectStore
+from cell.storage import ObjectStore, project_key
 from cell.users import Footprint, footprint
+from cell.users.erasure import replay_keys
 from common.problems import Problem
 
 FORMAT = "relay.end_user_export/1"
@@ -116,8 +121,16 @@ def media_name(media: dict[str, Any]) -> str:
     return f"media/{media['interaction_id']}/{media['id']}{ext}"
 
 
-async def _copy(store: ObjectStore, key: str, archive: zipfile.ZipFile, name: str) -> int | None:
-    """Stream one object into the archive; None when the object is gone (erased meanwhile)."""
+@dataclass(frozen=True)
+class Copied:
+    """An object written into an archive: its size and SHA-256 as copied."""
+
+    size: int
+    sha256: str
+
+
+async def copy_object(store: ObjectStore, key: str, archive: zipfile.ZipFile, name: str) -> Copied | None:
+    """Stream one object into the archive as `name`; None when the object is gone (erased meanwhile)."""
     stream = store.stream(key)
     try:
         first = await anext(stream)
@@ -127,14 +140,15 @@ async def _copy(store: ObjectStore, key: str, archive: zipfile.ZipFile, name: st
         if exc.status != 404:
             raise
         return None
-    size = len(first)
+    size, digest = len(first), hashlib.sha256(first)
     with archive.open(zipfile.ZipInfo(name, date_time=datetime.now(UTC).timetuple()[:6]), "w",
                       force_zip64=True) as dst:
         await asyncio.to_thread(dst.write, first)
         async for chunk in stream:
             size += len(chunk)
+            digest.update(chunk)
             await asyncio.to_thread(dst.write, chunk)
-    return size
+    return Copied(size, digest.hexdigest())
 
 
 async def build(pool: asyncpg.Pool, store: ObjectStore, project_id: uuid.UUID, user_id: uuid.UUID) -> Archive | None:
@@ -153,9 +167,18 @@ async def build(pool: asyncpg.Pool, store: ObjectStore, project_id: uuid.UUID, u
                     media["file"] = None
                     if media.get("storage_key"):
                         name = media_name(media)
-                        if await _copy(store, media["storage_key"], archive, name) is not None:
+                        if await copy_object(store, media["storage_key"], archive, name) is not None:
                             media["file"] = name
                             media_files += 1
+            replay_files = 0
+            own = project_key(project_id) + "/"
+            for replay in doc["replays"]:
+                replay["files"] = []
+                for key in await replay_keys(store, project_id, replay["id"], replay["chunks"]):
+                    name = key.removeprefix(own)
+                    if await copy_object(store, key, archive, name) is not None:
+                        replay["files"].append(name)
+                        replay_files += 1
             body = msgspec.json.format(msgspec.json.encode(doc), indent=2)
             archive.writestr("person.json", body, compress_type=zipfile.ZIP_DEFLATED)
         size = spool.tell()
@@ -165,5 +188,5 @@ async def build(pool: asyncpg.Pool, store: ObjectStore, project_id: uuid.UUID, u
         raise
     counts = {"sessions": len(found.session_ids), "interactions": len(found.interaction_ids),
               "conversations": len(found.conversation_ids), "replays": len(found.replay_ids),
-              "media_files": media_files, "bytes": size}
+              "media_files": media_files, "replay_files": replay_files, "bytes": size}
     return Archive(spool, size, counts)

@@ -355,8 +355,12 @@ def test_export_holds_everything_about_the_person(router: httpx.Client, admin: A
     archive = zipfile.ZipFile(io.BytesIO(r.content))
     assert archive.testzip() is None
     media_name = f"media/{w.i1}/{w.ma}.txt"
-    assert sorted(archive.namelist()) == [media_name, "person.json"]
+    # The replay's recording as stored: every object its chunk index names, under its key in the project.
+    replay_names = [k.removeprefix(f"projects/{pid}/") for k in w.ra_keys]
+    assert sorted(archive.namelist()) == sorted([media_name, "person.json", *replay_names])
     assert archive.read(media_name) == f"attachment of {w.canary}\n".encode()
+    for key, name in zip(w.ra_keys, replay_names, strict=True):
+        assert archive.read(name) == (_store_root(topo) / key).read_bytes() and w.canary.encode() in archive.read(name)
     for name in archive.namelist():
         assert w.keep.encode() not in archive.read(name), name  # nothing of B's
 
@@ -381,6 +385,7 @@ def test_export_holds_everything_about_the_person(router: httpx.Client, admin: A
     assert set(conversations) == {w.c1, w.c2}
     assert [m["body"] for m in conversations[w.c1]["messages"]] == [f"my words {w.canary}", "We are on it"]
     assert [(x["id"], x["session_id"], len(x["chunks"])) for x in doc["replays"]] == [(w.ra, w.sa, 2)]
+    assert sorted(doc["replays"][0]["files"]) == sorted(replay_names)
 
     audit = sql(w.dsn, "SELECT meta, meta::text AS t FROM audit_logs WHERE project_id = $1"
                        " AND action = 'end_user.exported' AND target_id = $2", uuid.UUID(pid), w.a)

@@ -10,7 +10,7 @@ import httpx
 
 from tests.conftest import Admin, problem
 
-UNCHANGED: dict[str, Any] = {"identity_verification": "optional"}
+UNCHANGED: dict[str, Any] = {"identity_verification": "optional", "strip_image_metadata": True}
 """The other settings, at their defaults throughout."""
 
 
@@ -38,7 +38,8 @@ def test_settings_roles_validation_and_audit(router: httpx.Client, admin: Admin)
     problem(router.patch(url, json={"retention_days": 1}, headers=stranger.h), 404)
 
     bad: list[dict[str, Any]] = [{"retention_days": 0}, {"retention_days": 36501}, {"retention_days": "a month"},
-                                 {"retention_days": 1.5}, {"retention": 30}, {}]
+                                 {"retention_days": 1.5}, {"retention": 30}, {},
+                                 {"strip_image_metadata": "no"}, {"strip_image_metadata": None}]
     for body in bad:
         problem(router.patch(url, json=body, headers=admin.h), 422)
     assert router.get(url, headers=admin.h).json() == {"retention_days": 90, **UNCHANGED}

@@ -58,13 +58,14 @@ def build_b(router: httpx.Client, admin: Admin, b: dict[str, Any], marker: str) 
     _ok(router.put(f"{base}/integrations/slack", headers=admin.h,
                    json={"config": {"webhook_url": "http://127.0.0.1:9/slack"}}))
     user_id = _ok(router.get(f"{base}/sessions/{session_id}", headers=admin.h))["user_id"]
+    export = _ok(router.post(f"{base}/export", headers=admin.h))
     return {
         "interaction_id": interaction["id"], "media_id": media["id"], "replay_id": replay_id,
         "session_id": session_id, "user_id": user_id, "feedback_item_id": item["id"],
         "survey_id": survey["id"], "conversation_id": conversation["id"], "rule_id": rule["id"],
         "flag_id": flag["id"], "webhook_id": webhook["id"], "key_id": ingest["id"], "provider": "slack",
         "index": "0", "item_id:feedback": item["id"], "item_id:roadmap": roadmap["id"],
-        "conversation_token": conversation["token"],
+        "conversation_token": conversation["token"], "export_id": export["id"],
     }
 
 
