@@ -26,6 +26,7 @@ from common.problems import EXCEPTION_HANDLERS
 from router import health
 from router.auth import routes as auth
 from router.cells import Cells
+from router.cors import Cors
 from router.directory import Directory
 from router.moves import driver as mover
 from router.moves import routes as moves
@@ -34,6 +35,7 @@ from router.projects import provisioning
 from router.projects import routes as projects
 from router.proxy import GLOBAL, REQUESTS, Proxy, Receive, Scope, Send, request_id
 from router.ratelimit import RateLimiter
+from router.sdk import SdkFiles
 from router.settings import RouterSettings, from_env
 from router.state import RouterState
 
@@ -44,8 +46,10 @@ CONTROL_SUBRESOURCES = frozenset({"members", "move"})
 class RouterApp:
     """Dispatch: proxy paths to `Proxy`, the rest to the Litestar control plane."""
 
-    def __init__(self, control: Litestar) -> None:
+    def __init__(self, control: Litestar, cors: Cors | None = None, sdk: SdkFiles | None = None) -> None:
         self.control = control
+        self.cors = cors or Cors(())
+        self.sdk = sdk or SdkFiles(None)
         self.proxy = Proxy(lambda: control.state.router)
         # The control plane's requests: server spans when tracing, metrics as route class `control`.
         self.served = telemetry.HttpServerTelemetry(control, _record_control, trust_incoming=False)
@@ -53,6 +57,12 @@ class RouterApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
+            if await self.cors.preflight(scope, send):
+                return
+            send = self.cors.stamp(scope, send)
+            if path.startswith("/sdk/"):
+                await self.sdk(scope, receive, send)
+                return
             if path.startswith("/v1/ingest/"):
                 await self.proxy.ingest(scope, receive, send)
                 return
@@ -154,5 +164,5 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
         debug=False,
         logging_config=None,
     )
-    return RouterApp(control)
+    return RouterApp(control, Cors(settings.dashboard_origins), SdkFiles(settings.sdk_dir or None))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 from limits import parse
 
+from common.origins import web_origin
 from common.settings import CellEndpoint, SettingsError, check_regions, check_secret, load
 from router.ratelimit import DEFAULT_LIMITS
 
@@ -36,6 +37,12 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     (RELAY_RATE_LIMITS; categories: ingest, uploads, management, bad_credentials, login_account, login_client)."""
     reconcile_seconds: float = 30.0
     """Period of the full reload of the directory from the control DB (RELAY_RECONCILE_SECONDS)."""
+    dashboard_origins: list[str] = msgspec.field(default_factory=list)
+    """Origins whose pages may call the management API from a browser, as a JSON list:
+    ["https://admin.example.com"] (RELAY_DASHBOARD_ORIGINS; the ingest paths are open to every origin)."""
+    sdk_dir: str = ""
+    """Directory of the built browser SDK served at /sdk/v1/ (RELAY_SDK_DIR; empty: sdk/js/dist of the
+    checkout)."""
 
     def __post_init__(self) -> None:
         if not self.cells:
@@ -54,6 +61,9 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
                 raise SettingsError(f"RELAY_RATE_LIMITS[{name}]: {exc}") from exc
         if self.cell_concurrency < 1:
             raise SettingsError("RELAY_CELL_CONCURRENCY: must be positive")
+        for origin in self.dashboard_origins:
+            if web_origin(origin) != origin:
+                raise SettingsError(f"RELAY_DASHBOARD_ORIGINS: {origin!r} is not an origin like https://host[:port]")
 
 
 def from_env() -> RouterSettings:

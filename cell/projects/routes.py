@@ -17,7 +17,8 @@ from cell.auth import ADMIN, READ, require
 from cell.context import caller, ctx
 from cell.maintenance.retention import MAX_DAYS, retention_days
 from cell.privacy import queries as privacy
-from common.problems import Problem
+from common.origins import web_origin
+from common.problems import FieldError, Problem
 from common.signing import Actor
 
 
@@ -68,20 +69,42 @@ async def provision(request: Request[Any, Any, Any], project_id: uuid.UUID, data
 
 
 class ProjectSettings(msgspec.Struct, kw_only=True):
-    """`GET …/settings`: a project's settings; `retention_days` null keeps data forever."""
+    """`GET …/settings`: a project's settings; `retention_days` null keeps data forever; `allowed_origins`
+    empty lets pages on every origin call ingest, else only those origins (see `check_origin`)."""
 
     retention_days: int | None
+    allowed_origins: list[str] = msgspec.field(default_factory=list)
+
+
+Origins = Annotated[list[Annotated[str, msgspec.Meta(max_length=300)]], msgspec.Meta(max_length=100)]
 
 
 class SettingsPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """`PATCH …/settings`: absent fields are left alone; `retention_days: null` keeps data forever."""
 
     retention_days: Annotated[int, msgspec.Meta(ge=1, le=MAX_DAYS)] | msgspec.UnsetType | None = msgspec.UNSET
+    allowed_origins: Origins | msgspec.UnsetType = msgspec.UNSET
 
 
 def _settings(stored: dict[str, Any]) -> ProjectSettings:
     """The settings a stored `projects.settings` document gives (anything unusable reads as unset)."""
-    return ProjectSettings(retention_days=retention_days(stored.get("retention_days")))
+    return ProjectSettings(retention_days=retention_days(stored.get("retention_days")),
+                           allowed_origins=allowed_origins(stored))
+
+
+def allowed_origins(stored: dict[str, Any]) -> list[str]:
+    """The origins a stored settings document allows (empty: every origin)."""
+    found = stored.get("allowed_origins")
+    return [o for o in found if isinstance(o, str)] if isinstance(found, list) else []
+
+
+def _origins(given: list[str]) -> list[str]:
+    """The origins as browsers send them, or a 422 naming each one that is not an origin."""
+    errors = [FieldError(f"/allowed_origins/{i}", "not an origin like https://app.example.com")
+              for i, o in enumerate(given) if web_origin(o) is None]
+    if errors:
+        raise Problem(422, "allowed_origins holds origins, scheme://host[:port], nothing more", errors=errors)
+    return list(dict.fromkeys(o for o in (web_origin(g) for g in given) if o))
 
 
 @get("/v1/projects/{project_id:uuid}/settings")
@@ -99,18 +122,24 @@ async def update_settings(request: Request[Any, Any, Any], project_id: uuid.UUID
                           data: SettingsPatch) -> ProjectSettings:
     """Change the project's settings (admins); audited with the new values in the same transaction."""
     principal = require(await caller(request, project_id), project_id, level=ADMIN)
-    if isinstance(data.retention_days, msgspec.UnsetType):
-        raise Problem(422, "nothing to change: send retention_days (whole days, or null to keep data forever)")
+    changes = {f: v for f in data.__struct_fields__ if not isinstance(v := getattr(data, f), msgspec.UnsetType)}
+    if not changes:
+        raise Problem(422, "nothing to change: send retention_days (whole days, or null to keep data forever)"
+                           " or allowed_origins")
+    if "allowed_origins" in changes:
+        changes["allowed_origins"] = _origins(changes["allowed_origins"])
+    # null removes a setting (back to its default); any other value replaces it.
+    removed = [f for f, v in changes.items() if v is None]
+    kept = {f: v for f, v in changes.items() if v is not None}
     async with ctx(request).pool.acquire() as conn, conn.transaction():
         stored = await conn.fetchval(
-            """UPDATE projects SET settings = CASE WHEN $2::int IS NULL THEN settings - 'retention_days'
-                                               ELSE settings || jsonb_build_object('retention_days', $2::int) END,
-                                   updated_at = now()
-                WHERE id = $1 RETURNING settings""", project_id, data.retention_days)
+            """UPDATE projects SET settings = (settings - $2::text[]) || $3::jsonb, updated_at = now()
+                WHERE id = $1 RETURNING settings""", project_id, removed, kept)
         if stored is None:
             raise Problem(404, "no such project")
-        await audit.record(conn, principal, "project.settings_updated", "project", project_id,
-                           {"retention_days": data.retention_days})
+        await audit.record(conn, principal, "project.settings_updated", "project", project_id, changes)
+    if "allowed_origins" in changes:  # this process at once; the others within their placement TTL
+        await ctx(request).auth.placement(project_id, fresh=True)
     return _settings(stored)
 
 

@@ -14,18 +14,19 @@ from tests.conftest import Admin, problem
 def test_settings_roles_validation_and_audit(router: httpx.Client, admin: Admin) -> None:
     a, b = admin.project("eu-west"), admin.project("us-west")
     url = f"/v1/projects/{a['id']}/settings"
-    assert router.get(url, headers=admin.h).json() == {"retention_days": None}
+    assert router.get(url, headers=admin.h).json() == {"retention_days": None, "allowed_origins": []}
 
     r = router.patch(url, json={"retention_days": 90}, headers=admin.h)
-    assert r.status_code == 200 and r.json() == {"retention_days": 90}, r.text
-    assert router.get(url, headers=admin.h).json() == {"retention_days": 90}
-    assert router.get(f"/v1/projects/{b['id']}/settings", headers=admin.h).json() == {"retention_days": None}
+    assert r.status_code == 200 and r.json() == {"retention_days": 90, "allowed_origins": []}, r.text
+    assert router.get(url, headers=admin.h).json() == {"retention_days": 90, "allowed_origins": []}
+    other = router.get(f"/v1/projects/{b['id']}/settings", headers=admin.h).json()
+    assert other == {"retention_days": None, "allowed_origins": []}
 
     # Viewers, agents and read or write keys read the settings and cannot change them; ingest keys neither.
     viewer, agent = admin.member(a, "viewer"), admin.member(a, "agent")
     read_key, write_key, ingest_key = admin.key(a, ["read"]), admin.key(a, ["write"]), admin.key(a, ["ingest"])
     for h in (viewer.h, agent.h, read_key["h"], write_key["h"]):
-        assert router.get(url, headers=h).json() == {"retention_days": 90}
+        assert router.get(url, headers=h).json() == {"retention_days": 90, "allowed_origins": []}
         problem(router.patch(url, json={"retention_days": 1}, headers=h), 403)
     problem(router.get(url, headers=ingest_key["h"]), 403)
     # Another project's admin sees nothing of it.
@@ -37,10 +38,11 @@ def test_settings_roles_validation_and_audit(router: httpx.Client, admin: Admin)
                                  {"retention_days": 1.5}, {"retention": 30}, {}]
     for body in bad:
         problem(router.patch(url, json=body, headers=admin.h), 422)
-    assert router.get(url, headers=admin.h).json() == {"retention_days": 90}
+    assert router.get(url, headers=admin.h).json() == {"retention_days": 90, "allowed_origins": []}
 
     # null keeps data forever again.
-    assert router.patch(url, json={"retention_days": None}, headers=admin.h).json() == {"retention_days": None}
+    r = router.patch(url, json={"retention_days": None}, headers=admin.h)
+    assert r.json() == {"retention_days": None, "allowed_origins": []}
     entries = router.get(f"/v1/projects/{a['id']}/audit-logs", headers=admin.h).json()["data"]
     changes = [e["meta"] for e in entries if e["action"] == "project.settings_updated"]
     assert changes == [{"retention_days": None}, {"retention_days": 90}]
