@@ -1,0 +1,141 @@
+"""The SDK in a real browser (API.md, "The browser SDK"): a customer's page on another origin loads
+/sdk/v1/relay.js; the user reports a problem through the widget; the team reads it all back through the
+management API — words, logs, technical context, and a PNG screenshot stored in the project's region only."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.conftest import Admin, Stack, until
+from tests.sdk.browser import ARGS, CHROMIUM, HostSite, host, need_chromium, shop_page
+
+__all__ = ["host"]
+SHOTS = Path(os.environ.get("RELAY_SDK_SHOTS") or tempfile.mkdtemp(prefix="relay-sdk-shots-"))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    need_chromium()
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+def _project(owner: Admin, region: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    project = owner.project(region)
+    return project, owner.key(project, ["ingest"])
+
+
+def _interactions(relay: httpx.Client, owner: Admin, project: dict[str, Any]) -> list[dict[str, Any]]:
+    r = relay.get(f"/v1/projects/{project['id']}/interactions", headers=owner.h)
+    assert r.status_code == 200, r.text
+    return list(r.json()["data"])
+
+
+def test_report_through_the_widget(sdk_stack: Stack, relay: httpx.Client, owner: Admin, host: HostSite,
+                                   page: Page) -> None:
+    router = sdk_stack.dev.topology["router"]["url"]
+    project, key = _project(owner, "eu-west")
+    host.pages["/shop"] = shop_page(router, key["key"])
+    page.goto(host.origin + "/shop")
+    page.wait_for_function("window.relayReady === true")
+    page.evaluate("""async () => {
+        console.log("hello from the shop", {cart: 3});
+        console.warn("stock is low");
+        await fetch("/api/cart?token=s3cr3t-token&item=7").catch(() => {});
+        setTimeout(() => { throw new Error("checkout exploded"); });
+        await new Promise((r) => setTimeout(r, 50));
+    }""")
+
+    page.get_by_role("button", name="Feedback").click()
+    dialog = page.get_by_role("dialog", name="Send feedback")
+    expect(dialog).to_be_visible()
+    expect(page.get_by_label("What happened?")).to_be_focused()
+    page.get_by_label("What happened?").fill("The checkout button does nothing")
+    expect(page.get_by_label("Include screenshot")).to_be_checked()
+    page.screenshot(path=str(SHOTS / "widget-desktop.png"))
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.get_by_text("Thanks", exact=True)).to_be_visible(timeout=20_000)
+
+    stored = until(lambda: _interactions(relay, owner, project), 20, "the report")
+    assert len(stored) == 1
+    detail = relay.get(f"/v1/projects/{project['id']}/interactions/{stored[0]['id']}", headers=owner.h).json()
+    assert detail["type"] == "bug" and detail["source"] == "widget"
+    assert detail["content"]["text"] == "The checkout button does nothing"
+    assert detail["session_id"]
+    console = detail["logs"]["console"]
+    assert any(e["level"] == "log" and "hello from the shop" in e["message"] and '"cart":3' in e["message"]
+               for e in console), console
+    assert any(e["level"] == "warn" and e["message"] == "stock is low" for e in console)
+    network = detail["logs"]["network"]
+    cart = [e for e in network if "/api/cart" in e["url"]]
+    assert len(cart) == 1 and cart[0]["status"] == 404 and cart[0]["method"] == "GET", network
+    assert cart[0]["url"] == f"{host.origin}/api/cart?token=&item=" and cart[0]["duration_ms"] >= 0
+    assert not any("/v1/ingest/" in e["url"] or "/sdk/" in e["url"] for e in network)  # the SDK's own calls
+    assert "s3cr3t" not in json.dumps(detail)
+    errors = detail["logs"]["errors"]
+    assert any("checkout exploded" in e["message"] and "Error" in (e.get("stack") or "") for e in errors), errors
+    context = detail["technical_context"]
+    assert context["url"] == f"{host.origin}/shop" and "Chrome" in context["user_agent"]
+    assert context["viewport"]["width"] == 1280
+
+    media = relay.get(f"/v1/projects/{project['id']}/interactions/{detail['id']}/media", headers=owner.h).json()
+    shots = [m for m in media["data"]] if isinstance(media, dict) else media
+    shots = until(lambda: relay.get(f"/v1/projects/{project['id']}/interactions/{detail['id']}/media",
+                                    headers=owner.h).json()["data"], 20, "the screenshot")
+    assert [(m["kind"], m["content_type"]) for m in shots] == [("screenshot", "image/png")]
+    png = relay.get(f"/v1/projects/{project['id']}/media/{shots[0]['id']}/content", headers=owner.h)
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG\r\n\x1a\n")
+    (SHOTS / "report-screenshot.png").write_bytes(png.content)
+    # Stored in the project's region only.
+    stores = {region: Path(cell["object_store"].removeprefix("file://"))
+              for region, cell in sdk_stack.dev.topology["cells"].items()}
+    assert any((stores["eu-west"] / "projects" / project["id"]).rglob("*"))
+    assert not (stores["us-west"] / "projects" / project["id"]).exists()
+
+
+def test_widget_at_phone_width_and_keyboard(sdk_stack: Stack, owner: Admin, host: HostSite,
+                                            browser: Browser) -> None:
+    router = sdk_stack.dev.topology["router"]["url"]
+    _, key = _project(owner, "us-west")
+    host.pages["/phone"] = shop_page(router, key["key"], options=', widget: {theme: "dark"}')
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        page = context.new_page()
+        page.goto(host.origin + "/phone")
+        page.wait_for_function("window.relayReady === true")
+        launcher = page.get_by_role("button", name="Feedback")
+        launcher.focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("dialog", name="Send feedback")).to_be_visible()
+        box = page.get_by_role("dialog", name="Send feedback").bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+        page.screenshot(path=str(SHOTS / "widget-390.png"))
+        # Focus stays in the dialog: tabbing past the last control comes back to the first.
+        for _ in range(15):
+            page.keyboard.press("Tab")
+            inside = page.evaluate("document.activeElement?.localName === 'relay-widget'")
+            assert inside
+        page.keyboard.press("Escape")
+        expect(page.get_by_role("dialog", name="Send feedback")).to_be_hidden()
+        expect(launcher).to_be_focused()
+    finally:
+        context.close()
