@@ -6,11 +6,11 @@ export const CSS = `
 bottom:20px!important;right:20px!important;top:auto!important;left:auto!important;visibility:visible!important;
 opacity:1!important;transform:none!important;pointer-events:auto!important;width:auto!important;height:auto!important;
 --bg:#fff;--fg:#111827;--muted:#4b5563;--line:#d1d5db;--accent:#2563eb;--on:#fff;--field:#fff;
-font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif!important;color:var(--fg)!important}
+color-scheme:light;font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif!important;color:var(--fg)!important}
 :host([placement=bottom-left]){left:20px!important;right:auto!important}
 :host([placement=top-right]){top:20px!important;bottom:auto!important}
 :host([placement=top-left]){top:20px!important;bottom:auto!important;left:20px!important;right:auto!important}
-:host([theme=dark]){--bg:#111827;--fg:#f9fafb;--muted:#9ca3af;--line:#374151;--accent:#60a5fa;--on:#111827;--field:#1f2937}
+:host([theme=dark]){color-scheme:dark;--bg:#111827;--fg:#f9fafb;--muted:#9ca3af;--line:#374151;--accent:#60a5fa;--on:#111827;--field:#1f2937}
 @media (prefers-color-scheme:dark){:host([theme=auto]){--bg:#111827;--fg:#f9fafb;--muted:#9ca3af;--line:#374151;
 --accent:#60a5fa;--on:#111827;--field:#1f2937}}
 *{box-sizing:border-box;font:inherit;color:inherit;margin:0}
