@@ -9,7 +9,7 @@ export interface RelayApi {
   report(input: ReportInput): Promise<string>;
   openWidget(): void;
   flags(): Promise<Record<string, boolean>>;
-  shutdown(): void;
+  shutdown(): Promise<void>;
   readonly version: string;
 }
 
@@ -22,7 +22,7 @@ export function createApi(base: string, chunks: Chunks): RelayApi {
   return {
     version: __RELAY_VERSION__,
     async init(options: InitOptions): Promise<void> {
-      current?.shutdown();
+      await current?.shutdown();
       const relay = new Relay(options, chunks, new URL(base).origin);
       current = relay;
       if (options.widget !== false) {
@@ -39,9 +39,10 @@ export function createApi(base: string, chunks: Chunks): RelayApi {
       (relay.widget as HTMLElement & { open(): void }).open();
     },
     flags: () => running().flags(),
-    shutdown(): void {
-      current?.shutdown();
+    async shutdown(): Promise<void> {
+      const relay = current;
       current = undefined;
+      await relay?.shutdown();
     },
   };
 }

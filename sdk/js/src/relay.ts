@@ -196,11 +196,16 @@ export class Relay {
     (console.warn as (...a: unknown[]) => void)(`[relay] ${what}`, error ?? "");
   }
 
-  shutdown(): void {
+  /** Stop capture and the widget; a replay being recorded ends (its last chunk and `finish` are sent first). */
+  async shutdown(): Promise<void> {
     for (const stop of this.stops.splice(0)) stop();
-    this.recorder?.stop(true);
-    this.recorder = undefined;
     this.widget?.remove();
-    this.queue?.stop();
+    const recorder = this.recorder;
+    this.recorder = undefined;
+    try {
+      await recorder?.stop(true);
+    } finally {
+      this.queue?.stop();
+    }
   }
 }
