@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -80,10 +79,3 @@ def shop_page(router: str, key: str, *, options: str = "", body: str = "") -> st
 <script src="{router}/sdk/v1/relay.js"></script>
 <script>Relay.init({{key: "{key}"{options}}}).then(() => {{ window.relayReady = true; }});</script>
 </body></html>"""
-
-
-@pytest.fixture(scope="module")
-def host() -> Iterator[HostSite]:
-    site = HostSite()
-    yield site
-    site.close()

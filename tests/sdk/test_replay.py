@@ -7,29 +7,18 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from tests.conftest import Admin, Stack, until
-from tests.sdk.browser import ARGS, CHROMIUM, HostSite, host, need_chromium
+from tests.sdk.browser import HostSite
 
-__all__ = ["host"]
 PASSWORD = "hunter2-Zebra-99"
 SECRET_TEXT = "Account 7731-secret"
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    need_chromium()
-    with sync_playwright() as pw:
-        launched = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield launched
-        launched.close()
 
 
 def _page(router: str, key: str, title: str, body: str) -> str:

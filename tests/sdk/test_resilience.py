@@ -11,22 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
 from cell.auth import PLACEMENT_TTL
 from tests.conftest import Admin, Stack, until
-from tests.sdk.browser import ARGS, CHROMIUM, HostSite, host, need_chromium, shop_page
-
-__all__ = ["host"]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    need_chromium()
-    with sync_playwright() as pw:
-        launched = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield launched
-        launched.close()
+from tests.sdk.browser import HostSite, shop_page
 
 
 @pytest.fixture

@@ -13,22 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import Admin, Stack, until
-from tests.sdk.browser import ARGS, CHROMIUM, HostSite, host, need_chromium, shop_page
+from tests.sdk.browser import HostSite, shop_page
 
-__all__ = ["host"]
 SHOTS = Path(os.environ.get("RELAY_SDK_SHOTS") or tempfile.mkdtemp(prefix="relay-sdk-shots-"))
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    need_chromium()
-    with sync_playwright() as pw:
-        launched = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
