@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, expect
 
 from tests.conftest import Admin, Stack, until
 from tests.sdk.browser import HostSite
@@ -86,3 +86,18 @@ def test_replay_across_a_navigation_never_holds_the_password(sdk_stack: Stack, r
         raw = chunk.read_bytes()
         body = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
         assert b"hunter2" not in body and b"7731" not in body
+
+    # The dashboard's player (sdk/js/README.md) plays them back: the first page as it was recorded.
+    host.pages["/player"] = f"""<!doctype html><html><body><div id="player" style="width:900px"></div>
+<script src="{router}/sdk/v1/player.js"></script></body></html>"""
+    context = browser.new_context(viewport={"width": 1024, "height": 800})
+    try:
+        page = context.new_page()
+        page.goto(host.origin + "/player")
+        page.evaluate("events => { window.played = RelayPlayer.mount(document.getElementById('player'), events); }",
+                      stored)
+        heading = page.frame_locator("#player iframe").locator("h1")
+        expect(heading).to_have_text("Sign in")
+        assert page.evaluate("typeof window.played.pause === 'function'")
+    finally:
+        context.close()
