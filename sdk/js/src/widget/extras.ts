@@ -61,7 +61,7 @@ async function chat(relay: Relay, panel: HTMLElement): Promise<void> {
   const saved = JSON.parse(localStorage.getItem(CHAT) ?? "null") as { id: string; token: string; key: string } | null;
   const mine = saved && saved.key === relay.options.key ? saved : null;
   const log = el("ul", "", { "aria-label": "Messages", "aria-live": "polite" });
-  const input = el("textarea", "", { id: "relay-chat", "aria-label": "Message" });
+  const input = el("textarea", "", { id: "relay-chat", "aria-label": "Your message" });
   const send = el("button", "Send message", { type: "submit", class: "send" });
   const form = el("form");
   form.append(log, input, send);
