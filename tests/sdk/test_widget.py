@@ -4,6 +4,7 @@ management API — words, logs, technical context, and a PNG screenshot stored i
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import tempfile
@@ -45,6 +46,9 @@ def test_report_through_the_widget(sdk_stack: Stack, relay: httpx.Client, owner:
                                    page: Page) -> None:
     router = sdk_stack.dev.topology["router"]["url"]
     project, key = _project(owner, "eu-west")
+    rule = relay.post(f"/v1/projects/{project['id']}/privacy-rules", headers=owner.h,
+                      json={"name": "emails on the page", "rule": {"type": "selector", "selector": ".account-email"}})
+    assert rule.status_code == 201, rule.text
     host.pages["/shop"] = shop_page(router, key["key"])
     page.goto(host.origin + "/shop")
     page.wait_for_function("window.relayReady === true")
@@ -88,15 +92,35 @@ def test_report_through_the_widget(sdk_stack: Stack, relay: httpx.Client, owner:
     assert context["url"] == f"{host.origin}/shop" and "Chrome" in context["user_agent"]
     assert context["viewport"]["width"] == 1280
 
-    media = relay.get(f"/v1/projects/{project['id']}/interactions/{detail['id']}/media", headers=owner.h).json()
-    shots = [m for m in media["data"]] if isinstance(media, dict) else media
     shots = until(lambda: relay.get(f"/v1/projects/{project['id']}/interactions/{detail['id']}/media",
                                     headers=owner.h).json()["data"], 20, "the screenshot")
     assert [(m["kind"], m["content_type"]) for m in shots] == [("screenshot", "image/png")]
     png = relay.get(f"/v1/projects/{project['id']}/media/{shots[0]['id']}/content", headers=owner.h)
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG\r\n\x1a\n")
     (SHOTS / "report-screenshot.png").write_bytes(png.content)
-    # Stored in the project's region only.
+    # Drawn back in the page: the card input and the element under the project's selector are blanked grey.
+    colours = page.evaluate("""async (b64) => {
+        const img = new Image();
+        img.src = "data:image/png;base64," + b64;
+        await img.decode();
+        const canvas = document.createElement("canvas");
+        canvas.width = img.width; canvas.height = img.height;
+        const g = canvas.getContext("2d");
+        g.drawImage(img, 0, 0);
+        const scale = img.width / innerWidth;
+        const at = (sel) => {  // every distinct colour inside the element's box, borders left out
+            const r = document.querySelector(sel).getBoundingClientRect();
+            const x = Math.round((r.left + 3) * scale), y = Math.round((r.top + 3) * scale);
+            const w = Math.round((r.width - 6) * scale), h = Math.round((r.height - 6) * scale);
+            const data = g.getImageData(x, y, w, h).data, seen = new Set();
+            for (let i = 0; i < data.length; i += 4) seen.add(data.slice(i, i + 4).join(","));
+            return [...seen];
+        };
+        return {card: at("#card"), email: at(".account-email"), heading: at("h1"), size: [img.width, img.height]};
+    }""", base64.b64encode(png.content).decode())
+    assert colours["card"] == colours["email"] == ["156,163,175,255"], colours  # the mask's grey, nothing else
+    assert len(colours["heading"]) > 1  # what is not masked is drawn
+    assert colours["size"][0] == 1280    # Stored in the project's region only.
     stores = {region: Path(cell["object_store"].removeprefix("file://"))
               for region, cell in sdk_stack.dev.topology["cells"].items()}
     assert any((stores["eu-west"] / "projects" / project["id"]).rglob("*"))

@@ -15,8 +15,14 @@ export function blank(el: HTMLElement): void {
     el.setAttribute("placeholder", "");
   }
   el.style.setProperty("color", "transparent", "important");
+  el.style.setProperty("-webkit-text-fill-color", "transparent", "important");
   el.style.setProperty("background", "#9ca3af", "important");
   el.style.setProperty("text-shadow", "none", "important");
+  // The words themselves go too: whatever styles the renderer copies, nothing of them can be drawn.
+  const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    node.textContent = (node.textContent ?? "").replace(/\S/g, "\u2007");
+  }
   for (const child of el.querySelectorAll<HTMLElement>("*")) child.style.setProperty("visibility", "hidden", "important");
 }
 
