@@ -4,6 +4,7 @@ Requests for data that lives in a cell (`/v1/ingest/…`, and everything under
 `/v1/projects/{id}/…` except keys, members and moves) go straight to the raw
 proxy; the router's own endpoints (auth, projects, keys, members, regions,
 health) are a Litestar app, which also owns the lifespan and its resources.
+CORS (router.cors) is answered before any of them; `/sdk/…` is the browser SDK's files (router.sdk).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """A project as its cell holds it: the router's provisioning endpoint (create or confirm a project here),
 and the project's settings — what its admins decide about how the cell treats its data, such as how
-long it is kept (`retention_days`, applied by the daily retention job in cell.maintenance.retention)."""
+long it is kept (`retention_days`, applied by the daily retention job in cell.maintenance.retention) and which
+web origins may call ingest (`allowed_origins`, checked in cell.auth)."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ async def provision(request: Request[Any, Any, Any], project_id: uuid.UUID, data
 
 class ProjectSettings(msgspec.Struct, kw_only=True):
     """`GET …/settings`: a project's settings; `retention_days` null keeps data forever; `allowed_origins`
-    empty lets pages on every origin call ingest, else only those origins (see `check_origin`)."""
+    empty lets pages on every origin call ingest, else only those origins (`cell.auth.Authenticator.check_origin`)."""
 
     retention_days: int | None
     allowed_origins: list[str] = msgspec.field(default_factory=list)
