@@ -154,3 +154,39 @@ def test_widget_at_phone_width_and_keyboard(sdk_stack: Stack, owner: Admin, host
         expect(launcher).to_be_focused()
     finally:
         context.close()
+
+
+def test_module_build_own_button_and_placement(sdk_stack: Stack, relay: httpx.Client, owner: Admin,
+                                               host: HostSite, browser: Browser) -> None:
+    router = sdk_stack.dev.topology["router"]["url"]
+    project, key = _project(owner, "us-west")
+    host.pages["/module"] = f"""<!doctype html><html><body><h1>Module shop</h1>
+<script type="module">
+import Relay from "{router}/sdk/v1/relay.mjs";
+window.Relay = Relay;
+await Relay.init({{key: "{key['key']}", widget: false}});
+window.relayReady = true;
+</script></body></html>"""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        page.goto(host.origin + "/module")
+        page.wait_for_function("window.relayReady === true")
+        expect(page.get_by_role("button", name="Feedback")).to_have_count(0)  # widget: false, no launcher
+        page.evaluate("Relay.openWidget()")  # the page's own button would call this
+        expect(page.get_by_role("dialog", name="Send feedback")).to_be_visible()
+        page.keyboard.press("Escape")
+        sent = page.evaluate("Relay.report({type: 'feedback', text: 'from the module', screenshot: true})")
+        shots = until(lambda: relay.get(f"/v1/projects/{project['id']}/interactions/{sent}/media",
+                                        headers=owner.h).json().get("data"), 20, "the module's screenshot")
+        assert [m["kind"] for m in shots] == ["screenshot"]
+        stored = relay.get(f"/v1/projects/{project['id']}/interactions/{sent}", headers=owner.h).json()
+        assert stored["source"] == "sdk" and stored["content"]["text"] == "from the module"
+
+        host.pages["/left"] = shop_page(router, key["key"], options=', widget: {placement: "bottom-left"}')
+        page.goto(host.origin + "/left")
+        page.wait_for_function("window.relayReady === true")
+        box = page.get_by_role("button", name="Feedback").bounding_box()
+        assert box is not None and box["x"] < 100 and box["y"] > 700
+    finally:
+        context.close()
