@@ -56,6 +56,12 @@ def test_report_through_the_widget(sdk_stack: Stack, relay: httpx.Client, owner:
         console.log("hello from the shop", {cart: 3});
         console.warn("stock is low");
         await fetch("/api/cart?token=s3cr3t-token&item=7").catch(() => {});
+        await new Promise((done) => {
+            const xhr = new XMLHttpRequest();
+            xhr.open("POST", "/api/pay?card=4242");
+            xhr.onloadend = done;
+            xhr.send("card=4242424242424242");
+        });
         setTimeout(() => { throw new Error("checkout exploded"); });
         await new Promise((r) => setTimeout(r, 50));
     }""")
@@ -84,6 +90,9 @@ def test_report_through_the_widget(sdk_stack: Stack, relay: httpx.Client, owner:
     cart = [e for e in network if "/api/cart" in e["url"]]
     assert len(cart) == 1 and cart[0]["status"] == 404 and cart[0]["method"] == "GET", network
     assert cart[0]["url"] == f"{host.origin}/api/cart?token=&item=" and cart[0]["duration_ms"] >= 0
+    pay = [e for e in network if "/api/pay" in e["url"]]
+    assert pay == [{**pay[0], "method": "POST", "url": f"{host.origin}/api/pay?card=", "status": 404}], network
+    assert "4242" not in json.dumps(network)
     assert not any("/v1/ingest/" in e["url"] or "/sdk/" in e["url"] for e in network)  # the SDK's own calls
     assert "s3cr3t" not in json.dumps(detail)
     errors = detail["logs"]["errors"]

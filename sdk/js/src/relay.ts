@@ -27,6 +27,8 @@ import type { Recorder } from "./replay/recorder";
 export type { InitOptions, ReportInput, RelayUser } from "./types";
 
 const SESSION_KEY = "relay.session";
+/** The console as it was before capture: the SDK's own notes are not the page's logs. */
+const note = console.warn.bind(console);
 
 export interface Chunks {
   replay(): Promise<typeof import("./replay/recorder")>;
@@ -192,8 +194,7 @@ export class Relay {
   }
 
   warn(what: string, error?: unknown): void {
-    // Through the page's console as it was: the SDK's own notes are not captured as the page's logs.
-    (console.warn as (...a: unknown[]) => void)(`[relay] ${what}`, error ?? "");
+    note(`[relay] ${what}`, error ?? "");
   }
 
   /** Stop capture and the widget; a replay being recorded ends (its last chunk and `finish` are sent first). */
