@@ -1,6 +1,6 @@
 """The widget's further views and the rest of the API (API.md, "The browser SDK"; issue 12): the public
-board with voting, chat whose conversation token the page keeps, a survey the server chose shown once,
-`Relay.identify`, and `Relay.flags()`."""
+board with voting, the public roadmap, chat whose conversation token the page keeps, a survey the server
+chose shown once, `Relay.identify`, and `Relay.flags()`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ def test_board_chat_survey_identity_and_flags(sdk_stack: Stack, relay: httpx.Cli
     key = owner.key(project, ["ingest"])
     base = f"/v1/projects/{project['id']}"
     item = relay.post(f"{base}/feedback-items", headers=owner.h, json={"title": "Dark mode"}).json()
+    assert relay.post(f"{base}/roadmap-items", headers=owner.h,
+                      json={"title": "Offline mode", "status": "in_progress"}).status_code == 201
+    assert relay.post(f"{base}/roadmap-items", headers=owner.h,
+                      json={"title": "Secret plan", "visibility": "private"}).status_code == 201
     assert relay.post(f"{base}/feature-flags", headers=owner.h,
                       json={"flag": "new-checkout", "enabled": True}).status_code == 201
     survey = relay.post(f"{base}/surveys", headers=owner.h, json={
@@ -50,6 +54,13 @@ def test_board_chat_survey_identity_and_flags(sdk_stack: Stack, relay: httpx.Cli
         expect(vote).to_have_text("▲ 1")
         votes = _get(relay, owner, f"{base}/feedback-items/{item['id']}/votes")["data"]
         assert len(votes) == 1 and votes[0]["user_id"]
+
+        # The roadmap: public items only.
+        page.get_by_role("button", name="Roadmap").click()
+        roadmap = page.get_by_role("list", name="Roadmap")
+        expect(roadmap).to_contain_text("Offline mode")
+        expect(roadmap).to_contain_text("in progress")
+        expect(roadmap).not_to_contain_text("Secret plan")
 
         # Chat: the conversation token stays in the page's storage, so a reload finds the conversation.
         page.get_by_role("button", name="Chat").click()
