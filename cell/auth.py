@@ -216,6 +216,8 @@ class Placement:
     epoch: int
     region: str | None
     """The region it moved to, for state `moved`."""
+    origins: frozenset[str] = frozenset()
+    """The origins whose pages may call ingest (`settings.allowed_origins`); empty: every origin."""
 
 
 class Authenticator:
@@ -245,6 +247,7 @@ class Authenticator:
                         raise Problem(421, f"this project moved to {place.region}", region=place.region) from None
                 raise
             await self.ensure_homed(record.project_id, epoch=actor.epoch, write=write)
+            await self.check_origin(scope, record.project_id)
             scopes = set(record.scopes)
             level = max((SCOPE_LEVEL.get(s, 0) for s in scopes), default=0)
             return Principal(record.project_id, level, "ingest" in scopes, "api", key[:12], actor.ip)
@@ -274,6 +277,17 @@ class Authenticator:
         await self.ensure_homed(project_id, epoch=actor.epoch, write=scope["method"] in WRITES)
         return project_id
 
+    async def check_origin(self, scope: Scope, project_id: uuid.UUID) -> None:
+        """403 for a browser on an origin the project did not allow (`settings.allowed_origins`) calling ingest;
+        requests without `Origin` (servers, mobile apps) are not a browser's and pass. The router's CORS headers still
+        go on the answer, so the page can read why."""
+        origin = next((v for k, v in scope["headers"] if k == b"origin"), None)
+        if origin is None or not scope["path"].startswith("/v1/ingest/"):
+            return
+        allowed = (await self.placement(project_id)).origins
+        if allowed and origin.decode("latin-1") not in allowed:
+            raise Problem(403, "this project does not accept requests from this origin (settings.allowed_origins)")
+
     async def ensure_homed(self, project_id: uuid.UUID, *, epoch: int | None = None, write: bool = False) -> None:
         """421 unless this cell serves the project to a router with a current map; 503 for writes in a fence.
 
@@ -301,7 +315,8 @@ class Authenticator:
             return cached[0]
         row = await self.pool.fetchrow(
             """SELECT p.state, coalesce(p.epoch, m.epoch) AS epoch,
-                      CASE WHEN p.state IS NULL OR p.state = 'moved' THEN m.region END AS region
+                      CASE WHEN p.state IS NULL OR p.state = 'moved' THEN m.region END AS region,
+                      p.settings -> 'allowed_origins' AS origins
                  FROM (SELECT $1::uuid AS id) x
                  LEFT JOIN projects p ON p.id = x.id
                  LEFT JOIN moved_projects m ON m.project_id = x.id""", project_id)
@@ -310,7 +325,8 @@ class Authenticator:
             state = "moved" if row["region"] is not None else "absent"
         else:
             state = "moved" if row["state"] == "moved" and row["region"] is not None else row["state"]
-        place = Placement(state, row["epoch"] or 0, row["region"])
+        origins = row["origins"] if isinstance(row["origins"], list) else []
+        place = Placement(state, row["epoch"] or 0, row["region"], frozenset(str(o) for o in origins))
         if state != "absent":  # a project being provisioned is not refused for longer than its own lookup
             if len(self._placements) > 100_000:  # bounded: one entry per project this process serves
                 self._placements.clear()

@@ -4,6 +4,7 @@ Requests for data that lives in a cell (`/v1/ingest/…`, and everything under
 `/v1/projects/{id}/…` except keys, members, invitations and moves) go straight to the raw
 proxy; the router's own endpoints (auth, projects, keys, members, regions,
 health) are a Litestar app, which also owns the lifespan and its resources.
+CORS (router.cors) is answered before any of them; `/sdk/…` is the browser SDK's files (router.sdk).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from router import health
 from router.auth import account
 from router.auth import routes as auth
 from router.cells import Cells
+from router.cors import Cors
 from router.directory import Directory
 from router.members import routes as members
 from router.moves import driver as mover
@@ -38,6 +40,7 @@ from router.projects import lifecycle, provisioning
 from router.projects import routes as projects
 from router.proxy import GLOBAL, REQUESTS, Proxy, Receive, Scope, Send, request_id
 from router.ratelimit import RateLimiter
+from router.sdk import SdkFiles
 from router.settings import RouterSettings, from_env
 from router.state import RouterState
 
@@ -48,8 +51,10 @@ CONTROL_SUBRESOURCES = frozenset({"members", "invitations", "move", "deletion", 
 class RouterApp:
     """Dispatch: proxy paths to `Proxy`, the rest to the Litestar control plane."""
 
-    def __init__(self, control: Litestar) -> None:
+    def __init__(self, control: Litestar, cors: Cors | None = None, sdk: SdkFiles | None = None) -> None:
         self.control = control
+        self.cors = cors or Cors(())
+        self.sdk = sdk or SdkFiles(None)
         self.proxy = Proxy(lambda: control.state.router)
         # The control plane's requests: server spans when tracing, metrics as route class `control`.
         self.served = telemetry.HttpServerTelemetry(control, _record_control, trust_incoming=False)
@@ -57,6 +62,12 @@ class RouterApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
+            if await self.cors.preflight(scope, send):
+                return
+            send = self.cors.stamp(scope, send)
+            if path.startswith("/sdk/"):
+                await self.sdk(scope, receive, send)
+                return
             if path.startswith("/v1/ingest/"):
                 await self.proxy.ingest(scope, receive, send)
                 return
@@ -161,5 +172,5 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
         debug=False,
         logging_config=None,
     )
-    return RouterApp(control)
+    return RouterApp(control, Cors(settings.dashboard_origins), SdkFiles(settings.sdk_dir or None))
 

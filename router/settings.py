@@ -6,6 +6,7 @@ import msgspec
 from limits import parse
 
 from common.mail import DEFAULT_FROM, check_settings
+from common.origins import web_origin
 from common.settings import CellEndpoint, SettingsError, check_regions, check_secret, load
 from router.ratelimit import DEFAULT_LIMITS
 
@@ -51,6 +52,12 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     mail_dir: str = ""
     """With no SMTP server: a directory where each email is written as one `.eml` file instead (`relay dev` sets
     `DIR/mail/`); empty with no server: nothing is sent (RELAY_MAIL_DIR)."""
+    dashboard_origins: list[str] = msgspec.field(default_factory=list)
+    """Origins whose pages may call the management API from a browser, as a JSON list:
+    ["https://admin.example.com"] (RELAY_DASHBOARD_ORIGINS; the ingest paths are open to every origin)."""
+    sdk_dir: str = ""
+    """Directory of the built browser SDK served at /sdk/v1/ (RELAY_SDK_DIR; empty: sdk/js/dist of the
+    checkout)."""
 
     def __post_init__(self) -> None:
         check_settings(self.smtp_url, self.mail_from, self.mail_dir)
@@ -74,6 +81,10 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError("RELAY_PUBLIC_URL: must be an http(s) URL")
         if not 60 <= self.password_reset_ttl_seconds <= 7 * 24 * 3600:
             raise SettingsError("RELAY_PASSWORD_RESET_TTL_SECONDS: between 60 seconds and 7 days")
+
+        for origin in self.dashboard_origins:
+            if web_origin(origin) != origin:
+                raise SettingsError(f"RELAY_DASHBOARD_ORIGINS: {origin!r} is not an origin like https://host[:port]")
 
 
 def link_base(settings: RouterSettings) -> str:

@@ -10,7 +10,8 @@ import httpx
 
 from tests.conftest import Admin, problem
 
-UNCHANGED: dict[str, Any] = {"identity_verification": "optional", "strip_image_metadata": True}
+UNCHANGED: dict[str, Any] = {"identity_verification": "optional", "strip_image_metadata": True,
+                             "allowed_origins": []}
 """The other settings, at their defaults throughout."""
 
 

@@ -1,0 +1,41 @@
+import { describe, expect, it } from "vitest";
+import { ALWAYS_MASKED, cap, describe as text, isMasked, selectorList, stripQuery } from "../src/mask";
+import { blank } from "../src/screenshot";
+
+describe("stripQuery", () => {
+  it("keeps parameter names, drops values, fragment and credentials", () => {
+    expect(stripQuery("https://u:p@a.example/x?card=4242&card=1&q=#t")).toBe("https://a.example/x?card=&q=");
+    expect(stripQuery("/rel?a=1", "https://h.example/base/")).toBe("https://h.example/rel?a=");
+    expect(stripQuery("https://a.example/plain")).toBe("https://a.example/plain");
+  });
+});
+
+describe("caps", () => {
+  it("cuts long text and describes values", () => {
+    expect(cap("abcdef", 3)).toBe("abc…");
+    expect(text({ a: [1, 2] })).toBe('{"a":[1,2]}');
+    expect(text(undefined)).toBe("undefined");
+  });
+});
+
+describe("selectors", () => {
+  it("drops selectors the browser cannot parse and matches ancestors", () => {
+    document.body.innerHTML = '<div class="secret"><span id="in">x</span></div><input id="pw" type="password">';
+    const list = selectorList([...ALWAYS_MASKED, ".secret", "::bad(("]);
+    expect(list).not.toContain("bad");
+    expect(isMasked(document.getElementById("in") as Element, list)).toBe(true);
+    expect(isMasked(document.getElementById("pw") as Element, list)).toBe(true);
+    expect(isMasked(document.body, list)).toBe(false);
+  });
+  it("blanks an input's value and hides an element's content", () => {
+    document.body.innerHTML = '<input id="card" value="4242"><p id="p"><b>jane@example.com</b></p>';
+    const input = document.getElementById("card") as HTMLInputElement;
+    blank(input);
+    expect(input.value).toBe("");
+    expect(input.getAttribute("value")).toBe("");
+    const p = document.getElementById("p") as HTMLElement;
+    blank(p);
+    expect(p.style.getPropertyValue("color")).toBe("transparent");
+    expect((p.querySelector("b") as HTMLElement).style.getPropertyValue("visibility")).toBe("hidden");
+  });
+});

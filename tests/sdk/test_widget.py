@@ -1,0 +1,201 @@
+"""The SDK in a real browser (API.md, "The browser SDK"): a customer's page on another origin loads
+/sdk/v1/relay.js; the user reports a problem through the widget; the team reads it all back through the
+management API — words, logs, technical context, and a PNG screenshot stored in the project's region only."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.conftest import Admin, Stack, until
+from tests.sdk.browser import HostSite, shop_page
+
+SHOTS = Path(os.environ.get("RELAY_SDK_SHOTS") or tempfile.mkdtemp(prefix="relay-sdk-shots-"))
+
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+def _project(owner: Admin, region: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    project = owner.project(region)
+    return project, owner.key(project, ["ingest"])
+
+
+def _interactions(relay: httpx.Client, owner: Admin, project: dict[str, Any]) -> list[dict[str, Any]]:
+    r = relay.get(f"/v1/projects/{project['id']}/interactions", headers=owner.h)
+    assert r.status_code == 200, r.text
+    return list(r.json()["data"])
+
+
+def test_report_through_the_widget(sdk_stack: Stack, relay: httpx.Client, owner: Admin, host: HostSite,
+                                   page: Page) -> None:
+    router = sdk_stack.dev.topology["router"]["url"]
+    project, key = _project(owner, "eu-west")
+    rule = relay.post(f"/v1/projects/{project['id']}/privacy-rules", headers=owner.h,
+                      json={"name": "emails on the page", "rule": {"type": "selector", "selector": ".account-email"}})
+    assert rule.status_code == 201, rule.text
+    host.pages["/shop"] = shop_page(router, key["key"])
+    page.goto(host.origin + "/shop")
+    page.wait_for_function("window.relayReady === true")
+    page.evaluate("""async () => {
+        console.log("hello from the shop", {cart: 3});
+        console.warn("stock is low");
+        await fetch("/api/cart?token=s3cr3t-token&item=7").catch(() => {});
+        await new Promise((done) => {
+            const xhr = new XMLHttpRequest();
+            xhr.open("POST", "/api/pay?card=4242");
+            xhr.onloadend = done;
+            xhr.send("card=4242424242424242");
+        });
+        setTimeout(() => { throw new Error("checkout exploded"); });
+        await new Promise((r) => setTimeout(r, 50));
+    }""")
+
+    page.get_by_role("button", name="Feedback").click()
+    dialog = page.get_by_role("dialog", name="Send feedback")
+    expect(dialog).to_be_visible()
+    expect(page.get_by_label("What happened?")).to_be_focused()
+    page.get_by_label("What happened?").fill("The checkout button does nothing")
+    expect(page.get_by_label("Include screenshot")).to_be_checked()
+    page.screenshot(path=str(SHOTS / "widget-desktop.png"))
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.get_by_text("Thanks", exact=True)).to_be_visible(timeout=20_000)
+
+    stored = until(lambda: _interactions(relay, owner, project), 20, "the report")
+    assert len(stored) == 1
+    detail = relay.get(f"/v1/projects/{project['id']}/interactions/{stored[0]['id']}", headers=owner.h).json()
+    assert detail["type"] == "bug" and detail["source"] == "widget"
+    assert detail["content"]["text"] == "The checkout button does nothing"
+    assert detail["session_id"]
+    console = detail["logs"]["console"]
+    assert any(e["level"] == "log" and "hello from the shop" in e["message"] and '"cart":3' in e["message"]
+               for e in console), console
+    assert any(e["level"] == "warn" and e["message"] == "stock is low" for e in console)
+    network = detail["logs"]["network"]
+    cart = [e for e in network if "/api/cart" in e["url"]]
+    assert len(cart) == 1 and cart[0]["status"] == 404 and cart[0]["method"] == "GET", network
+    assert cart[0]["url"] == f"{host.origin}/api/cart?token=&item=" and cart[0]["duration_ms"] >= 0
+    pay = [e for e in network if "/api/pay" in e["url"]]
+    assert pay == [{**pay[0], "method": "POST", "url": f"{host.origin}/api/pay?card=", "status": 404}], network
+    assert "4242" not in json.dumps(network)
+    assert not any("/v1/ingest/" in e["url"] or "/sdk/" in e["url"] for e in network)  # the SDK's own calls
+    assert "s3cr3t" not in json.dumps(detail)
+    errors = detail["logs"]["errors"]
+    assert any("checkout exploded" in e["message"] and "Error" in (e.get("stack") or "") for e in errors), errors
+    context = detail["technical_context"]
+    assert context["url"] == f"{host.origin}/shop" and "Chrome" in context["user_agent"]
+    assert context["viewport"]["width"] == 1280
+
+    shots = until(lambda: relay.get(f"/v1/projects/{project['id']}/interactions/{detail['id']}/media",
+                                    headers=owner.h).json()["data"], 20, "the screenshot")
+    assert [(m["kind"], m["content_type"]) for m in shots] == [("screenshot", "image/png")]
+    png = relay.get(f"/v1/projects/{project['id']}/media/{shots[0]['id']}/content", headers=owner.h)
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG\r\n\x1a\n")
+    (SHOTS / "report-screenshot.png").write_bytes(png.content)
+    # Drawn back in the page: the card input and the element under the project's selector are blanked grey.
+    colours = page.evaluate("""async (b64) => {
+        const img = new Image();
+        img.src = "data:image/png;base64," + b64;
+        await img.decode();
+        const canvas = document.createElement("canvas");
+        canvas.width = img.width; canvas.height = img.height;
+        const g = canvas.getContext("2d");
+        g.drawImage(img, 0, 0);
+        const scale = img.width / innerWidth;
+        const at = (sel) => {  // every distinct colour inside the element's box, borders left out
+            const r = document.querySelector(sel).getBoundingClientRect();
+            const x = Math.round((r.left + 3) * scale), y = Math.round((r.top + 3) * scale);
+            const w = Math.round((r.width - 6) * scale), h = Math.round((r.height - 6) * scale);
+            const data = g.getImageData(x, y, w, h).data, seen = new Set();
+            for (let i = 0; i < data.length; i += 4) seen.add(data.slice(i, i + 4).join(","));
+            return [...seen];
+        };
+        return {card: at("#card"), email: at(".account-email"), heading: at("h1"), size: [img.width, img.height]};
+    }""", base64.b64encode(png.content).decode())
+    assert colours["card"] == colours["email"] == ["156,163,175,255"], colours  # the mask's grey, nothing else
+    assert len(colours["heading"]) > 1  # what is not masked is drawn
+    assert colours["size"][0] == 1280    # Stored in the project's region only.
+    stores = {region: Path(cell["object_store"].removeprefix("file://"))
+              for region, cell in sdk_stack.dev.topology["cells"].items()}
+    assert any((stores["eu-west"] / "projects" / project["id"]).rglob("*"))
+    assert not (stores["us-west"] / "projects" / project["id"]).exists()
+
+
+def test_widget_at_phone_width_and_keyboard(sdk_stack: Stack, owner: Admin, host: HostSite,
+                                            browser: Browser) -> None:
+    router = sdk_stack.dev.topology["router"]["url"]
+    _, key = _project(owner, "us-west")
+    host.pages["/phone"] = shop_page(router, key["key"], options=', widget: {theme: "dark"}')
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        page = context.new_page()
+        page.goto(host.origin + "/phone")
+        page.wait_for_function("window.relayReady === true")
+        launcher = page.get_by_role("button", name="Feedback")
+        launcher.focus()
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("dialog", name="Send feedback")).to_be_visible()
+        box = page.get_by_role("dialog", name="Send feedback").bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+        page.screenshot(path=str(SHOTS / "widget-390.png"))
+        # Focus stays in the dialog: tabbing past the last control comes back to the first.
+        for _ in range(15):
+            page.keyboard.press("Tab")
+            inside = page.evaluate("document.activeElement?.localName === 'relay-widget'")
+            assert inside
+        page.keyboard.press("Escape")
+        expect(page.get_by_role("dialog", name="Send feedback")).to_be_hidden()
+        expect(launcher).to_be_focused()
+    finally:
+        context.close()
+
+
+def test_module_build_own_button_and_placement(sdk_stack: Stack, relay: httpx.Client, owner: Admin,
+                                               host: HostSite, browser: Browser) -> None:
+    router = sdk_stack.dev.topology["router"]["url"]
+    project, key = _project(owner, "us-west")
+    host.pages["/module"] = f"""<!doctype html><html><body><h1>Module shop</h1>
+<script type="module">
+import Relay from "{router}/sdk/v1/relay.mjs";
+window.Relay = Relay;
+await Relay.init({{key: "{key['key']}", widget: false}});
+window.relayReady = true;
+</script></body></html>"""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        page.goto(host.origin + "/module")
+        page.wait_for_function("window.relayReady === true")
+        expect(page.get_by_role("button", name="Feedback")).to_have_count(0)  # widget: false, no launcher
+        page.evaluate("Relay.openWidget()")  # the page's own button would call this
+        expect(page.get_by_role("dialog", name="Send feedback")).to_be_visible()
+        page.keyboard.press("Escape")
+        sent = page.evaluate("Relay.report({type: 'feedback', text: 'from the module', screenshot: true})")
+        shots = until(lambda: relay.get(f"/v1/projects/{project['id']}/interactions/{sent}/media",
+                                        headers=owner.h).json().get("data"), 20, "the module's screenshot")
+        assert [m["kind"] for m in shots] == ["screenshot"]
+        stored = relay.get(f"/v1/projects/{project['id']}/interactions/{sent}", headers=owner.h).json()
+        assert stored["source"] == "sdk" and stored["content"]["text"] == "from the module"
+
+        host.pages["/left"] = shop_page(router, key["key"], options=', widget: {placement: "bottom-left"}')
+        page.goto(host.origin + "/left")
+        page.wait_for_function("window.relayReady === true")
+        box = page.get_by_role("button", name="Feedback").bounding_box()
+        assert box is not None and box["x"] < 100 and box["y"] > 700
+    finally:
+        context.close()
