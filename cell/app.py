@@ -108,7 +108,7 @@ def create_app(settings: CellSettings | None = None) -> Any:
         redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         try:
             verifier = KeyVerifier(pool, recheck=settings.key_recheck_seconds, region=settings.region,
-                                   regions=settings.regions)
+                                   regions=settings.regions, pepper=settings.key_pepper.encode())
             store = ObjectStore(settings.object_store)
             ingest = Writer(pool, settings.region)
             app.state.ctx = CellContext(settings, pool, redis, Authenticator(pool, verifier), store, ingest)

@@ -12,8 +12,9 @@ import msgspec
 from litestar import Request, get, post
 
 from common.ids import uuid7
-from common.keys import bearer
+from common.keys import bearer, presented
 from common.problems import Problem
+from router import access
 from router.auth import sessions
 from router.auth.passwords import check_password, hash_password
 from router.ratelimit import client_tag
@@ -65,8 +66,10 @@ def _check_email(email: str) -> None:
 
 @post("/v1/auth/signup", status_code=201)
 async def signup(request: Request[Any, Any, Any], data: SignupIn) -> AuthOut:
-    """Create a dashboard account and sign it in."""
+    """Create a dashboard account and sign it in (limited per client and per email: a signup costs a bcrypt)."""
     st = state(request)
+    await st.limiter.enforce("signup_client", client_tag(access.client_ip(st, request.scope)))
+    await st.limiter.enforce("signup_email", *_account(data.email))
     hashed = await hash_password(data.password)
     async with st.pool.acquire() as conn, conn.transaction():
         try:
@@ -86,8 +89,8 @@ async def signup(request: Request[Any, Any, Any], data: SignupIn) -> AuthOut:
 async def login(request: Request[Any, Any, Any], data: LoginIn) -> AuthOut:
     """Exchange email and password for a session token."""
     st = state(request)
-    account = ("account", hashlib.sha256(data.email.lower().encode()).hexdigest()[:24])
-    client = client_tag(request.client.host if request.client else None)
+    account = _account(data.email)
+    client = client_tag(access.client_ip(st, request.scope))
     await st.limiter.enforce("login_account", *account, count=False)
     await st.limiter.enforce("login_client", client, count=False)
     row = await st.pool.fetchrow(
@@ -108,7 +111,7 @@ async def logout(request: Request[Any, Any, Any]) -> None:
     token = bearer(request.headers.get("authorization"))
     if token is None or not token.startswith("rs_"):
         raise Problem(401, "send the session token as Authorization: Bearer")
-    await sessions.resolve(state(request).pool, token)
+    await current_session(request)
     await sessions.revoke(state(request).pool, token)
 
 
@@ -124,11 +127,18 @@ async def me(request: Request[Any, Any, Any]) -> User:
 
 
 async def current_session(request: Request[Any, Any, Any], project_id: uuid.UUID | None = None) -> sessions.Session:
-    """The admin session of this request, with the role in `project_id` (401 without one)."""
-    token = bearer(request.headers.get("authorization"))
-    if token is None or not token.startswith("rs_"):
+    """The admin session of this request, with the role in `project_id` (401 without one; unknown tokens are
+    counted per client, see `router.access.session`)."""
+    credential = presented(request.headers.get("authorization"))
+    if credential is None or credential.kind != "session":
         raise Problem(401, "send an admin session token as Authorization: Bearer")
-    return await sessions.resolve(state(request).pool, token, project_id)
+    st = state(request)
+    return await access.session(st, credential.token, project_id, access.client_ip(st, request.scope))
+
+
+def _account(email: str) -> tuple[str, str]:
+    """A limiter identity for an email address that does not put the address in Redis."""
+    return ("account", hashlib.sha256(email.lower().encode()).hexdigest()[:24])
 
 
 ROUTES = [signup, login, logout, me]
