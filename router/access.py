@@ -3,9 +3,9 @@
 Every router endpoint and the proxy ask here before anything else. A key is
 verified in full, prefix and secret, against the keyed digest in the router's
 in-memory directory (one HMAC, no I/O), so a made-up secret on a real prefix is
-a 401 at the edge and never reaches a cell. Wrong secrets, unknown prefixes and
-unknown session tokens are counted per client (`bad_credentials`); past the
-limit they get 429.
+a 401 at the edge and never reaches a cell. Wrong secrets and unknown prefixes
+are counted per client (`bad_credentials`), unknown session tokens too
+(`bad_sessions`); past the limit they get 429.
 
 A key created before the router kept digests has none in its directory entry.
 Its cell verifies it once (`POST /internal/projects/{id}/api-keys/verify`,
@@ -63,10 +63,11 @@ async def bad_credentials(st: RouterState, ip: str | None, detail: str = BAD_KEY
     return Problem(401, detail)
 
 
-def _refused(st: RouterState, *identity: str) -> None:
-    wait = st.limiter.refused_recently("bad_credentials", *identity)
+def _refused(st: RouterState, *identity: str, category: str = "bad_credentials") -> None:
+    wait = st.limiter.refused_recently(category, *identity)
     if wait:
-        raise Problem(429, "rate limit for bad credentials exceeded", headers={"Retry-After": str(wait)})
+        raise Problem(429, f"rate limit for {category.replace('_', ' ')} exceeded",
+                      headers={"Retry-After": str(wait)})
 
 
 async def verify_key(st: RouterState, key: Presented, ip: str | None) -> KeyEntry:
@@ -151,12 +152,13 @@ async def _ask_cell(st: RouterState, entry: KeyEntry, key: str) -> KeyEntry | No
 
 
 async def session(st: RouterState, token: str, project_id: uuid.UUID | None, ip: str | None) -> sessions.Session:
-    """The admin session behind an `rs_` token, with the role in `project_id`. Unknown tokens count as bad
-    credentials; a client past that limit is refused (429) before the control DB is asked at all."""
-    _refused(st, client_tag(ip))
+    """The admin session behind an `rs_` token, with the role in `project_id`. Unknown tokens are counted per
+    client (`bad_sessions`); a client past that limit is refused (429) before the control DB is asked at all,
+    until its window frees up."""
+    _refused(st, client_tag(ip), category="bad_sessions")
     try:
         return await sessions.resolve(st.pool, token, project_id)
     except Problem as problem:
         if problem.status == 401:
-            await st.limiter.enforce("bad_credentials", client_tag(ip))
+            await st.limiter.enforce("bad_sessions", client_tag(ip))
         raise

@@ -2,7 +2,9 @@
 
 Kinds: per key prefix (or admin user) and route category (ingest, uploads,
 management); per client for repeated bad credentials (wrong key secrets, unknown
-key prefixes and session tokens, the cells' 401s for keys) and per key prefix
+key prefixes, the cells' 401s for keys), per client for unknown session tokens
+(`bad_sessions`: past it, the client's session lookups stop reaching the
+control DB until the window frees up), and per key prefix
 for failed verifications a cell must pay for (keys from before digests); per
 account and per client for failed logins; per client and per email for signups.
 Client addresses (`router.access.client_ip`) are hashed before they become part
@@ -39,6 +41,7 @@ DEFAULT_LIMITS = {
     "uploads": "50/second",
     "management": "100/second",
     "bad_credentials": "30/minute",
+    "bad_sessions": "30/minute",
     "login_account": "10/15minutes",
     "login_client": "60/15minutes",
     "signup_client": "60/minute",

@@ -173,6 +173,11 @@ async def _actor(request: Request[Any, Any, Any], st: RouterState, project_id: u
     return actor, project, session
 
 
+def _key_header(request: Request[Any, Any, Any], actor: Actor) -> dict[str, str] | None:
+    """The presented key, passed on when a key acts, so the cell verifies it again (defence in depth)."""
+    return {"authorization": request.headers["authorization"]} if actor.kind == "key" else None
+
+
 def _relay(request: Request[Any, Any, Any], response: httpx.Response) -> Response[bytes]:
     """Pass a cell's answer through (status, body, region header). A problem's `instance` names the path the
     caller asked for, not the cell's internal one the router called on its behalf."""
@@ -219,7 +224,8 @@ async def create_key(request: Request[Any, Any, Any], project_id: uuid.UUID, dat
     body = {"id": str(key_id), "key_prefix": prefix, "name": data.name, "scopes": data.scopes,
             "expires_at": data.expires_at.isoformat() if data.expires_at else None}
     try:
-        response = await cell.call("POST", f"/internal/projects/{project_id}/api-keys", actor, json=body)
+        response = await cell.call("POST", f"/internal/projects/{project_id}/api-keys", actor, json=body,
+                                   headers=_key_header(request, actor))
     except Problem:
         raise  # the outbox discards the reservation (and any key the cell made) later
     if response.status_code == 421:  # the project moved meanwhile: this router's map is stale
@@ -262,7 +268,8 @@ async def revoke_key(request: Request[Any, Any, Any], project_id: uuid.UUID, key
     cell = st.cells[project.region]
     if session is None:
         # An API key acting: the cell must verify it (and its admin scope) before anything changes.
-        response = await cell.call("DELETE", f"/internal/projects/{project_id}/api-keys/{key_id}", actor)
+        response = await cell.call("DELETE", f"/internal/projects/{project_id}/api-keys/{key_id}", actor,
+                                   headers=_key_header(request, actor))
         if response.status_code == 421:  # the project moved meanwhile: this router's map is stale
             await routing.reload(st, project_id)
         if response.status_code != 200:
