@@ -2,9 +2,10 @@
 
 This is a raw ASGI handler, not a Litestar route: every request of SDK traffic
 passes here, and the framework's per-request work would cost a third of the
-throughput. It reads only the key prefix (or the project id in the path), the
-session for dashboard callers, and the headers; bodies pass through in memory
-(JSON, bounded) or as a stream (uploads) and are never written anywhere.
+throughput. It verifies the presented key in full, prefix and secret, from the
+in-memory directory before anything else (`router.access`), or the session for
+dashboard callers, and reads the headers; bodies pass through in memory (JSON,
+bounded) or as a stream (uploads) and are never written anywhere.
 """
 
 from __future__ import annotations
