@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ["bench.router", "bench.enrichment", "bench.cell", "bench.sdk"]
+MODULES = ["bench.router", "bench.enrichment", "bench.cell", "bench.sdk", "bench.keys"]
 
 
 def main() -> int:

@@ -116,7 +116,8 @@ def create_app(settings: CellSettings | None = None) -> Any:
         try:
             usage = UsageRecorder(pool, interval=settings.key_usage_interval_seconds)
             verifier = KeyVerifier(pool, recheck=settings.key_recheck_seconds, region=settings.region,
-                                   regions=settings.regions, on_use=usage.used)
+                                   regions=settings.regions, pepper=settings.key_pepper.encode(),
+                                   on_use=usage.used)
             store = ObjectStore(settings.object_store)
             ingest = Writer(pool, settings.region)
             app.state.ctx = CellContext(settings, pool, redis, Authenticator(pool, verifier), store, ingest)

@@ -2,33 +2,36 @@
 
 Every request reaches a cell through the router, signed (see `common.signing`).
 The signature proves the router sent it and carries the actor: an API key (which
-the cell verifies in full against its bcrypt hash, then caches by SHA-256 of the
-key for `key_recheck_seconds`), or a dashboard admin whose membership and role
-the router checked. Handlers then ask for a scope level and a project with
+the router verified already and the cell verifies again in full against its own
+keyed digest, then caches by SHA-256 of the key for `key_recheck_seconds`), or a
+dashboard admin whose membership and role the router checked. Handlers then ask for a scope level and a project with
 `require` and get a 401/403/404/421 problem when the caller falls short.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qs
 
 import asyncpg
 import bcrypt
 
-from common.keys import bearer, fingerprint, key_prefix, key_tag
+from common.access import ADMIN as ADMIN
+from common.access import LEVEL_NAME, ROLE_LEVEL, scope_level
+from common.access import OWNER as OWNER
+from common.access import READ as READ
+from common.access import WRITE as WRITE
+from common.keys import digest, fingerprint, key_prefix, key_tag, matches, presented
 from common.problems import Problem, encode
 from common.signing import ACTOR, SIGNATURE, TIMESTAMP, Actor, SignatureError, verify
 
-READ, WRITE, ADMIN, OWNER = 1, 2, 3, 4
-SCOPE_LEVEL = {"read": READ, "write": WRITE, "admin": ADMIN}
-ROLE_LEVEL = {"viewer": READ, "agent": WRITE, "admin": ADMIN, "owner": OWNER}
+log = logging.getLogger("relay.cell.auth")
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PLACEMENT_TTL = 1.0
@@ -60,8 +63,7 @@ def require(principal: Principal, project_id: uuid.UUID | None = None, *, level:
     if ingest and not principal.ingest:
         raise Problem(403, "this endpoint needs a key with the ingest scope")
     if level and principal.level < level:
-        needed = {READ: "read", WRITE: "write", ADMIN: "admin", OWNER: "owner"}[level]
-        raise Problem(403, f"this needs the {needed} scope or role")
+        raise Problem(403, f"this needs the {LEVEL_NAME[level]} scope or role")
     return principal
 
 
@@ -120,29 +122,36 @@ async def _send_problem(send: Send, problem: Problem, path: str) -> None:
 class _CachedKey:
     key_id: uuid.UUID
     project_id: uuid.UUID
-    key_hash: str
+    stored: str
+    """What the row held when this key was checked against it: its digest, or (before the upgrade) its
+    bcrypt hash."""
     scopes: tuple[str, ...]
     expires_at: datetime | None
     checked_at: float
 
 
 class KeyVerifier:
-    """Verifies full API keys against the cell's api_keys rows.
+    """Verifies full API keys against the cell's api_keys rows: HMAC-SHA256 under the key pepper
+    (`common.keys.digest`), compared in constant time.
 
-    bcrypt is paid once per key per process; afterwards the key's row is re-read at
-    most every `recheck` seconds (a cheap indexed lookup, no bcrypt) so a revocation
-    or expiry takes effect within that bound in every process, with no cache to flush.
+    A key from before digests still has only its bcrypt hash: bcrypt is paid once, and on success the row
+    gets the digest and loses the hash, so the key never costs bcrypt again. The key's row is re-read at
+    most every `recheck` seconds (a cheap indexed lookup) so a revocation or expiry takes effect within that
+    bound in every process, with no cache to flush; a refused key is remembered as long, so repeating a
+    wrong secret costs nothing.
     """
 
     def __init__(self, pool: asyncpg.Pool, *, recheck: float, region: str, regions: dict[str, str],
-                 on_use: Callable[[uuid.UUID], None] | None = None) -> None:
+                 pepper: bytes, on_use: Callable[[uuid.UUID], None] | None = None) -> None:
         self.pool = pool
         self.on_use = on_use
         """Told the id of every key that authenticates a request (cell.keys.usage writes `last_used_at`)."""
         self.recheck = recheck
         self.region = region
+        self.pepper = pepper
         self.tag_regions = {tag: name for name, tag in regions.items()}
         self._cache: dict[str, _CachedKey] = {}
+        self._refused: dict[str, float] = {}
         self._inflight: dict[str, asyncio.Future[_CachedKey | None]] = {}
 
     async def verify(self, key: str) -> _CachedKey:
@@ -150,17 +159,20 @@ class KeyVerifier:
         prefix = key_prefix(key)
         if prefix is None:
             raise Problem(401, "malformed API key")
-        digest = fingerprint(key)
+        mark = fingerprint(key)
         now = time.monotonic()
-        cached = self._cache.get(digest)
+        cached = self._cache.get(mark)
         if cached is not None and now - cached.checked_at < self.recheck:
             return self._usable(cached)
-        waiter = self._inflight.get(digest)
+        refused = self._refused.get(mark)
+        if refused is not None and now - refused < self.recheck:
+            raise Problem(401, "invalid or revoked API key")
+        waiter = self._inflight.get(mark)
         if waiter is not None:  # one lookup (and at most one bcrypt) per key at a time
             found = await asyncio.shield(waiter)
         else:
             future: asyncio.Future[_CachedKey | None] = asyncio.get_running_loop().create_future()
-            self._inflight[digest] = future
+            self._inflight[mark] = future
             try:
                 found = await self._load(key, prefix, cached)
                 future.set_result(found)
@@ -169,14 +181,18 @@ class KeyVerifier:
                 future.exception()  # mark retrieved
                 raise
             finally:
-                del self._inflight[digest]
+                del self._inflight[mark]
         if found is None:
-            self._cache.pop(digest, None)
+            self._cache.pop(mark, None)
+            if len(self._refused) > 100_000:  # bounded: guessing must not grow memory
+                self._refused.clear()
+            self._refused[mark] = time.monotonic()
             other = self.tag_regions.get(key_tag(prefix))
             if other is not None and other != self.region and cached is None:
                 raise Problem(421, "this key's project is homed in another region", region=other)
             raise Problem(401, "invalid or revoked API key")
-        self._cache[digest] = found
+        self._refused.pop(mark, None)
+        self._cache[mark] = found
         return self._usable(found)
 
     def _usable(self, k: _CachedKey) -> _CachedKey:
@@ -188,24 +204,42 @@ class KeyVerifier:
 
     async def _load(self, key: str, prefix: str, cached: _CachedKey | None) -> _CachedKey | None:
         row = await self.pool.fetchrow(
-            "SELECT id, project_id, key_hash, scopes, expires_at FROM api_keys"
+            "SELECT id, project_id, key_digest, key_hash, scopes, expires_at FROM api_keys"
             " WHERE key_prefix = $1 AND revoked_at IS NULL",
             prefix,
         )
         if row is None:
             return None
-        if cached is None or cached.key_hash != row["key_hash"]:
+        stored: str = row["key_digest"] or row["key_hash"]
+        if row["key_digest"] is not None:
+            if not matches(self.pepper, key, row["key_digest"]):
+                return None
+        elif cached is None or cached.stored != stored:
             ok = await asyncio.to_thread(bcrypt.checkpw, key.encode(), row["key_hash"].encode())
             if not ok:
                 return None
-        return _CachedKey(row["id"], row["project_id"], row["key_hash"], tuple(row["scopes"]),
-                          row["expires_at"], time.monotonic())
+            stored = await self._upgrade(row["id"], key) or stored
+        return _CachedKey(row["id"], row["project_id"], stored, tuple(row["scopes"]), row["expires_at"],
+                          time.monotonic())
+
+    async def _upgrade(self, key_id: uuid.UUID, key: str) -> str | None:
+        """Replace a bcrypt hash the key just passed with the key's digest; None when it could not be written
+        now (a move's fence, a database hiccup): the next successful use tries again."""
+        value = digest(self.pepper, key)
+        try:
+            await self.pool.execute(
+                "UPDATE api_keys SET key_digest = $2, key_hash = NULL WHERE id = $1 AND key_digest IS NULL",
+                key_id, value)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("key digest not recorded yet (%s)", type(exc).__name__)
+            return None
+        return value
 
     def forget(self, key_id: uuid.UUID) -> None:
         """Drop a key from this process's cache at once (its own revocations)."""
-        for digest, entry in list(self._cache.items()):
+        for mark, entry in list(self._cache.items()):
             if entry.key_id == key_id:
-                del self._cache[digest]
+                del self._cache[mark]
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,9 +282,8 @@ class Authenticator:
                 raise
             await self.ensure_homed(record.project_id, epoch=actor.epoch, write=write)
             await self.check_origin(scope, record.project_id)
-            scopes = set(record.scopes)
-            level = max((SCOPE_LEVEL.get(s, 0) for s in scopes), default=0)
-            return Principal(record.project_id, level, "ingest" in scopes, "api", key[:12], actor.ip)
+            return Principal(record.project_id, scope_level(record.scopes), "ingest" in record.scopes, "api",
+                             key[:12], actor.ip)
         if actor.kind == "admin":
             if actor.project_id is None or actor.user_id is None or actor.role not in ROLE_LEVEL:
                 raise Problem(401, "incomplete admin assertion")
@@ -335,11 +368,7 @@ class Authenticator:
 
 
 def _presented_key(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            return bearer(value.decode("latin-1"))
-    if scope["path"].startswith("/v1/ingest/") and scope.get("query_string"):
-        keys = parse_qs(scope["query_string"].decode("latin-1")).get("key")
-        if keys:
-            return str(keys[0])
-    return None
+    """The API key the request carries (`common.keys.presented`), None when it carries none or a token."""
+    authorization = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+    found = presented(authorization, scope.get("query_string"), ingest=scope["path"].startswith("/v1/ingest/"))
+    return found.token if found is not None and found.kind == "key" else None

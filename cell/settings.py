@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from common.mail import DEFAULT_FROM, check_settings
-from common.settings import DEFAULT_REGIONS, SettingsError, check_regions, check_secret, load
+from common.settings import DEFAULT_REGIONS, SettingsError, check_pepper, check_regions, check_secret, load
 
 
 class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,6 +27,10 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
     secret_key: str
     """This cell's key for secrets at rest (integration tokens, webhook secrets): 32+ random characters,
     never shared with another region (RELAY_SECRET_KEY)."""
+    key_pepper: str
+    """The deployment's key pepper: API keys are stored as HMAC-SHA256 of the key under it. The same value in
+    every region and the router, so a key keeps verifying after its project moves; 32+ random characters
+    (RELAY_KEY_PEPPER)."""
     regions: dict[str, str] = msgspec.field(default_factory=lambda: dict(DEFAULT_REGIONS))
     """All regions and their key tags, to tell a misdirected caller where to go (RELAY_REGIONS)."""
     host: str = "127.0.0.1"
@@ -100,6 +104,7 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
         if self.region not in self.regions:
             raise SettingsError(f"RELAY_REGION: {self.region!r} is not one of RELAY_REGIONS {sorted(self.regions)}")
         check_secret("RELAY_HOP_SECRET", self.hop_secret)
+        check_pepper("RELAY_KEY_PEPPER", self.key_pepper)
         if len(self.secret_key) < 32:
             raise SettingsError("RELAY_SECRET_KEY: must be at least 32 characters")
         if not self.object_store.startswith(("file://", "s3://", "memory://")):

@@ -78,3 +78,9 @@ def check_secret(name: str, value: str) -> None:
     """Shared secrets must be long enough to resist guessing."""
     if len(value) < 16:
         raise SettingsError(f"{name}: must be at least 16 characters")
+
+
+def check_pepper(name: str, value: str) -> None:
+    """The key pepper keys every stored API key digest: long and random, like a signing key."""
+    if len(value) < 32:
+        raise SettingsError(f"{name}: must be at least 32 characters")

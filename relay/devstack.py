@@ -118,6 +118,7 @@ class DevStack:
         for region in regions:
             hop.setdefault(region, secrets.token_urlsafe(32))
             hop.setdefault(f"{region}:secret_key", secrets.token_urlsafe(32))
+        hop.setdefault("key_pepper", secrets.token_urlsafe(32))  # one for the router and every cell
         secrets_file.write_text(json.dumps(hop))
         secrets_file.chmod(0o600)
 
@@ -153,6 +154,7 @@ class DevStack:
             env = {"RELAY_REGION": region, "RELAY_DATABASE_URL": cell["database_url"],
                    "RELAY_REDIS_URL": cell["redis_url"], "RELAY_OBJECT_STORE": cell["object_store"],
                    "RELAY_HOP_SECRET": hop[region], "RELAY_SECRET_KEY": hop[f"{region}:secret_key"],
+                   "RELAY_KEY_PEPPER": hop["key_pepper"],
                    "RELAY_REGIONS": regions_json,
                    "RELAY_PORT": cell["url"].rsplit(":", 1)[1], "RELAY_WEBHOOKS_ALLOW_LOOPBACK": "1",
                    "RELAY_HOST": self.netns.get(region, (None, "127.0.0.1"))[1], **mail, **self.cell_env}
@@ -169,6 +171,7 @@ class DevStack:
                                            if self.cell_tls else ""}
                                        for r, c in cells.items()}),
             "RELAY_DIRECTORY_SNAPSHOT": str((self.state_dir / "router" / "directory.json").resolve()),
+            "RELAY_KEY_PEPPER": hop["key_pepper"],
             **mail, **self.router_env,
         }
         self._spawn("router", ["router"], router_env)

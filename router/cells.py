@@ -97,8 +97,8 @@ class Cell:
 
     async def call(self, method: str, path: str, actor: Actor, json: Any = None,
                    params: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
-        """A signed control-plane request (`headers`: the caller's API key, for the cell to check it again);
-        connection failures become a 503 problem."""
+        """A signed control-plane request; connection failures become a 503 problem. `headers`: the caller's
+        Authorization when a key acts, so the cell verifies the key again."""
         request = self.control.build_request(method, path, json=json, params=params, headers=headers)
         target = request.url.raw_path.decode()
         request.headers.update(sign(self.secret, method, target, actor))

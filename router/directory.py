@@ -16,7 +16,10 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -28,14 +31,33 @@ CHANNEL = "relay:directory"
 NEGATIVE_TTL = 5.0
 
 
+KEY_COLUMNS = "key_prefix, key_id, project_id, region, revoked, key_digest AS digest, scopes, expires_at"
+"""The columns of `key_directory` a KeyEntry holds, for SELECT and RETURNING clauses."""
+
+
 class KeyEntry(msgspec.Struct, frozen=True):
-    """A key as the router knows it: never the secret or its hash."""
+    """A key as the router knows it: never the secret, only its keyed digest (see `common.keys.digest`).
+
+    `digest` is None for a key created before the router kept digests: the key's cell verifies it once and
+    the router records the digest then (`router.access`). `scopes` and `expires_at` let the router enforce
+    them at the edge.
+    """
 
     key_prefix: str
     key_id: uuid.UUID
     project_id: uuid.UUID
     region: str
     revoked: bool
+    digest: str | None = None
+    scopes: list[str] = msgspec.field(default_factory=list)
+    expires_at: datetime | None = None
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> KeyEntry:
+        """The entry of a `key_directory` row selected with KEY_COLUMNS."""
+        fields = dict(row)
+        fields["scopes"] = list(fields.get("scopes") or [])
+        return cls(**fields)
 
 
 class ProjectEntry(msgspec.Struct, frozen=True):
@@ -57,6 +79,8 @@ class Change(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class Snapshot(msgspec.Struct):
+    """The directory as saved on disk (digests included: useless without the key pepper)."""
+
     keys: list[KeyEntry]
     projects: list[ProjectEntry]
 
@@ -68,6 +92,8 @@ class Directory:
         self.keys: dict[str, KeyEntry] = {}
         self.projects: dict[uuid.UUID, ProjectEntry] = {}
         self._negative: dict[str, float] = {}
+        self.verifying: dict[str, asyncio.Future[KeyEntry | None]] = {}
+        """Keys without a digest being verified by their cell right now (router.access), by fingerprint."""
         self.snapshot_path = Path(snapshot_path) if snapshot_path else None
         self.loaded_at = 0.0
 
@@ -101,22 +127,20 @@ class Directory:
 
     async def load(self, pool: asyncpg.Pool) -> None:
         """Replace the map with the control database's truth, and save the snapshot."""
-        keys = await pool.fetch("SELECT key_prefix, key_id, project_id, region, revoked FROM key_directory")
+        keys = await pool.fetch(f"SELECT {KEY_COLUMNS} FROM key_directory")
         projects = await pool.fetch("SELECT id, name, region, state::text, epoch FROM project_directory")
-        self.keys = {r["key_prefix"]: KeyEntry(**dict(r)) for r in keys}
+        self.keys = {r["key_prefix"]: KeyEntry.of(r) for r in keys}
         self.projects = {r["id"]: ProjectEntry(**dict(r)) for r in projects}
         self.loaded_at = time.time()
         self._save()
 
     async def fetch_key(self, pool: asyncpg.Pool, prefix: str) -> KeyEntry | None:
         """Look a prefix up in the control DB (a key created a moment ago on another router)."""
-        row = await pool.fetchrow(
-            "SELECT key_prefix, key_id, project_id, region, revoked FROM key_directory WHERE key_prefix = $1",
-            prefix)
+        row = await pool.fetchrow(f"SELECT {KEY_COLUMNS} FROM key_directory WHERE key_prefix = $1", prefix)
         if row is None:
             self.remember_unknown(prefix)
             return None
-        entry = KeyEntry(**dict(row))
+        entry = KeyEntry.of(row)
         self.keys[prefix] = entry
         return entry
 

@@ -1,15 +1,22 @@
-"""Router health, and `GET /v1/regions`: each region with its cell's health as this router sees it."""
+"""Router health, and `GET /v1/regions`: each region with its cell's health as this router sees it.
+
+`/v1/regions` is public and each answer costs a call to every cell, so the
+answer is shared: computed at most once per `regions_cache_seconds` per process,
+and concurrent callers wait for the same round of health calls.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, get
 
 from common.health import Health, readiness
-from router.state import state
+from router.state import RouterState, state
 
 
 class Region(msgspec.Struct):
@@ -42,13 +49,33 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
                            optional={"control_db": st.pool.fetchval("SELECT 1"), "redis": st.redis.ping()})
 
 
-@get("/v1/regions")
-async def regions(request: Request[Any, Any, Any]) -> RegionList:
-    """Every configured region and its health (no auth: SDKs and status pages read it)."""
-    cells = list(state(request).cells.by_region.values())
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One round of health calls, shared by every caller until it is `regions_cache_seconds` old."""
+
+    asked_at: float
+    regions: asyncio.Future[RegionList]
+
+
+async def _ask(st: RouterState) -> RegionList:
+    cells = list(st.cells.by_region.values())
     statuses = await asyncio.gather(*(c.health() for c in cells))
     return RegionList([Region(c.region, c.tag, s, c.breaker.state, c.in_flight) for c, s in zip(cells, statuses,
                                                                                                  strict=True)])
+
+
+@get("/v1/regions")
+async def regions(request: Request[Any, Any, Any]) -> RegionList:
+    """Every configured region and its health (no auth: SDKs and status pages read it), a few seconds old at
+    most."""
+    st = state(request)
+    answer: _Answer | None = request.app.state.get("regions_answer")
+    now = time.monotonic()
+    if answer is None or now - answer.asked_at >= st.settings.regions_cache_seconds or (
+            answer.regions.done() and answer.regions.exception() is not None):
+        answer = _Answer(now, asyncio.ensure_future(_ask(st)))
+        request.app.state["regions_answer"] = answer
+    return await asyncio.shield(answer.regions)
 
 
 ROUTES = [healthz, readyz, regions]

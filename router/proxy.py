@@ -2,21 +2,20 @@
 
 This is a raw ASGI handler, not a Litestar route: every request of SDK traffic
 passes here, and the framework's per-request work would cost a third of the
-throughput. It reads only the key prefix (or the project id in the path), the
-session for dashboard callers, and the headers; bodies pass through in memory
-(JSON, bounded) or as a stream (uploads) and are never written anywhere.
+throughput. It verifies the presented key in full, prefix and secret, from the
+in-memory directory before anything else (`router.access`), or the session for
+dashboard callers, and reads the headers; bodies pass through in memory (JSON,
+bounded) or as a stream (uploads) and are never written anywhere.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
 
 import aiohttp
 import asyncpg
@@ -25,11 +24,12 @@ from opentelemetry.trace import SpanKind
 from yarl import URL
 
 from common import metrics
-from common.keys import PREFIX_LEN, PREFIX_RE, bearer
+from common.access import READ
+from common.keys import Presented, presented
 from common.problems import Problem, encode
 from common.signing import Actor, sign
 from common.telemetry import path_template
-from router.auth import sessions
+from router import access
 from router.cells import Cell
 from router.directory import KeyEntry
 from router.moves import routing
@@ -124,15 +124,17 @@ class Proxy:
         route, status = INGEST, 500
         try:
             state = self._state()
-            key = _key(scope, allow_query=True)
-            entry = await self._key_entry(state, key, scope)
+            ip = access.client_ip(state, scope)
+            entry = await self._key_entry(state, _credential(scope, ingest=True), ip)
+            access.require_scope(entry, ingest=True)
             route = ingest_class(scope["path"])
             region, project = entry.region, str(entry.project_id)
             _refuse_deleted(state, entry.project_id)
             state.limiter.admit(route.name, entry.key_prefix)
-            actor = Actor(kind="key", project_id=project, key_prefix=entry.key_prefix, ip=_client_ip(scope),
+            actor = Actor(kind="key", project_id=project, key_prefix=entry.key_prefix, ip=ip,
                           epoch=_epoch(state, entry.project_id))
             status = await self._forward(scope, receive, send, state.cells[entry.region], actor, route, rid)
+            await _count_refusal(state, status, ip)
         except Problem as problem:
             status = problem.status
             await send_problem(send, problem, scope["path"], rid)
@@ -155,30 +157,33 @@ class Proxy:
             home = state.directory.projects.get(project_id)
             if home is not None:  # only real projects become labels: a client cannot invent series
                 region, known = home.region, str(project_id)
-            token = _token(scope)
-            if token is None:
+            ip = access.client_ip(state, scope)
+            credential = _credential(scope, ingest=False)
+            if credential is None:
                 raise Problem(401, "send an admin session token or an API key as Authorization: Bearer")
-            if token.startswith("rs_"):
+            if credential.kind == "session":
                 try:
-                    session = await sessions.resolve(state.pool, token, project_id)
+                    session = await access.session(state, credential.token, project_id, ip)
                 except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                     raise Problem(503, "sessions are unavailable; API keys keep working", retry_after=5) from exc
                 if session.role is None or home is None:
                     raise Problem(404, "no such project")
                 actor = Actor(kind="admin", project_id=str(project_id), user_id=str(session.user_id),
-                              role=session.role, ip=_client_ip(scope), epoch=home.epoch)
+                              role=session.role, ip=ip, epoch=home.epoch)
                 identity = f"user:{session.user_id}"
             else:
-                entry = await self._key_entry(state, token, scope)
+                entry = await self._key_entry(state, credential, ip)
                 if home is None or entry.project_id != project_id:
                     raise Problem(404, "no such project")
-                actor = Actor(kind="key", project_id=project, key_prefix=entry.key_prefix, ip=_client_ip(scope),
-                              epoch=home.epoch)
+                access.require_scope(entry, READ)  # an ingest key reads nothing of a project
+                actor = Actor(kind="key", project_id=project, key_prefix=entry.key_prefix, ip=ip, epoch=home.epoch)
                 identity = entry.key_prefix
             _refuse_deleted(state, project_id)
             route = DOWNLOAD if scope["path"].endswith("/content") else MANAGEMENT
             state.limiter.admit(route.name, identity)
             status = await self._forward(scope, receive, send, state.cells[home.region], actor, route, rid)
+            if actor.kind == "key":
+                await _count_refusal(state, status, ip)
         except Problem as problem:
             status = problem.status
             await send_problem(send, problem, scope["path"], rid)
@@ -206,7 +211,8 @@ class Proxy:
                 raise Problem(404, "no such project")
             region, known = home.region, str(project_id)
             state.limiter.admit("management", f"hooks:{project_id}")
-            actor = Actor(kind="public", project_id=str(project_id), ip=_client_ip(scope), epoch=home.epoch)
+            actor = Actor(kind="public", project_id=str(project_id), ip=access.client_ip(state, scope),
+                          epoch=home.epoch)
             status = await self._forward(scope, receive, send, state.cells[home.region], actor, MANAGEMENT, rid)
         except Problem as problem:
             status = problem.status
@@ -214,30 +220,12 @@ class Proxy:
         finally:
             record(started, region, "hooks", scope["method"], status, known)
 
-    async def _key_entry(self, state: RouterState, key: str | None, scope: Scope) -> KeyEntry:
-        """The directory entry of a presented key; bad keys are counted per client (429 past the limit)."""
-        try:
-            return await self._lookup(state, key)
-        except Problem as problem:
-            if problem.status == 401 and key is not None:
-                await state.limiter.enforce("bad_credentials", client_tag(_client_ip(scope)))
-            raise
-
-    async def _lookup(self, state: RouterState, key: str | None) -> KeyEntry:
-        if key is None:
+    async def _key_entry(self, state: RouterState, credential: Presented | None, ip: str | None) -> KeyEntry:
+        """The directory entry of a presented key, verified in full (prefix and secret) by `router.access`
+        before anything else; bad keys are counted per client (429 past the limit)."""
+        if credential is None or credential.kind != "key":
             raise Problem(401, "send an API key as Authorization: Bearer <key>")
-        prefix = key[:PREFIX_LEN]
-        if len(key) <= PREFIX_LEN or not PREFIX_RE.match(prefix):
-            raise Problem(401, "malformed API key")
-        entry = state.directory.key(prefix)
-        if entry is None and not state.directory.unknown_recently(prefix):
-            try:  # created moments ago through another router process?
-                entry = await asyncio.wait_for(state.directory.fetch_key(state.pool, prefix), 2.0)
-            except (TimeoutError, OSError, asyncpg.PostgresError):
-                entry = None
-        if entry is None or entry.revoked:
-            raise Problem(401, "invalid or revoked API key")
-        return entry
+        return await access.verify_key(state, credential, ip)
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, cell: Cell, actor: Actor,
                        route: RouteClass, rid: bytes) -> int:
@@ -366,28 +354,18 @@ def request_id(scope: Scope) -> bytes:
     return uuid.uuid4().hex.encode()
 
 
-def _token(scope: Scope) -> str | None:
+def _credential(scope: Scope, *, ingest: bool) -> Presented | None:
+    """What the request presents (`common.keys.presented`: the header, or `?key=` on ingest paths)."""
     value = _header(scope, b"authorization")
-    return bearer(value.decode("latin-1")) if value else None
+    return presented(value.decode("latin-1") if value is not None else None, scope.get("query_string"),
+                     ingest=ingest)
 
 
-def _key(scope: Scope, *, allow_query: bool) -> str | None:
-    token = _token(scope)
-    if token is None and allow_query and scope.get("query_string"):
-        found = parse_qs(scope["query_string"].decode("latin-1")).get("key")
-        token = found[0] if found else None
-    return token
-
-
-async def _resolve_session(state: RouterState, token: str, project_id: uuid.UUID) -> sessions.Session:
-    """The admin session; one retry rides over a pooled connection the database dropped."""
-    for attempt in (1, 2):
-        try:
-            return await sessions.resolve(state.pool, token, project_id)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            if attempt == 2:
-                raise Problem(503, "sessions are unavailable; API keys keep working", retry_after=5) from exc
-    raise AssertionError("unreachable")
+async def _count_refusal(state: RouterState, status: int, ip: str | None) -> None:
+    """A cell's 401 for a key the router let through (revoked or expired there first) counts as a bad
+    credential of the client too; the answer is already relayed, so this only counts."""
+    if status == 401:
+        await state.limiter.hit("bad_credentials", client_tag(ip))
 
 
 def _refuse_deleted(state: RouterState, project_id: uuid.UUID) -> None:
@@ -401,11 +379,6 @@ def _epoch(state: RouterState, project_id: uuid.UUID) -> int | None:
     """The project's routing epoch in this router's directory, sent to the cell in the actor."""
     home = state.directory.projects.get(project_id)
     return home.epoch if home is not None else None
-
-
-def _client_ip(scope: Scope) -> str | None:
-    client = scope.get("client")
-    return str(client[0]) if client else None
 
 
 async def send_problem(send: Send, problem: Problem, path: str, rid: bytes) -> None:

@@ -1,9 +1,14 @@
 """Rate limits shared by every router process, counted in the router's Redis (the `limits` library).
 
-Three kinds: per key prefix (or admin user) and route category (ingest, uploads,
-management); per client for repeated bad credentials; per account and per client
-for failed logins. Client addresses are hashed before they become part of a
-Redis key. When Redis is unreachable the limits are skipped for a few seconds
+Kinds: per key prefix (or admin user) and route category (ingest, uploads,
+management); per client for repeated bad credentials (wrong key secrets, unknown
+key prefixes, the cells' 401s for keys), per client for unknown session tokens
+(`bad_sessions`: past it, the client's session lookups stop reaching the
+control DB until the window frees up), and per key prefix
+for failed verifications a cell must pay for (keys from before digests); per
+account and per client for failed logins; per client and per email for signups.
+Client addresses (`router.access.client_ip`) are hashed before they become part
+of a Redis key. When Redis is unreachable the limits are skipped for a few seconds
 (fail open): routing must not stop because a counter store did.
 
 The per-request limits (`admit`) must not cost a Redis round trip on the hot
@@ -36,8 +41,11 @@ DEFAULT_LIMITS = {
     "uploads": "50/second",
     "management": "100/second",
     "bad_credentials": "30/minute",
+    "bad_sessions": "30/minute",
     "login_account": "10/15minutes",
     "login_client": "60/15minutes",
+    "signup_client": "60/minute",
+    "signup_email": "5/10minutes",
 }
 
 
@@ -90,6 +98,7 @@ class RateLimiter:
         self._budgets: dict[tuple[str, str], _Budget] = {}
         self._flushing = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._refused: dict[tuple[str, ...], float] = {}
 
     def admit(self, category: str, identity: str) -> None:
         """Count one request locally; raise 429 once the shared budget is spent. No I/O here."""
@@ -152,7 +161,22 @@ class RateLimiter:
             log.warning("rate limits skipped for 5 s: Redis unavailable (%s)", type(exc.storage_error).__name__)
             return Verdict(True, item.amount, item.amount, 0)
         reset = max(1, math.ceil(stats.reset_time - time.time()))
+        if len(self._refused) > 50_000:  # bounded: a flood of identities must not grow memory
+            self._refused.clear()
+        self._refused[(category, *identity)] = time.time() + reset
         return Verdict(False, item.amount, stats.remaining, reset)
+
+    def refused_recently(self, category: str, *identity: str) -> int:
+        """Seconds until `identity` may try again, when this process saw it refused in `category` and the
+        window has not freed up yet (0 otherwise); no I/O, for refusing before costly work."""
+        until = self._refused.get((category, *identity))
+        if until is None:
+            return 0
+        left = until - time.time()
+        if left <= 0:
+            del self._refused[(category, *identity)]
+            return 0
+        return max(1, math.ceil(left))
 
     async def check(self, category: str, *identity: str) -> Verdict:
         """Whether `identity` is over its budget, without counting (for failure-counted limits)."""

@@ -6,8 +6,9 @@ import msgspec
 from limits import parse
 
 from common.mail import DEFAULT_FROM, check_settings
+from common.netaddr import networks
 from common.origins import web_origin
-from common.settings import CellEndpoint, SettingsError, check_regions, check_secret, load
+from common.settings import CellEndpoint, SettingsError, check_pepper, check_regions, check_secret, load
 from router.ratelimit import DEFAULT_LIMITS
 
 
@@ -20,6 +21,10 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     """The router's Redis: directory change notifications and rate-limit counters (RELAY_REDIS_URL)."""
     cells: dict[str, CellEndpoint]
     """Regions and how to reach their cells, as JSON: {"eu-west": {"url", "tag", "hop_secret"}} (RELAY_CELLS)."""
+    key_pepper: str
+    """The deployment's key pepper: API keys are stored as HMAC-SHA256 of the key under it, here and in every
+    cell (the same value everywhere, so a key keeps verifying after its project moves); 32+ random characters
+    (RELAY_KEY_PEPPER)."""
     host: str = "127.0.0.1"
     """Interface to listen on (RELAY_HOST)."""
     port: int = 8000
@@ -35,7 +40,14 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     (RELAY_DIRECTORY_SNAPSHOT; empty: no snapshot)."""
     rate_limits: dict[str, str] = msgspec.field(default_factory=dict)
     """Overrides of the router's rate limits, e.g. {"ingest": "600/second", "login_account": "10/15minutes"}
-    (RELAY_RATE_LIMITS; categories: ingest, uploads, management, bad_credentials, login_account, login_client)."""
+    (RELAY_RATE_LIMITS; categories: the keys of `router.ratelimit.DEFAULT_LIMITS`)."""
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
+    """Load balancers and proxies in front of the router, as CIDRs, e.g. ["10.0.0.0/8"]: `X-Forwarded-For`
+    is believed only from them, and the client is its rightmost address not among them; empty: the peer
+    address is the client (RELAY_TRUSTED_PROXIES)."""
+    regions_cache_seconds: float = 2.0
+    """How long `GET /v1/regions` reuses the cells' health before asking them again
+    (RELAY_REGIONS_CACHE_SECONDS)."""
     reconcile_seconds: float = 30.0
     """Period of the full reload of the directory from the control DB (RELAY_RECONCILE_SECONDS)."""
     public_url: str = ""
@@ -75,13 +87,19 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
                 parse(value)
             except ValueError as exc:
                 raise SettingsError(f"RELAY_RATE_LIMITS[{name}]: {exc}") from exc
+        check_pepper("RELAY_KEY_PEPPER", self.key_pepper)
+        try:
+            networks(tuple(self.trusted_proxies))
+        except ValueError as exc:
+            raise SettingsError(f"RELAY_TRUSTED_PROXIES: {exc}") from exc
+        if not 0 <= self.regions_cache_seconds <= 60:
+            raise SettingsError("RELAY_REGIONS_CACHE_SECONDS: must be between 0 and 60")
         if self.cell_concurrency < 1:
             raise SettingsError("RELAY_CELL_CONCURRENCY: must be positive")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise SettingsError("RELAY_PUBLIC_URL: must be an http(s) URL")
         if not 60 <= self.password_reset_ttl_seconds <= 7 * 24 * 3600:
             raise SettingsError("RELAY_PASSWORD_RESET_TTL_SECONDS: between 60 seconds and 7 days")
-
         for origin in self.dashboard_origins:
             if web_origin(origin) != origin:
                 raise SettingsError(f"RELAY_DASHBOARD_ORIGINS: {origin!r} is not an origin like https://host[:port]")

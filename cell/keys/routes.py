@@ -2,18 +2,18 @@
 
 The router reserves the prefix in its key directory (so prefixes are unique across
 regions) and then asks the cell to mint the key: the secret is generated here,
-returned once, and only its bcrypt hash is kept.
+returned once, and only its keyed digest is kept (`common.keys.digest`; the
+router keeps its own from the key it relays). A key from before digests is
+verified here once for the router (`verify_key`), which upgrades its bcrypt hash.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
-import bcrypt
 import msgspec
 from litestar import Request, Response, delete, get, post
 
@@ -21,7 +21,7 @@ from cell import audit
 from cell.auth import ADMIN, require
 from cell.context import caller, ctx
 from cell.paging import Page
-from common.keys import PREFIX_RE, new_key
+from common.keys import PREFIX_RE, digest, new_key
 from common.problems import Problem
 
 Scope = Literal["ingest", "read", "write", "admin"]
@@ -72,14 +72,14 @@ async def create_key(request: Request[Any, Any, Any], project_id: uuid.UUID, dat
     """Mint the key; 200 without the secret if this id already exists (a retried call)."""
     principal = require(await caller(request, project_id), project_id, level=ADMIN)
     key = new_key(data.key_prefix)
-    hashed = (await asyncio.to_thread(bcrypt.hashpw, key.encode(), bcrypt.gensalt(rounds=10))).decode()
-    pool = ctx(request).pool
-    async with pool.acquire() as conn, conn.transaction():
+    context = ctx(request)
+    stored = digest(context.settings.key_pepper.encode(), key)
+    async with context.pool.acquire() as conn, conn.transaction():
         try:
             row = await conn.fetchrow(
-                f"""INSERT INTO api_keys (id, project_id, key_hash, key_prefix, name, scopes, expires_at)
+                f"""INSERT INTO api_keys (id, project_id, key_digest, key_prefix, name, scopes, expires_at)
                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING {_COLUMNS}""",
-                data.id, project_id, hashed, data.key_prefix, data.name, sorted(set(data.scopes)), data.expires_at,
+                data.id, project_id, stored, data.key_prefix, data.name, sorted(set(data.scopes)), data.expires_at,
             )
         except asyncpg.UniqueViolationError as exc:
             raise Problem(409, "key prefix already in use") from exc
@@ -127,4 +127,32 @@ async def revoke_key(request: Request[Any, Any, Any], project_id: uuid.UUID, key
     return msgspec.convert(dict(row), KeyOut)
 
 
-ROUTES = [create_key, list_keys, revoke_key]
+class VerifyIn(msgspec.Struct):
+    """A key the router holds no digest for yet."""
+
+    key: str
+
+
+@post("/internal/projects/{project_id:uuid}/api-keys/verify", status_code=200)
+async def verify_key(request: Request[Any, Any, Any], project_id: uuid.UUID, data: VerifyIn) -> KeyOut:
+    """Whether `key` is a live key of the project: its record (never the secret), or 401. For the router only,
+    for keys created before it kept digests: it records the key's digest only after this accepted it, and the
+    check itself upgrades the key's bcrypt hash here."""
+    require(await caller(request, project_id), project_id, level=ADMIN)
+    context = ctx(request)
+    try:
+        record = await context.auth.keys.verify(data.key)
+    except Problem as problem:
+        if problem.status == 421:  # not a key of this cell at all
+            raise Problem(401, "invalid or revoked API key") from None
+        raise
+    if record.project_id != project_id:
+        raise Problem(404, "no such key")
+    row = await context.pool.fetchrow(
+        f"SELECT {_COLUMNS} FROM api_keys WHERE id = $1 AND project_id = $2", record.key_id, project_id)
+    if row is None:
+        raise Problem(404, "no such key")
+    return msgspec.convert(dict(row), KeyOut)
+
+
+ROUTES = [create_key, list_keys, revoke_key, verify_key]

@@ -12,9 +12,9 @@ import msgspec
 from litestar import Request, get, post
 
 from common.ids import uuid7
-from common.keys import bearer
+from common.keys import bearer, presented
 from common.problems import Problem
-from router import audit
+from router import access, audit
 from router.auth import sessions
 from router.auth.passwords import check_password as password_matches
 from router.auth.passwords import hash_password
@@ -77,14 +77,17 @@ def check_name(name: str) -> None:
 
 
 def client_ip(request: Request[Any, Any, Any]) -> str | None:
-    """The caller's address, for the audit log (which truncates it)."""
-    return request.client.host if request.client else None
+    """The caller's address (behind trusted proxies, the client they name: `router.access.client_ip`), for the
+    audit log (which truncates it)."""
+    return access.client_ip(state(request), request.scope)
 
 
 @post("/v1/auth/signup", status_code=201)
 async def signup(request: Request[Any, Any, Any], data: SignupIn) -> AuthOut:
-    """Create a dashboard account and sign it in."""
+    """Create a dashboard account and sign it in (limited per client and per email: a signup costs a bcrypt)."""
     st = state(request)
+    await st.limiter.enforce("signup_client", client_tag(access.client_ip(st, request.scope)))
+    await st.limiter.enforce("signup_email", *_account(data.email))
     hashed = await hash_password(data.password)
     async with st.pool.acquire() as conn, conn.transaction():
         try:
@@ -106,8 +109,8 @@ async def signup(request: Request[Any, Any, Any], data: SignupIn) -> AuthOut:
 async def login(request: Request[Any, Any, Any], data: LoginIn) -> AuthOut:
     """Exchange email and password for a session token."""
     st = state(request)
-    account = ("account", hashlib.sha256(data.email.lower().encode()).hexdigest()[:24])
-    client = client_tag(request.client.host if request.client else None)
+    account = _account(data.email)
+    client = client_tag(access.client_ip(st, request.scope))
     await st.limiter.enforce("login_account", *account, count=False)
     await st.limiter.enforce("login_client", client, count=False)
     row = await st.pool.fetchrow(
@@ -134,7 +137,7 @@ async def logout(request: Request[Any, Any, Any]) -> None:
     token = bearer(request.headers.get("authorization"))
     if token is None or not token.startswith("rs_"):
         raise Problem(401, "send the session token as Authorization: Bearer")
-    session = await sessions.resolve(state(request).pool, token)
+    session = await current_session(request)
     await sessions.revoke(state(request).pool, token)
     await audit.record(state(request).pool, action="auth.logout", actor_id=session.user_id, project_id=None,
                        target_type="admin_user", target_id=session.user_id, ip=client_ip(request))
@@ -152,11 +155,18 @@ async def me(request: Request[Any, Any, Any]) -> User:
 
 
 async def current_session(request: Request[Any, Any, Any], project_id: uuid.UUID | None = None) -> sessions.Session:
-    """The admin session of this request, with the role in `project_id` (401 without one)."""
-    token = bearer(request.headers.get("authorization"))
-    if token is None or not token.startswith("rs_"):
+    """The admin session of this request, with the role in `project_id` (401 without one; unknown tokens are
+    counted per client, see `router.access.session`)."""
+    credential = presented(request.headers.get("authorization"))
+    if credential is None or credential.kind != "session":
         raise Problem(401, "send an admin session token as Authorization: Bearer")
-    return await sessions.resolve(state(request).pool, token, project_id)
+    st = state(request)
+    return await access.session(st, credential.token, project_id, access.client_ip(st, request.scope))
+
+
+def _account(email: str) -> tuple[str, str]:
+    """A limiter identity for an email address that does not put the address in Redis."""
+    return ("account", hashlib.sha256(email.lower().encode()).hexdigest()[:24])
 
 
 ROUTES = [signup, login, logout, me]

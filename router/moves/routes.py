@@ -11,22 +11,27 @@ from typing import Any
 
 from litestar import Request, Response, get, post
 
-from common.keys import bearer
+from common.access import READ
+from common.keys import presented
 from common.problems import Problem
-from router import audit
+from router import access, audit
 from router.auth.routes import current_session
-from router.directory import Change, ProjectEntry, publish
+from router.directory import Change, KeyEntry, ProjectEntry, publish
 from router.moves import store
 from router.moves.types import Move, MoveIn, shown
-from router.state import RouterState, state
+from router.state import state
 
 
-def _key_project(st: RouterState, token: str) -> uuid.UUID:
-    """The project of an API key presented here (401 when unknown or revoked)."""
-    entry = st.directory.key(token[:12])
-    if entry is None or entry.revoked:
-        raise Problem(401, "invalid or revoked API key")
-    return entry.project_id
+async def _key_of(request: Request[Any, Any, Any], project_id: uuid.UUID) -> KeyEntry | None:
+    """The API key presented, verified in full (401) and of this project (404); None for a session caller."""
+    st = state(request)
+    credential = presented(request.headers.get("authorization"))
+    if credential is None or credential.kind != "key":
+        return None
+    entry = await access.verify_key(st, credential, access.client_ip(st, request.scope))
+    if entry.project_id != project_id:
+        raise Problem(404, "no such project")
+    return entry
 
 
 @post("/v1/projects/{project_id:uuid}/move", status_code=202)
@@ -34,10 +39,7 @@ async def start_move(request: Request[Any, Any, Any], project_id: uuid.UUID, dat
     """Move the project to `to_region`: its data is copied, verified, switched over and purged at the source;
     its keys keep working. 202 with the move; follow it with GET."""
     st = state(request)
-    token = bearer(request.headers.get("authorization"))
-    if token is not None and token.startswith("rk_"):
-        if _key_project(st, token) != project_id:
-            raise Problem(404, "no such project")
+    if await _key_of(request, project_id) is not None:
         raise Problem(403, "a project is moved by its owner, signed in to the dashboard")
     session = await current_session(request, project_id)
     if session.role is None:
@@ -55,12 +57,11 @@ async def start_move(request: Request[Any, Any, Any], project_id: uuid.UUID, dat
 
 @get("/v1/projects/{project_id:uuid}/move")
 async def get_move(request: Request[Any, Any, Any], project_id: uuid.UUID) -> Move:
-    """The project's latest move and how far it got (any member, or a key of the project)."""
+    """The project's latest move and how far it got (any member, or a key of the project with the read scope)."""
     st = state(request)
-    token = bearer(request.headers.get("authorization"))
-    if token is not None and token.startswith("rk_"):
-        if _key_project(st, token) != project_id:
-            raise Problem(404, "no such project")
+    entry = await _key_of(request, project_id)
+    if entry is not None:
+        access.require_scope(entry, READ)
     elif (await current_session(request, project_id)).role is None:
         raise Problem(404, "no such project")
     move = await store.latest(st.pool, project_id)

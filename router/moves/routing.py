@@ -8,19 +8,19 @@ import uuid
 
 import asyncpg
 
-from router.directory import Change, KeyEntry, ProjectEntry, publish
+from router.directory import KEY_COLUMNS, Change, KeyEntry, ProjectEntry, publish
 from router.state import RouterState
 
 log = logging.getLogger("relay.router.moves")
 _PROJECT = "SELECT id, name, region, state::text AS state, epoch FROM project_directory WHERE id = $1"
-_KEYS = "SELECT key_prefix, key_id, project_id, region, revoked FROM key_directory WHERE project_id = $1"
+_KEYS = f"SELECT {KEY_COLUMNS} FROM key_directory WHERE project_id = $1"
 
 
 async def _entries(st: RouterState, project_id: uuid.UUID) -> tuple[ProjectEntry | None, list[KeyEntry]]:
     async with st.pool.acquire() as conn:
         project = await conn.fetchrow(_PROJECT, project_id)
         keys = await conn.fetch(_KEYS, project_id)
-    return (ProjectEntry(**dict(project)) if project else None), [KeyEntry(**dict(k)) for k in keys]
+    return (ProjectEntry(**dict(project)) if project else None), [KeyEntry.of(k) for k in keys]
 
 
 async def announce(st: RouterState, project_id: uuid.UUID) -> None:

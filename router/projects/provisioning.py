@@ -18,7 +18,7 @@ import asyncpg
 
 from common.problems import Problem
 from common.signing import Actor
-from router.directory import Change, KeyEntry, ProjectEntry, publish
+from router.directory import KEY_COLUMNS, Change, KeyEntry, ProjectEntry, publish
 from router.state import RouterState
 
 log = logging.getLogger("relay.router.outbox")
@@ -65,10 +65,9 @@ async def discard_key(st: RouterState, project_id: uuid.UUID, region: str, key_i
     if response.status_code not in (200, 404, 421):
         raise Problem(503, f"region {region} refused to discard a key ({response.status_code})", retry_after=5)
     deleted = await st.pool.fetchrow(
-        "DELETE FROM key_directory WHERE key_prefix = $1 RETURNING key_prefix, key_id, project_id, region, revoked",
-        prefix)
+        f"DELETE FROM key_directory WHERE key_prefix = $1 RETURNING {KEY_COLUMNS}", prefix)
     if deleted is not None:
-        await publish(st.redis, st.directory, Change(key=KeyEntry(**dict(deleted)), gone=True))
+        await publish(st.redis, st.directory, Change(key=KeyEntry.of(deleted), gone=True))
 
 
 async def revoke_key(st: RouterState, project_id: uuid.UUID, region: str, key_id: uuid.UUID) -> None:

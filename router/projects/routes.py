@@ -15,20 +15,21 @@ import httpx
 import msgspec
 from litestar import Request, Response, delete, get, post
 
+from common.access import READ
+from common.access import ROLE_LEVEL as ROLE_LEVEL
 from common.ids import uuid7
-from common.keys import bearer, new_key_prefix
+from common.keys import digest, new_key_prefix, presented
 from common.problems import FieldError, Problem
 from common.signing import Actor
-from router import audit
+from router import access, audit
 from router.auth.routes import current_session
 from router.auth.sessions import Session
-from router.directory import Change, KeyEntry, ProjectEntry, publish
+from router.directory import KEY_COLUMNS, Change, KeyEntry, ProjectEntry, publish
 from router.moves import routing
 from router.projects import provisioning
 from router.state import RouterState, state
 
 Role = Literal["owner", "admin", "agent", "viewer"]
-ROLE_LEVEL = {"viewer": 1, "agent": 2, "admin": 3, "owner": 4}
 
 
 class ProjectIn(msgspec.Struct):
@@ -114,13 +115,14 @@ async def list_projects(request: Request[Any, Any, Any]) -> ProjectList:
 
 @get("/v1/projects/{project_id:uuid}")
 async def get_project(request: Request[Any, Any, Any], project_id: uuid.UUID) -> Project:
-    """One project the caller is a member of (an API key may read its own project)."""
+    """One project the caller is a member of (a key with the read scope may read its own project)."""
     st = state(request)
-    token = bearer(request.headers.get("authorization"))
-    if token is not None and token.startswith("rk_"):
-        entry = st.directory.key(token[:12])
-        if entry is None or entry.revoked or entry.project_id != project_id:
+    credential = presented(request.headers.get("authorization"))
+    if credential is not None and credential.kind == "key":
+        entry = await access.verify_key(st, credential, access.client_ip(st, request.scope))
+        if entry.project_id != project_id:
             raise Problem(404, "no such project")
+        access.require_scope(entry, READ)
         role = None
     else:
         role = (await current_session(request, project_id)).role
@@ -134,16 +136,16 @@ async def get_project(request: Request[Any, Any, Any], project_id: uuid.UUID) ->
 
 async def _actor(request: Request[Any, Any, Any], st: RouterState, project_id: uuid.UUID,
                  min_level: int) -> tuple[Actor, ProjectEntry, Session | None]:
-    """The acting admin (role checked here) or API key (scope checked by the cell) for a project."""
+    """The acting admin or API key for a project, its role or scopes checked against `min_level` here (and the
+    key verified in full, prefix and secret, by `router.access`; the cell checks both again)."""
     project = st.directory.projects.get(project_id)
-    token = bearer(request.headers.get("authorization"))
-    ip = request.client.host if request.client else None
-    if token is not None and token.startswith("rk_"):
-        entry = st.directory.key(token[:12])
-        if entry is None or entry.revoked:
-            raise Problem(401, "invalid or revoked API key")
+    credential = presented(request.headers.get("authorization"))
+    ip = access.client_ip(st, request.scope)
+    if credential is not None and credential.kind == "key":
+        entry = await access.verify_key(st, credential, ip)
         if project is None or entry.project_id != project_id:
             raise Problem(404, "no such project")
+        access.require_scope(entry, min_level)
         return (Actor(kind="key", project_id=str(project_id), key_prefix=entry.key_prefix, ip=ip, epoch=project.epoch),
                 project, None)
     session = await current_session(request, project_id)
@@ -154,6 +156,11 @@ async def _actor(request: Request[Any, Any, Any], st: RouterState, project_id: u
     actor = Actor(kind="admin", project_id=str(project_id), user_id=str(session.user_id), role=session.role, ip=ip,
                   epoch=project.epoch)
     return actor, project, session
+
+
+def _key_header(request: Request[Any, Any, Any], actor: Actor) -> dict[str, str] | None:
+    """The presented key, passed on when a key acts, so the cell verifies it again (defence in depth)."""
+    return {"authorization": request.headers["authorization"]} if actor.kind == "key" else None
 
 
 def _relay(request: Request[Any, Any, Any], response: httpx.Response) -> Response[bytes]:
@@ -175,7 +182,12 @@ def _relay(request: Request[Any, Any, Any], response: httpx.Response) -> Respons
 
 @post("/v1/projects/{project_id:uuid}/api-keys", status_code=201)
 async def create_key(request: Request[Any, Any, Any], project_id: uuid.UUID, data: KeyIn) -> Response[bytes]:
-    """Reserve a prefix in the key directory, then have the project's cell mint the key."""
+    """Reserve a prefix in the key directory, then have the project's cell mint the key; the directory keeps
+    the key's digest (computed here from the key the cell returns once), scopes and expiry, never the key.
+
+    The cell mints the secret, as it did before the router kept digests: it is the data truth and holds the
+    key's own record, and the secret crosses the hop once either way (in the cell's answer).
+    """
     st = state(request)
     actor, project, _ = await _actor(request, st, project_id, ROLE_LEVEL["admin"])
     cell = st.cells[project.region]
@@ -197,7 +209,8 @@ async def create_key(request: Request[Any, Any, Any], project_id: uuid.UUID, dat
     body = {"id": str(key_id), "key_prefix": prefix, "name": data.name, "scopes": data.scopes,
             "expires_at": data.expires_at.isoformat() if data.expires_at else None}
     try:
-        response = await cell.call("POST", f"/internal/projects/{project_id}/api-keys", actor, json=body)
+        response = await cell.call("POST", f"/internal/projects/{project_id}/api-keys", actor, json=body,
+                                   headers=_key_header(request, actor))
     except Problem:
         raise  # the outbox discards the reservation (and any key the cell made) later
     if response.status_code == 421:  # the project moved meanwhile: this router's map is stale
@@ -207,17 +220,34 @@ async def create_key(request: Request[Any, Any, Any], project_id: uuid.UUID, dat
         await provisioning.discard_key(st, project_id, project.region, key_id, prefix)
         await provisioning.done(st, outbox_id)
         return _relay(request, response)
+    try:
+        minted: _Minted | None = msgspec.json.decode(response.content, type=_Minted)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        minted = None
+    if minted is None or minted.key is None or not minted.key.startswith(prefix + "_"):
+        raise Problem(503, "the region answered without the new key", retry_after=1)  # the outbox discards it
     async with st.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            """UPDATE key_directory SET pending = false, updated_at = now() WHERE key_prefix = $1
-               RETURNING key_prefix, key_id, project_id, region, revoked""", prefix)
+            f"""UPDATE key_directory SET pending = false, key_digest = $2, scopes = $3, expires_at = $4,
+                      updated_at = now()
+                 WHERE key_prefix = $1 RETURNING {KEY_COLUMNS}""",
+            prefix, digest(st.settings.key_pepper.encode(), minted.key), sorted(set(minted.scopes)),
+            minted.expires_at)
         await audit.record(conn, action="api_key.created", actor_id=uuid.UUID(actor.user_id) if actor.user_id else None,
                            actor_key=actor.key_prefix, project_id=project_id, target_type="api_key", target_id=key_id,
                            ip=actor.ip, metadata={"key_prefix": prefix, "scopes": sorted(set(data.scopes))})
     await provisioning.done(st, outbox_id)
     if row is not None:
-        await publish(st.redis, st.directory, Change(key=KeyEntry(**dict(row))))
+        await publish(st.redis, st.directory, Change(key=KeyEntry.of(row)))
     return _relay(request, response)
+
+
+class _Minted(msgspec.Struct):
+    """What the router reads of a cell's answer to a key creation (the rest is relayed untouched)."""
+
+    scopes: list[str]
+    key: str | None = None
+    expires_at: datetime | None = None
 
 
 @delete("/v1/projects/{project_id:uuid}/api-keys/{key_id:uuid}", status_code=200)
@@ -228,16 +258,16 @@ async def revoke_key(request: Request[Any, Any, Any], project_id: uuid.UUID, key
     cell = st.cells[project.region]
     if session is None:
         # An API key acting: the cell must verify it (and its admin scope) before anything changes.
-        response = await cell.call("DELETE", f"/internal/projects/{project_id}/api-keys/{key_id}", actor)
+        response = await cell.call("DELETE", f"/internal/projects/{project_id}/api-keys/{key_id}", actor,
+                                   headers=_key_header(request, actor))
         if response.status_code == 421:  # the project moved meanwhile: this router's map is stale
             await routing.reload(st, project_id)
         if response.status_code != 200:
             return _relay(request, response)
     async with st.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            """UPDATE key_directory SET revoked = true, updated_at = now()
-                WHERE key_id = $1 AND project_id = $2
-                RETURNING key_prefix, key_id, project_id, region, revoked""", key_id, project_id)
+            f"""UPDATE key_directory SET revoked = true, updated_at = now()
+                WHERE key_id = $1 AND project_id = $2 RETURNING {KEY_COLUMNS}""", key_id, project_id)
         if row is None:
             raise Problem(404, "no such key")
         outbox_id = await provisioning.add(conn, project_id, "key.revoke",
@@ -245,7 +275,7 @@ async def revoke_key(request: Request[Any, Any, Any], project_id: uuid.UUID, key
         await audit.record(conn, action="api_key.revoked", actor_id=session.user_id if session else None,
                            actor_key=actor.key_prefix, project_id=project_id, target_type="api_key", target_id=key_id,
                            ip=actor.ip, metadata={"key_prefix": row["key_prefix"]})
-    await publish(st.redis, st.directory, Change(key=KeyEntry(**dict(row))))
+    await publish(st.redis, st.directory, Change(key=KeyEntry.of(row)))
     if session is None:
         await provisioning.done(st, outbox_id)
         return _relay(request, response)

@@ -69,7 +69,7 @@ def cell_settings(stack: DevStack, topo: dict[str, Any], region: str) -> CellSet
     cell = topo["cells"][region]
     return CellSettings(region=region, database_url=cell["database_url"], redis_url=cell["redis_url"],
                         object_store=cell["object_store"], hop_secret=keys[region],
-                        secret_key=keys[f"{region}:secret_key"])
+                        secret_key=keys[f"{region}:secret_key"], key_pepper=keys["key_pepper"])
 
 
 def load(stack: DevStack, topo: dict[str, Any], region: str, project_id: str, provider: str) -> Any:

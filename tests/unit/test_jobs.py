@@ -54,7 +54,7 @@ def redis(scratch: Path) -> Iterator[RedisServer]:
 def settings(dsn: str, redis: RedisServer, tmp_path: Path) -> CellSettings:
     return CellSettings(region="eu-west", database_url=dsn, redis_url=redis.url,
                         object_store=(tmp_path / "objects").as_uri(), hop_secret="h" * 32, secret_key="k" * 32,
-                        db_pool_size=6)
+                        key_pepper="p" * 32, db_pool_size=6)
 
 
 @pytest.fixture

@@ -43,7 +43,8 @@ def dsn(pg: StorePostgres) -> str:
 
 async def test_an_erasure_cut_short_resumes_and_counts_everything(dsn: str, tmp_path: Path) -> None:
     settings = CellSettings(region="eu-west", database_url=dsn, redis_url="redis://127.0.0.1:1",
-                            object_store=(tmp_path / "objects").as_uri(), hop_secret="h" * 32, secret_key="k" * 32)
+                            object_store=(tmp_path / "objects").as_uri(), hop_secret="h" * 32, secret_key="k" * 32,
+                            key_pepper="p" * 32)
     store = ObjectStore(settings.object_store)
     pool = await create_pool(dsn, 4)
     try:

@@ -67,7 +67,8 @@ def test_ip_truncation() -> None:
 
 def test_settings_fail_with_one_clear_line() -> None:
     good = {"RELAY_DATABASE_URL": "postgresql://x/y", "RELAY_REDIS_URL": "redis://x",
-            "RELAY_CELLS": '{"eu-west": {"url": "http://c", "tag": "eu", "hop_secret": "0123456789abcdefXYZ"}}'}
+            "RELAY_CELLS": '{"eu-west": {"url": "http://c", "tag": "eu", "hop_secret": "0123456789abcdefXYZ"}}',
+            "RELAY_KEY_PEPPER": "0123456789abcdef0123456789abcdef"}
     assert load(RouterSettings, good).cells["eu-west"].tag == "eu"
     with pytest.raises(SettingsError, match="RELAY_PORT"):
         load(RouterSettings, {**good, "RELAY_PORT": "eighty"})
