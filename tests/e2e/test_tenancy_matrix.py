@@ -165,6 +165,7 @@ RULES: dict[tuple[str, str], str] = {
     #   ingest         a key of the project with the ingest scope (and nothing else)
     #   read/write/admin  a key of the project whose scopes reach that level, or a member whose role does
     #                  (viewer = read, agent = write, admin and owner = admin)
+    #   member-session any member of the project, signed in (keys are refused)
     #   admin-session  a member with role admin or owner, signed in (keys are refused)
     #   owner-session  the project's owner, signed in
     #   provider       nobody of ours: the cell verifies a provider's own signature
@@ -283,6 +284,31 @@ RULES: dict[tuple[str, str], str] = {
     ("POST", "/v1/projects/{project_id:uuid}/webhooks/{webhook_id:uuid}/rotate-secret"): "admin",
     ("POST", "/v1/projects/{project_id:uuid}/webhooks/{webhook_id:uuid}/test"): "admin",
     ("GET", "/v1/regions"): "public",
+    # accounts (router/auth/account.py): each acts on the signed-in account only
+    ("GET", "/v1/auth/audit-logs"): "account",
+    ("GET", "/v1/auth/sessions"): "account",
+    ("DELETE", "/v1/auth/sessions/{session_id:uuid}"): "account",
+    ("PATCH", "/v1/auth/me"): "account",
+    ("DELETE", "/v1/auth/me"): "account",
+    ("POST", "/v1/auth/password"): "account",
+    ("POST", "/v1/auth/password-reset"): "public",
+    ("POST", "/v1/auth/password-reset/complete"): "public",
+    ("POST", "/v1/invitations/{token:str}/accept"): "account",
+    # project lifecycle (router/projects/lifecycle.py) and members (router/members/)
+    ("PATCH", "/v1/projects/{project_id:uuid}"): "admin-session",
+    ("DELETE", "/v1/projects/{project_id:uuid}"): "owner-session",
+    ("GET", "/v1/projects/{project_id:uuid}/deletion"): "member-session",
+    ("PATCH", "/v1/projects/{project_id:uuid}/members/{user_id:uuid}"): "admin-session",
+    ("GET", "/v1/projects/{project_id:uuid}/invitations"): "admin-session",
+    ("DELETE", "/v1/projects/{project_id:uuid}/invitations/{invitation_id:uuid}"): "admin-session",
+    ("POST", "/v1/projects/{project_id:uuid}/identity-secret"): "admin",
+    # project exports (cell/exports/): the owner only
+    ("POST", "/v1/projects/{project_id:uuid}/export"): "owner-session",
+    ("POST", "/v1/projects/{project_id:uuid}/exports"): "owner-session",
+    ("GET", "/v1/projects/{project_id:uuid}/exports"): "owner-session",
+    ("GET", "/v1/projects/{project_id:uuid}/exports/{export_id:uuid}"): "owner-session",
+    ("GET", "/v1/projects/{project_id:uuid}/exports/{export_id:uuid}/content"): "owner-session",
+    ("GET", "/v1/projects/{project_id:uuid}/exports/{export_id:uuid}/manifest"): "owner-session",
 }
 LEVELS = {"read": 1, "write": 2, "admin": 3}
 ROLE_LEVELS = {"viewer": 1, "agent": 2, "admin": 3, "owner": 4}
@@ -304,6 +330,9 @@ EXAMPLES: dict[tuple[str, str], Any] = {
         "config": {"webhook_url": "http://127.0.0.1:9/s"}},
     ("PATCH", "/v1/projects/{project_id:uuid}/integrations/{provider:str}"): {"enabled": False},
     ("PATCH", "/v1/projects/{project_id:uuid}/settings"): {},
+    ("PATCH", "/v1/projects/{project_id:uuid}"): {"name": "matrix renamed"},
+    ("DELETE", "/v1/auth/me"): {"password": "not the password"},
+    ("PATCH", "/v1/projects/{project_id:uuid}/members/{user_id:uuid}"): {"role": "viewer"},
     ("PATCH", "/v1/projects/{project_id:uuid}/interactions/{interaction_id:uuid}"): {},
     ("POST", "/v1/projects/{project_id:uuid}/conversations/{conversation_id:uuid}/messages"): {"body": "matrix"},
     ("POST", "/v1/projects/{project_id:uuid}/feedback-items/{item_id:uuid}/links"): {"interaction_id": str(uuid7())},
@@ -315,7 +344,10 @@ EXAMPLES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/ingest/sessions"): {},
     ("POST", "/v1/ingest/feedback-items"): {"title": "matrix"},
 }
-NOT_RUN_WHEN_ALLOWED = {("POST", "/v1/auth/logout")}  # it would end the session the matrix acts with
+# Allowed, but not run: each would end, change or delete what the matrix acts with (a session, the account,
+# the project).
+NOT_RUN_WHEN_ALLOWED = {("POST", "/v1/auth/logout"), ("DELETE", "/v1/auth/me"), ("POST", "/v1/auth/password"),
+                        ("PATCH", "/v1/auth/me"), ("DELETE", "/v1/projects/{project_id:uuid}")}
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
@@ -394,6 +426,8 @@ def _expected(rule: str, caller: str) -> bool:
         return kind in ("role", "stranger")
     if rule == "ingest":
         return caller == "key:ingest"
+    if rule == "member-session":
+        return kind == "role"
     if rule == "admin-session":
         return kind == "role" and ROLE_LEVELS[level] >= 3
     if rule == "owner-session":
