@@ -144,6 +144,7 @@ class DevStack:
             "RELAY_CELLS": json.dumps({r: {"url": self.cell_urls.get(r, c["url"]), "tag": regions[r],
                                            "hop_secret": hop[r]} for r, c in cells.items()}),
             "RELAY_DIRECTORY_SNAPSHOT": str((self.state_dir / "router" / "directory.json").resolve()),
+            "RELAY_COOKIE_SECURE": "false",  # the dashboard is served over plain http on localhost
             **self.router_env,
         }
         self._spawn("router", ["router"], router_env)

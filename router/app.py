@@ -22,17 +22,20 @@ from redis.asyncio import Redis
 
 from common import metrics, telemetry
 from common.pg import create_pool
-from common.problems import EXCEPTION_HANDLERS
+from common.problems import EXCEPTION_HANDLERS, Problem
+from common.web import STATIC_PATH
 from router import health
 from router.auth import routes as auth
 from router.cells import Cells
+from router.dashboard import gate as dashboard_gate
+from router.dashboard import routes as dashboard
 from router.directory import Directory
 from router.moves import driver as mover
 from router.moves import routes as moves
 from router.moves.settings import from_env as move_settings
 from router.projects import provisioning
 from router.projects import routes as projects
-from router.proxy import GLOBAL, REQUESTS, Proxy, Receive, Scope, Send, request_id
+from router.proxy import GLOBAL, REQUESTS, Proxy, Receive, Scope, Send, request_id, send_problem
 from router.ratelimit import RateLimiter
 from router.settings import RouterSettings, from_env
 from router.state import RouterState
@@ -65,6 +68,17 @@ class RouterApp:
                 if rest and sub not in CONTROL_SUBRESOURCES and not (sub == "api-keys" and scope["method"] != "GET"):
                     await self.proxy.management(scope, receive, send, project)
                     return
+            if path.startswith("/app/") and not path.startswith(STATIC_PATH + "/"):
+                try:
+                    scope, receive = await dashboard_gate.admit(scope, receive)
+                except Problem as problem:
+                    await send_problem(send, problem, path, request_id(scope))
+                    return
+                if path.startswith("/app/projects/"):
+                    project = path[len("/app/projects/"):].partition("/")[0]
+                    if project:
+                        await self.proxy.page(scope, receive, send, project)
+                        return
             rid = request_id(scope)
 
             async def stamped(message: Any) -> None:
@@ -147,7 +161,9 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
             await pool.close()
 
     control = Litestar(
-        route_handlers=[*health.ROUTES, *auth.ROUTES, *projects.ROUTES, *moves.ROUTES, metrics.scrape_route()],
+        route_handlers=[*health.ROUTES, *auth.ROUTES, *projects.ROUTES, *moves.ROUTES, *dashboard.ROUTES,
+                        metrics.scrape_route()],
+        template_config=dashboard.TEMPLATES,
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(title="Relay router", version="1.0.0"),

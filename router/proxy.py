@@ -24,7 +24,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from yarl import URL
 
-from common import metrics
+from common import metrics, web
 from common.keys import PREFIX_LEN, PREFIX_RE, bearer
 from common.problems import Problem, encode
 from common.signing import Actor, sign
@@ -182,6 +182,48 @@ class Proxy:
             await send_problem(send, problem, scope["path"], rid)
         finally:
             record(started, region, route.name, scope["method"], status, known)
+
+    async def page(self, scope: Scope, receive: Receive, send: Send, project: str) -> None:
+        """`/app/projects/{id}/…`: a dashboard page, forwarded like a management call and rendered by the
+        project's cell. The session comes from the cookie (router.dashboard.gate made it the bearer and
+        checked CSRF); only that session's user, role and CSRF token cross the hop, never the cookie."""
+        started = metrics.clock()
+        rid = request_id(scope)
+        region: str = GLOBAL
+        known: str | None = None
+        route, status = MANAGEMENT, 500
+        try:
+            state = self._state()
+            token = _token(scope)
+            if token is None or not token.startswith("rs_"):
+                if scope["method"] != "GET":
+                    raise Problem(401, "sign in first")
+                status = 303
+                await send({"type": "http.response.start", "status": 303,
+                            "headers": [(b"location", b"/app/"), (b"x-request-id", rid), (b"content-length", b"0")]})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            try:
+                project_id = uuid.UUID(project)
+            except ValueError:
+                raise Problem(404, "no such project") from None
+            home = state.directory.projects.get(project_id)
+            session = await _resolve_session(state, token, project_id)
+            if session.role is None or home is None:
+                raise Problem(404, "no such project")
+            region, known = home.region, str(project_id)
+            actor = Actor(kind="admin", project_id=str(project_id), user_id=str(session.user_id),
+                          role=session.role, ip=_client_ip(scope), epoch=home.epoch, csrf=web.csrf_token(token))
+            route = DOWNLOAD if scope["path"].endswith("/content") else MANAGEMENT
+            state.limiter.admit(route.name, f"user:{session.user_id}")
+            headers = [(k, v) for k, v in scope["headers"] if k not in (b"authorization", b"cookie")]
+            status = await self._forward({**scope, "headers": headers}, receive, send, state.cells[home.region],
+                                         actor, route, rid)
+        except Problem as problem:
+            status = problem.status
+            await send_problem(send, problem, scope["path"], rid)
+        finally:
+            record(started, region, "dashboard", scope["method"], status, known)
 
     async def hooks(self, scope: Scope, receive: Receive, send: Send, project: str) -> None:
         """`/v1/hooks/{project_id}/…`: providers' inbound webhooks, routed by project id, unauthenticated here.

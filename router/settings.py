@@ -36,6 +36,9 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     (RELAY_RATE_LIMITS; categories: ingest, uploads, management, bad_credentials, login_account, login_client)."""
     reconcile_seconds: float = 30.0
     """Period of the full reload of the directory from the control DB (RELAY_RECONCILE_SECONDS)."""
+    cookie_secure: bool = True
+    """Mark the dashboard's session cookie `Secure` (RELAY_COOKIE_SECURE; `relay dev` turns it off for plain
+    http on localhost)."""
 
     def __post_init__(self) -> None:
         if not self.cells:

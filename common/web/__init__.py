@@ -1,0 +1,86 @@
+"""What the dashboard's two renderers share: the layout, CSS and template pieces, the session cookie and CSRF.
+
+The router renders the control-plane pages (sign-in, projects) and each cell renders the pages of its own
+projects; both build their Jinja engine here, with their own templates first and the common layout
+(`common/web/templates`) after, so a page looks the same whichever service drew it. Static files (CSS,
+the vendored htmx 2) are served by the router under `/app/static/`: they hold no customer data.
+
+CSRF: the token of a session is HMAC-SHA256 keyed by the session's own `rs_` token. Only someone who holds
+the session can compute it, no server secret or storage is needed, and every router process agrees. The
+router checks it on every unsafe request that rides on the cookie, and passes it to the cell inside the
+signed actor assertion; the cell renders it into its forms and checks the form's copy against it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+from urllib.parse import parse_qs
+
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.template.config import TemplateConfig
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+STATIC_PATH = "/app/static"
+
+SESSION_COOKIE = "relay_session"
+"""The cookie holding the browser's `rs_` session token (HttpOnly, SameSite=Lax, Secure outside `relay dev`)."""
+CSRF_FIELD = "csrf"
+"""The form field (or `X-CSRF-Token` header, for htmx) carrying the CSRF token."""
+CSRF_HEADER = b"x-csrf-token"
+PRE_SESSION_COOKIE = "relay_csrf"
+"""Double-submit cookie for the forms shown before there is a session (sign-in, sign-up)."""
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+"""No inline script or style anywhere: htmx is configured (meta `htmx-config`) not to inject its own styles."""
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+"""Headers of every dashboard page."""
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def template_config(own: Path) -> TemplateConfig[JinjaTemplateEngine]:
+    """Jinja templates: the service's own directory first, then the common layout and pieces."""
+    return TemplateConfig(directory=[own, TEMPLATES], engine=JinjaTemplateEngine)
+
+
+def csrf_token(session_token: str) -> str:
+    """The CSRF token bound to a session (see the module docstring)."""
+    return hmac.new(session_token.encode(), b"relay-dashboard-csrf", hashlib.sha256).hexdigest()
+
+
+def same_token(expected: str | None, given: str | None) -> bool:
+    """Whether the token a form or header carried is the expected one (constant time)."""
+    return bool(expected) and bool(given) and hmac.compare_digest(str(expected), str(given))
+
+
+def cookie(headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...], name: str) -> str | None:
+    """One cookie's value from raw ASGI headers (the proxy's hot path has no Request object)."""
+    for key, value in headers:
+        if key != b"cookie":
+            continue
+        for part in value.decode("latin-1").split(";"):
+            k, _, v = part.strip().partition("=")
+            if k == name and v:
+                return v
+    return None
+
+
+def form_token(body: bytes, content_type: str) -> str | None:
+    """The CSRF field of a url-encoded form body (what plain forms and htmx send)."""
+    if not content_type.startswith("application/x-www-form-urlencoded"):
+        return None
+    values = parse_qs(body.decode("latin-1"), max_num_fields=2000).get(CSRF_FIELD)
+    return values[0] if values else None
