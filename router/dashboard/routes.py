@@ -77,7 +77,8 @@ def _pre_session(request: Request[Any, Any, Any]) -> tuple[str, list[Cookie]]:
         return token, []
     token = secrets.token_urlsafe(24)
     secure = state(request).settings.cookie_secure
-    return token, [Cookie(PRE_SESSION_COOKIE, value=token, path="/app/", httponly=True, samesite="strict", secure=secure)]
+    return token, [Cookie(PRE_SESSION_COOKIE, value=token, path="/app/", httponly=True, samesite="strict",
+                          secure=secure)]
 
 
 def _session_cookie(request: Request[Any, Any, Any], token: str | None) -> Cookie:
@@ -118,12 +119,6 @@ async def _projects_page(request: Request[Any, Any, Any], token: str, errors: li
     context = {"title": "Projects", "projects": listed.data, "regions": regions, "errors": errors or [],
                "form": form or ProjectForm(region=regions[0]), "csrf": csrf_token(token), "user_email": me.email}
     return _page("projects.html", context, status)
-
-
-@get("/app", include_in_schema=False)
-async def app_root() -> Redirect:
-    """The dashboard lives under `/app/`."""
-    return Redirect("/app/", status_code=308)
 
 
 @get("/app/", include_in_schema=False)
@@ -195,4 +190,4 @@ def _static() -> Any:
                                       include_in_schema=False)
 
 
-ROUTES = [app_root, home, sign_in, sign_up_page, sign_up, sign_out, new_project, _static()]
+ROUTES = [home, sign_in, sign_up_page, sign_up, sign_out, new_project, _static()]

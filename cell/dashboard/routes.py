@@ -1,0 +1,274 @@
+"""The pages of one project (`/app/projects/{id}/…`), rendered in the project's own region.
+
+The router forwards a signed-in user's page requests here like management calls (router/proxy.py
+`Proxy.page`), with the user, their role and the session's CSRF token in the signed actor. Each page calls
+the JSON API's own handlers (listing, reading, triage) so it shows exactly what the API would, with the
+same role checks, and runs a fixed number of queries whatever the number of rows: templates only format
+what the handlers returned. Every form carries the CSRF token and every unsafe request is checked
+against it here again, after the router did.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.plugins.htmx import HTMXRequest
+from litestar.response import Redirect, Stream, Template
+
+from cell.audit import routes as audit
+from cell.auth import ADMIN, READ, WRITE, Principal, require
+from cell.context import caller, ctx
+from cell.interactions import queries
+from cell.interactions import routes as interactions
+from cell.interactions.types import InteractionPatch, InteractionType, Severity, Status
+from cell.media import routes as media
+from cell.replays import routes as replays
+from common.problems import Problem
+from common.signing import Actor
+from common.web import CSRF_FIELD, SECURITY_HEADERS, same_token, template_config
+
+TEMPLATES = template_config(Path(__file__).parent / "templates")
+
+STATUSES: tuple[str, ...] = ("new", "triaging", "in_progress", "resolved", "closed")
+TYPES: tuple[str, ...] = ("bug", "feedback", "chat", "survey", "replay", "system")
+SEVERITIES: tuple[str, ...] = ("low", "med", "high", "critical")
+PAGE_SIZE = 50
+HEADLINE_WORDS = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Desk:
+    """Who is looking at which project: what every page's layout needs."""
+
+    principal: Principal
+    csrf: str
+    project: dict[str, Any]
+
+    @property
+    def can_write(self) -> bool:
+        return self.principal.level >= WRITE
+
+    @property
+    def is_admin(self) -> bool:
+        return self.principal.level >= ADMIN
+
+    def context(self, title: str, nav: str, **more: Any) -> dict[str, Any]:
+        return {"title": title, "nav": nav, "project": self.project, "csrf": self.csrf,
+                "can_write": self.can_write, "is_admin": self.is_admin, **more}
+
+
+async def desk(request: Request[Any, Any, Any], project_id: uuid.UUID) -> Desk:
+    """The dashboard caller of a page: a signed-in member (the router checked the session) with READ."""
+    actor: Actor | None = request.scope.get("state", {}).get("actor")
+    if actor is None or actor.kind != "admin" or not actor.csrf:
+        raise Problem(403, "dashboard pages are for signed-in members, through the router")
+    principal = require(await caller(request, project_id), project_id, level=READ)
+    row = await ctx(request).pool.fetchrow("SELECT id, name, region::text AS region FROM projects WHERE id = $1",
+                                           project_id)
+    if row is None:
+        raise Problem(404, "no such project")
+    return Desk(principal, actor.csrf, dict(row))
+
+
+async def form_of(request: Request[Any, Any, Any], seen: Desk) -> dict[str, list[str]]:
+    """The url-encoded form of an unsafe request, once its CSRF token matched the session's (else 403)."""
+    fields = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=2000)
+    sent = request.headers.get("x-csrf-token") or next(iter(fields.get(CSRF_FIELD, [])), None)
+    if not same_token(seen.csrf, sent):
+        raise Problem(403, "this form is stale or did not come from the dashboard; reload the page and retry")
+    return fields
+
+
+def _page(template: str, context: dict[str, Any], status: int = 200) -> Template:
+    return Template(template, context=context, status_code=status, headers=SECURITY_HEADERS)
+
+
+def _choice(value: str | None, kind: Any, name: str) -> Any:
+    """A filter from the query string: empty means none; anything else must be one of the contract's values."""
+    if not value:
+        return None
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError:
+        raise Problem(400, f"{name} is not one of the allowed values") from None
+
+
+def headline(content: dict[str, Any], limit: int = HEADLINE_WORDS) -> str:
+    """The link text of an interaction: its title, else the first words of what the user wrote."""
+    title = content.get("title")
+    if isinstance(title, str) and title.strip():
+        return title.strip()
+    words = (queries.content_text(content) or "").split()
+    if not words:
+        return "(no text)"
+    return " ".join(words[:limit]) + (" …" if len(words) > limit else "")
+
+
+def log_table(entries: list[dict[str, Any]] | None) -> tuple[list[str], list[list[str]]]:
+    """Log entries as a table: the columns (keys in order of first appearance) and each row's cells as text."""
+    columns: list[str] = []
+    for entry in entries or []:
+        for key in entry:
+            if key not in columns:
+                columns.append(key)
+    rows = [[_cell(entry.get(c)) for c in columns] for entry in entries or []]
+    return columns, rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return msgspec.json.encode(value).decode()
+
+
+@get("/app/projects/{project_id:uuid}/", request_class=HTMXRequest, include_in_schema=False)
+async def inbox(
+    request: HTMXRequest,
+    project_id: uuid.UUID,
+    type: str | None = None,
+    status: str | None = None,
+    severity: str | None = None,
+    tag: str | None = None,
+    assignee_id: str | None = None,
+    duplicate_group: str | None = None,
+    q: str | None = None,
+    cursor: str | None = None,
+) -> Template:
+    """Every interaction of the project, newest first, filtered and searched like `GET interactions`."""
+    seen = await desk(request, project_id)
+    assignee = None
+    if assignee_id:
+        try:
+            assignee = uuid.UUID(assignee_id)
+        except ValueError:
+            raise Problem(400, "assignee_id is not a UUID") from None
+    search = (q or "").strip()[:500] or None
+    filters = {"type": type or "", "status": status or "", "severity": severity or "", "tag": tag or "",
+               "assignee_id": assignee_id or "", "duplicate_group": duplicate_group or "", "q": search or ""}
+    page = await interactions.list_interactions.fn(
+        request, project_id, type=_choice(type, InteractionType, "type"), status=_choice(status, Status, "status"),
+        severity=_choice(severity, Severity, "severity"), tag=tag or None, assignee_id=assignee, session_id=None,
+        user_id=None, duplicate_group=duplicate_group or None, q=search, created_after=None, created_before=None,
+        cursor=cursor or None, limit=PAGE_SIZE)
+    counts = await queries.status_counts(ctx(request).pool, project_id)
+    active = {k: v for k, v in filters.items() if v}
+    rows = [{"item": i, "headline": headline(i.content)} for i in page.data]
+    context = seen.context(
+        "Inbox", "inbox", rows=rows, filters=filters, counts=counts, cap=queries.STATUS_COUNT_CAP,
+        types=TYPES, statuses=STATUSES, severities=SEVERITIES,
+        next_url=f"?{urlencode({**active, 'cursor': page.next_cursor})}" if page.next_cursor else None,
+        first_url=f"?{urlencode(active)}" if cursor else None, here=f"?{urlencode(active)}",
+        link=lambda **changed: "?" + urlencode({k: v for k, v in {**active, **changed}.items() if v}))
+    if request.htmx and request.htmx.target == "inbox-results":
+        return _page("inbox_results.html", context)
+    return _page("inbox.html", context)
+
+
+@post("/app/projects/{project_id:uuid}/interactions/status", include_in_schema=False)
+async def bulk_status(request: Request[Any, Any, Any], project_id: uuid.UUID) -> Redirect:
+    """Set one status on the interactions ticked in the inbox, each through the API's triage (audited)."""
+    seen = await desk(request, project_id)
+    fields = await form_of(request, seen)
+    require(seen.principal, level=WRITE)
+    status = _choice((fields.get("status") or [""])[0], Status, "status")
+    if status is None:
+        raise Problem(422, "choose a status")
+    try:
+        ids = [uuid.UUID(v) for v in fields.get("ids", [])[:PAGE_SIZE * 4]]
+    except ValueError:
+        raise Problem(422, "ids must be interaction ids") from None
+    for interaction_id in ids:
+        await interactions.triage_interaction.fn(request, project_id, interaction_id, InteractionPatch(status=status))
+    back = (fields.get("back") or [""])[0]
+    return Redirect(f"/app/projects/{project_id}/{back if back.startswith('?') else ''}", status_code=303)
+
+
+async def _detail_context(request: Request[Any, Any, Any], seen: Desk, project_id: uuid.UUID,
+                          interaction_id: uuid.UUID, saved: bool = False) -> dict[str, Any]:
+    item = await interactions.get_interaction.fn(request, project_id, interaction_id)
+    shots = await media.list_media.fn(request, project_id, interaction_id, cursor=None, limit=50)
+    recorded = await replays.list_replays.fn(request, project_id, session_id=None, status=None,
+                                             interaction_id=interaction_id, cursor=None, limit=5)
+    group = None
+    if item.ai_duplicate_group_id:
+        group = await interactions.list_interactions.fn(
+            request, project_id, type=None, status=None, severity=None, tag=None, assignee_id=None, session_id=None,
+            user_id=None, duplicate_group=item.ai_duplicate_group_id, q=None, created_after=None,
+            created_before=None, cursor=None, limit=20)
+    trail = None
+    if seen.is_admin:  # the audit log is an admin's record (see cell/audit/routes.py)
+        trail = await audit.list_audit_logs.fn(
+            request, project_id, action=None, actor_type=None, actor_id=None, target_type="interaction",
+            target_id=str(interaction_id), created_after=None, created_before=None, cursor=None, limit=50)
+    logs = item.logs
+    return seen.context(
+        headline(item.content), "inbox", item=item, headline=headline(item.content),
+        words=queries.content_text(item.content) or "", saved=saved, statuses=STATUSES, severities=SEVERITIES,
+        console=log_table(logs.console if logs else None), network=log_table(logs.network if logs else None),
+        errors=log_table(logs.errors if logs else None),
+        context_rows=sorted((k, _cell(v)) for k, v in item.technical_context.items()),
+        images=[m for m in shots.data if (m.content_type or "").startswith("image/")],
+        files=[m for m in shots.data if not (m.content_type or "").startswith("image/")],
+        replays=recorded.data, group=[g for g in group.data if g.id != item.id] if group else [],
+        group_rows=[{"item": g, "headline": headline(g.content)} for g in group.data if g.id != item.id]
+        if group else [],
+        trail=trail.data if trail else None)
+
+
+@get("/app/projects/{project_id:uuid}/interactions/{interaction_id:uuid}", include_in_schema=False)
+async def interaction(request: Request[Any, Any, Any], project_id: uuid.UUID, interaction_id: uuid.UUID) -> Template:
+    """One interaction: the words, context, logs, screenshot, replay, duplicates, links, triage and trail."""
+    seen = await desk(request, project_id)
+    return _page("interaction.html", await _detail_context(request, seen, project_id, interaction_id))
+
+
+@post("/app/projects/{project_id:uuid}/interactions/{interaction_id:uuid}", request_class=HTMXRequest,
+      include_in_schema=False)
+async def triage(request: HTMXRequest, project_id: uuid.UUID, interaction_id: uuid.UUID) -> Response[Any]:
+    """Save the triage form (status, severity, assignee, tags) with the API's PATCH; htmx gets the form back."""
+    seen = await desk(request, project_id)
+    fields = await form_of(request, seen)
+    require(seen.principal, level=WRITE)
+    changes: dict[str, Any] = {}
+    if "status" in fields:
+        changes["status"] = fields["status"][0]
+    if "severity" in fields:
+        changes["severity"] = fields["severity"][0] or None
+    if "assignee_id" in fields:
+        changes["assignee_id"] = fields["assignee_id"][0].strip() or None
+    if "tags" in fields:
+        changes["tags"] = [t.strip() for t in fields["tags"][0].split(",") if t.strip()]
+    try:
+        patch = msgspec.convert(changes, InteractionPatch)
+    except msgspec.ValidationError as exc:
+        raise Problem(422, str(exc)) from None
+    await interactions.triage_interaction.fn(request, project_id, interaction_id, patch)
+    if request.htmx:
+        context = await _detail_context(request, seen, project_id, interaction_id, saved=True)
+        return _page("triage.html", context)
+    return Redirect(f"/app/projects/{project_id}/interactions/{interaction_id}", status_code=303)
+
+
+@get("/app/projects/{project_id:uuid}/media/{media_id:uuid}/content", include_in_schema=False)
+async def media_content(request: Request[Any, Any, Any], project_id: uuid.UUID, media_id: uuid.UUID) -> Stream:
+    """A screenshot or file of the project, for the page's `<img>`: the API's own download."""
+    await desk(request, project_id)
+    return await media.media_content.fn(request, project_id, media_id)
+
+
+@get("/app/projects/{project_id:uuid}/replays/{replay_id:uuid}/events", include_in_schema=False)
+async def replay_events(request: Request[Any, Any, Any], project_id: uuid.UUID, replay_id: uuid.UUID) -> Stream:
+    """A replay's events, for the player in the page: the API's own stream."""
+    await desk(request, project_id)
+    return await replays.replay_events.fn(request, project_id, replay_id)
+
+
+ROUTES = [inbox, bulk_status, interaction, triage, media_content, replay_events]
