@@ -261,14 +261,16 @@ async def triage(request: HTMXRequest, project_id: uuid.UUID, interaction_id: uu
 async def media_content(request: Request[Any, Any, Any], project_id: uuid.UUID, media_id: uuid.UUID) -> Stream:
     """A screenshot or file of the project, for the page's `<img>`: the API's own download."""
     await desk(request, project_id)
-    return await media.media_content.fn(request, project_id, media_id)
+    stream: Stream = await media.media_content.fn(request, project_id, media_id)
+    return stream
 
 
 @get("/app/projects/{project_id:uuid}/replays/{replay_id:uuid}/events", include_in_schema=False)
 async def replay_events(request: Request[Any, Any, Any], project_id: uuid.UUID, replay_id: uuid.UUID) -> Stream:
     """A replay's events, for the player in the page: the API's own stream."""
     await desk(request, project_id)
-    return await replays.replay_events.fn(request, project_id, replay_id)
+    stream: Stream = await replays.replay_events.fn(request, project_id, replay_id)
+    return stream
 
 
 ROUTES = [inbox, bulk_status, interaction, triage, media_content, replay_events]
