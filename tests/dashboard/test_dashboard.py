@@ -1,0 +1,258 @@
+"""The dashboard in a real browser (Debian's Chromium driven by Playwright) against the whole topology.
+
+A person signs up, creates an EU project, finds a bug that came in through the API by searching the inbox,
+opens it, sees its console log and screenshot, and changes its status; the change shows in the API and in
+the audit log. A viewer sees no edit controls and a forged POST is refused; another project's page is 404;
+EU pages come from the EU cell; a canary planted in an EU interaction is in no router log after browsing.
+Screenshots of the main pages at 1280 and 390 px wide are saved under a temporary folder (path printed).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from relay.devstack import DevStack
+from tests.conftest import Admin
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+WIDTHS = {"desktop": 1280, "phone": 390}
+PASSWORD = "correct horse battery staple"
+# A 4×3 red PNG: what the SDK would send as a screenshot.
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAQAAAADCAIAAAA7ljmRAAAAEklEQVR42mP4z8AARAwMEAYDADzABf7a1CMGAAAAAElFTkSuQmCC")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def shots() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="relay-dashboard-shots-"))
+    print(f"dashboard screenshots in {folder}")
+    return folder
+
+
+@pytest.fixture()
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    ctx = browser.new_context(viewport={"width": WIDTHS["desktop"], "height": 900})
+    yield ctx
+    ctx.close()
+
+
+def snap(page: Page, shots: Path, name: str) -> None:
+    """The page at desktop and phone widths, full length."""
+    for label, width in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": 900})
+        page.screenshot(path=str(shots / f"{name}-{label}.png"), full_page=True)
+    page.set_viewport_size({"width": WIDTHS["desktop"], "height": 900})
+
+
+def sign_in(page: Page, base: str, email: str) -> None:
+    page.goto(base + "/app/")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+
+
+def ingest_bug(router: httpx.Client, h: dict[str, str], project_id: str, title: str, text: str) -> str:
+    """A bug with logs and a screenshot, sent as the SDK would with a new ingest key; its id."""
+    r = router.post(f"/v1/projects/{project_id}/api-keys", json={"name": "sdk", "scopes": ["ingest"]}, headers=h)
+    assert r.status_code == 201, r.text
+    key = {"h": {"Authorization": f"Bearer {r.json()['key']}"}}
+    r = router.post("/v1/ingest/interactions", headers=key["h"], json={
+        "type": "bug", "severity": "high", "tags": ["checkout"],
+        "content": {"title": title, "description": text},
+        "logs": {"console": [{"level": "error", "message": "TypeError: cart.total is undefined", "ts": 1}],
+                 "network": [{"method": "POST", "url": "https://shop.example/api/pay", "status": 502,
+                              "duration": 812}],
+                 "errors": [{"message": "Unhandled rejection", "stack": "at pay (checkout.js:42)"}]},
+        "technical_context": {"url": "https://shop.example/checkout", "viewport": "1280x800"}})
+    assert r.status_code == 201, r.text
+    interaction_id = str(r.json()["id"])
+    r = router.post(f"/v1/ingest/interactions/{interaction_id}/media?kind=screenshot", content=PNG,
+                    headers={**key["h"], "Content-Type": "image/png"})
+    assert r.status_code == 201, r.text
+    return interaction_id
+
+
+def test_sign_up_create_eu_project_triage_a_bug(browser: Browser, context: BrowserContext, router: httpx.Client,
+                                               stack: DevStack, shots: Path) -> None:
+    base = str(router.base_url).rstrip("/")
+    page = context.new_page()
+    regions: dict[str, str | None] = {}
+    page.on("response", lambda r: regions.__setitem__(r.url, r.headers.get("x-relay-region")))
+
+    response = page.goto(base + "/app/")
+    assert response is not None and response.status == 200
+    assert "unsafe-inline" not in (response.headers.get("content-security-policy") or "x")
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    snap(page, shots, "sign-in")
+    page.get_by_role("link", name="Create an account").click()
+    email = f"d-{secrets.token_hex(5)}@example.com"
+    page.get_by_label("Name").fill("Dana")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+    cookie = next(c for c in context.cookies() if c["name"] == "relay_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and cookie["value"].startswith("rs_")
+
+    name = f"Shop EU {secrets.token_hex(2)}"
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Region").select_option("eu-west")
+    page.get_by_role("button", name="New project").click()
+    page.wait_for_url(re.compile(r"/app/projects/[0-9a-f-]{36}/$"))
+    project_id = page.url.rstrip("/").rsplit("/", 1)[1]
+    expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
+
+    # The account the browser made is the API's: its project, its region, a key to ingest with.
+    token = router.post("/v1/auth/login", json={"email": email, "password": PASSWORD}).json()["token"]
+    h = {"Authorization": f"Bearer {token}"}
+    project = router.get(f"/v1/projects/{project_id}", headers=h).json()
+    assert project["region"] == "eu-west" and project["name"] == name
+    canary = f"canary-{secrets.token_hex(8)}"
+    interaction_id = ingest_bug(router, h, project_id, "Checkout button frozen",
+                                f"I pressed pay and the spinner never stopped {canary}")
+    ingest_bug(router, h, project_id, "Avatar upload fails", "The profile picture never changes")
+
+    page.goto(base + "/app/")
+    page.get_by_role("link", name=name).click()
+    page.get_by_label("Search").fill("spinner")
+    page.get_by_label("Search").press("Enter")
+    expect(page.get_by_role("link", name="Checkout button frozen")).to_be_visible()
+    expect(page.get_by_role("link", name="Avatar upload fails")).to_have_count(0)
+    snap(page, shots, "inbox")
+
+    page.get_by_role("link", name="Checkout button frozen").click()
+    page.wait_for_url(f"**/interactions/{interaction_id}")
+    expect(page.get_by_role("cell", name="TypeError: cart.total is undefined")).to_be_visible()
+    expect(page.get_by_role("cell", name="https://shop.example/api/pay")).to_be_visible()
+    shot = page.locator("img.shot")
+    expect(shot).to_be_visible()
+    assert shot.evaluate("img => img.complete && img.naturalWidth") == 4
+    assert regions[page.url] == "eu-west"
+
+    page.get_by_label("Status").select_option("resolved")  # htmx saves on change
+    expect(page.get_by_role("status")).to_contain_text("Saved: resolved")
+    got = router.get(f"/v1/projects/{project_id}/interactions/{interaction_id}", headers=h).json()
+    assert got["status"] == "resolved"
+    trail = router.get(f"/v1/projects/{project_id}/audit-logs", params={"target_id": interaction_id},
+                       headers=h).json()["data"]
+    assert [(e["action"], e["actor_type"], e["actor_id"], e["meta"]["fields"]) for e in trail] == [
+        ("interaction.updated", "admin", router.get("/v1/auth/me", headers=h).json()["id"], ["status"])]
+    page.reload()
+    expect(page.get_by_label("Status")).to_have_value("resolved")
+    expect(page.locator(".trail")).to_contain_text("interaction.updated")
+    snap(page, shots, "interaction")
+
+    # Without JavaScript the same form posts and the page comes back with the change.
+    plain = browser.new_context(java_script_enabled=False, storage_state=context.storage_state())
+    still = plain.new_page()
+    still.goto(page.url)
+    still.get_by_label("Status").select_option("closed")
+    still.get_by_role("button", name="Save").click()
+    expect(still.get_by_label("Status")).to_have_value("closed")
+    plain.close()
+    # The inbox filter by status, and the counts per status.
+    page.goto(f"{base}/app/projects/{project_id}/?status=closed")
+    expect(page.get_by_role("link", name="Checkout button frozen")).to_be_visible()
+    expect(page.get_by_role("link", name="Avatar upload fails")).to_have_count(0)
+    page.goto(base + "/app/")
+    snap(page, shots, "projects")
+
+    # Every page of this EU project came from the EU cell; the canary is in no router log.
+    pages = [u for u in regions if f"/app/projects/{project_id}" in u]
+    assert pages and all(regions[u] == "eu-west" for u in pages), {u: regions[u] for u in pages}
+    assert stack.log_dir is not None
+    for log in stack.log_dir.glob("router*.log"):
+        assert canary not in log.read_text(errors="replace"), log
+
+
+def test_a_viewer_sees_no_edit_controls_and_a_forged_post_is_refused(
+        context: BrowserContext, router: httpx.Client, admin: Admin) -> None:
+    base = str(router.base_url).rstrip("/")
+    project = admin.project("eu-west")
+    interaction_id = ingest_bug(router, admin.h, project["id"], "Viewer can look", "only look, never touch")
+    viewer = admin.member(project, "viewer")
+    page = context.new_page()
+    sign_in(page, base, viewer.email)
+    page.goto(f"{base}/app/projects/{project['id']}/")
+    expect(page.get_by_role("link", name="Viewer can look")).to_be_visible()
+    expect(page.get_by_role("checkbox")).to_have_count(0)
+    page.get_by_role("link", name="Viewer can look").click()
+    expect(page.get_by_role("heading", name="Triage")).to_be_visible()
+    expect(page.get_by_role("combobox")).to_have_count(0)
+    expect(page.locator("form[method=post]").filter(has_not=page.locator("input[name=csrf]"))).to_have_count(0)
+    expect(page.get_by_role("button", name="Save")).to_have_count(0)
+
+    target = f"{base}/app/projects/{project['id']}/interactions/{interaction_id}"
+    csrf = page.locator("form.signout input[name=csrf]").get_attribute("value")
+    assert csrf
+    # With the right CSRF token the viewer's role still forbids it (the cell says so)...
+    forged = page.request.post(target, form={"csrf": csrf, "status": "closed"}, max_redirects=0)
+    assert forged.status == 403 and "role" in forged.json()["detail"]
+    # ...and without it, nobody gets past the router.
+    no_token = page.request.post(target, form={"status": "closed"}, max_redirects=0)
+    assert no_token.status == 403 and "form" in no_token.json()["detail"]
+    bulk = page.request.post(f"{base}/app/projects/{project['id']}/interactions/status",
+                             form={"csrf": csrf, "status": "closed", "ids": interaction_id}, max_redirects=0)
+    assert bulk.status == 403
+    got = router.get(f"/v1/projects/{project['id']}/interactions/{interaction_id}", headers=admin.h).json()
+    assert got["status"] == "new"
+
+
+def test_an_agent_changes_many_at_once_and_csrf_guards_the_owner_too(
+        context: BrowserContext, router: httpx.Client, admin: Admin) -> None:
+    base = str(router.base_url).rstrip("/")
+    project = admin.project("us-west")
+    ids = [ingest_bug(router, admin.h, project["id"], f"Bulk item {n}", "many at once") for n in range(3)]
+    agent = admin.member(project, "agent")
+    page = context.new_page()
+    sign_in(page, base, agent.email)
+    response = page.goto(f"{base}/app/projects/{project['id']}/")
+    assert response is not None and response.headers["x-relay-region"] == "us-west"
+    for n in (0, 1):
+        page.get_by_role("checkbox", name=f"Select Bulk item {n}").check()
+    page.get_by_label("Change selected to").select_option("triaging")
+    page.get_by_role("button", name="Update selected").click()
+    expect(page.locator(".counts")).to_contain_text("triaging 2")
+    statuses = {i: router.get(f"/v1/projects/{project['id']}/interactions/{i}", headers=admin.h).json()["status"]
+                for i in ids}
+    assert statuses == {ids[0]: "triaging", ids[1]: "triaging", ids[2]: "new"}
+    # A cross-site form aimed at the same endpoint carries the cookie but not the token.
+    forged = page.request.post(f"{base}/app/projects/{project['id']}/interactions/status",
+                               form={"status": "closed", "ids": ids[2]}, max_redirects=0)
+    assert forged.status == 403
+
+
+def test_another_projects_page_is_404(context: BrowserContext, router: httpx.Client, admin: Admin) -> None:
+    base = str(router.base_url).rstrip("/")
+    theirs = admin.project("eu-west")
+    interaction_id = ingest_bug(router, admin.h, theirs["id"], "Not yours", "private")
+    stranger = Admin(router)
+    mine = stranger.project("eu-west")
+    page = context.new_page()
+    sign_in(page, base, stranger.email)
+    for path in (f"/app/projects/{theirs['id']}/", f"/app/projects/{theirs['id']}/interactions/{interaction_id}",
+                 f"/app/projects/{mine['id']}/interactions/{interaction_id}"):
+        response = page.goto(base + path)
+        assert response is not None and response.status == 404, path
+        assert "Not yours" not in page.content()
+    signed_out = httpx.get(f"{base}/app/projects/{theirs['id']}/", follow_redirects=False)
+    assert signed_out.status_code == 303 and signed_out.headers["location"] == "/app/"
