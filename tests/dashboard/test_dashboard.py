@@ -9,10 +9,11 @@ Screenshots of the main pages at 1280 and 390 px wide are saved under a temporar
 
 from __future__ import annotations
 
-import base64
 import re
 import secrets
+import struct
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,9 +28,20 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 WIDTHS = {"desktop": 1280, "phone": 390}
 PASSWORD = "correct horse battery staple"
-# A 4×3 red PNG: what the SDK would send as a screenshot.
-PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAQAAAADCAIAAAA7ljmRAAAAEklEQVR42mP4z8AARAwMEAYDADzABf7a1CMGAAAAAElFTkSuQmCC")
+
+
+def png(width: int, height: int) -> bytes:
+    """A plain PNG (a bluish page with a red bar), as the SDK would send a screenshot."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + (b"\xd0\x20\x20" if y < height // 6 else b"\xe8\xee\xf8") * width
+                    for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+PNG = png(640, 400)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +157,7 @@ def test_sign_up_create_eu_project_triage_a_bug(browser: Browser, context: Brows
     expect(page.get_by_role("cell", name="https://shop.example/api/pay")).to_be_visible()
     shot = page.locator("img.shot")
     expect(shot).to_be_visible()
-    assert shot.evaluate("img => img.complete && img.naturalWidth") == 4
+    assert shot.evaluate("img => img.complete && img.naturalWidth") == 640
     assert regions[page.url] == "eu-west"
 
     page.get_by_label("Status").select_option("resolved")  # htmx saves on change
