@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ["bench.router", "bench.enrichment", "bench.cell"]
+MODULES = ["bench.router", "bench.enrichment", "bench.cell", "bench.dashboard"]
 
 
 def main() -> int:

@@ -27,6 +27,7 @@ from common.web import STATIC_PATH
 from router import health
 from router.auth import routes as auth
 from router.cells import Cells
+from router.dashboard import access as dashboard_access
 from router.dashboard import gate as dashboard_gate
 from router.dashboard import routes as dashboard
 from router.directory import Directory
@@ -75,8 +76,8 @@ class RouterApp:
                     await send_problem(send, problem, path, request_id(scope))
                     return
                 if path.startswith("/app/projects/"):
-                    project = path[len("/app/projects/"):].partition("/")[0]
-                    if project:
+                    project, _, rest = path[len("/app/projects/"):].partition("/")
+                    if project and rest.partition("/")[0] not in dashboard_access.SECTIONS:
                         await self.proxy.page(scope, receive, send, project)
                         return
             rid = request_id(scope)

@@ -10,11 +10,11 @@ against it here again, after the router did.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -22,16 +22,18 @@ from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, Stream, Template
 
 from cell.audit import routes as audit
-from cell.auth import ADMIN, READ, WRITE, Principal, require
-from cell.context import caller, ctx
+from cell.auth import WRITE, require
+from cell.context import ctx
+from cell.dashboard import residency as residency_pages
+from cell.dashboard import settings as settings_pages
+from cell.dashboard.desk import Desk, choice, desk, form_of, page
 from cell.interactions import queries
 from cell.interactions import routes as interactions
 from cell.interactions.types import InteractionPatch, InteractionType, Severity, Status
 from cell.media import routes as media
 from cell.replays import routes as replays
 from common.problems import Problem
-from common.signing import Actor
-from common.web import CSRF_FIELD, SECURITY_HEADERS, same_token, template_config
+from common.web import template_config
 
 TEMPLATES = template_config(Path(__file__).parent / "templates")
 
@@ -40,63 +42,6 @@ TYPES: tuple[str, ...] = ("bug", "feedback", "chat", "survey", "replay", "system
 SEVERITIES: tuple[str, ...] = ("low", "med", "high", "critical")
 PAGE_SIZE = 50
 HEADLINE_WORDS = 12
-
-
-@dataclass(frozen=True, slots=True)
-class Desk:
-    """Who is looking at which project: what every page's layout needs."""
-
-    principal: Principal
-    csrf: str
-    project: dict[str, Any]
-
-    @property
-    def can_write(self) -> bool:
-        return self.principal.level >= WRITE
-
-    @property
-    def is_admin(self) -> bool:
-        return self.principal.level >= ADMIN
-
-    def context(self, title: str, nav: str, **more: Any) -> dict[str, Any]:
-        return {"title": title, "nav": nav, "project": self.project, "csrf": self.csrf,
-                "can_write": self.can_write, "is_admin": self.is_admin, **more}
-
-
-async def desk(request: Request[Any, Any, Any], project_id: uuid.UUID) -> Desk:
-    """The dashboard caller of a page: a signed-in member (the router checked the session) with READ."""
-    actor: Actor | None = request.scope.get("state", {}).get("actor")
-    if actor is None or actor.kind != "admin" or not actor.csrf:
-        raise Problem(403, "dashboard pages are for signed-in members, through the router")
-    principal = require(await caller(request, project_id), project_id, level=READ)
-    row = await ctx(request).pool.fetchrow("SELECT id, name, region::text AS region FROM projects WHERE id = $1",
-                                           project_id)
-    if row is None:
-        raise Problem(404, "no such project")
-    return Desk(principal, actor.csrf, dict(row))
-
-
-async def form_of(request: Request[Any, Any, Any], seen: Desk) -> dict[str, list[str]]:
-    """The url-encoded form of an unsafe request, once its CSRF token matched the session's (else 403)."""
-    fields = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=2000)
-    sent = request.headers.get("x-csrf-token") or next(iter(fields.get(CSRF_FIELD, [])), None)
-    if not same_token(seen.csrf, sent):
-        raise Problem(403, "this form is stale or did not come from the dashboard; reload the page and retry")
-    return fields
-
-
-def _page(template: str, context: dict[str, Any], status: int = 200) -> Template:
-    return Template(template, context=context, status_code=status, headers=SECURITY_HEADERS)
-
-
-def _choice(value: str | None, kind: Any, name: str) -> Any:
-    """A filter from the query string: empty means none; anything else must be one of the contract's values."""
-    if not value:
-        return None
-    try:
-        return msgspec.convert(value, kind)
-    except msgspec.ValidationError:
-        raise Problem(400, f"{name} is not one of the allowed values") from None
 
 
 def headline(content: dict[str, Any], limit: int = HEADLINE_WORDS) -> str:
@@ -153,23 +98,27 @@ async def inbox(
     search = (q or "").strip()[:500] or None
     filters = {"type": type or "", "status": status or "", "severity": severity or "", "tag": tag or "",
                "assignee_id": assignee_id or "", "duplicate_group": duplicate_group or "", "q": search or ""}
-    page = await interactions.list_interactions.fn(
-        request, project_id, type=_choice(type, InteractionType, "type"), status=_choice(status, Status, "status"),
-        severity=_choice(severity, Severity, "severity"), tag=tag or None, assignee_id=assignee, session_id=None,
+    listing = interactions.list_interactions.fn(
+        request, project_id, type=choice(type, InteractionType, "type"), status=choice(status, Status, "status"),
+        severity=choice(severity, Severity, "severity"), tag=tag or None, assignee_id=assignee, session_id=None,
         user_id=None, duplicate_group=duplicate_group or None, q=search, created_after=None, created_before=None,
         cursor=cursor or None, limit=PAGE_SIZE)
-    counts = await queries.status_counts(ctx(request).pool, project_id)
+    # The counts take their own connection, so they cost the page no time beyond the list's own.
+    found, counts = await asyncio.gather(listing, queries.status_counts(ctx(request).pool, project_id))
     active = {k: v for k, v in filters.items() if v}
-    rows = [{"item": i, "headline": headline(i.content)} for i in page.data]
+    # Rows as plain strings: the template only substitutes them (a macro call per cell costs more than the query).
+    rows = [{"id": i.id, "headline": headline(i.content), "summary": i.ai_summary, "tags": i.tags, "type": i.type,
+             "status": i.status, "status_label": i.status.replace("_", " "), "severity": i.severity,
+             "at_iso": i.created_at.isoformat(), "at": i.created_at.strftime("%Y-%m-%d %H:%M")} for i in found.data]
     context = seen.context(
         "Inbox", "inbox", rows=rows, filters=filters, counts=counts, cap=queries.STATUS_COUNT_CAP,
         types=TYPES, statuses=STATUSES, severities=SEVERITIES,
-        next_url=f"?{urlencode({**active, 'cursor': page.next_cursor})}" if page.next_cursor else None,
+        next_url=f"?{urlencode({**active, 'cursor': found.next_cursor})}" if found.next_cursor else None,
         first_url=f"?{urlencode(active)}" if cursor else None, here=f"?{urlencode(active)}",
         link=lambda **changed: "?" + urlencode({k: v for k, v in {**active, **changed}.items() if v}))
     if request.htmx and request.htmx.target == "inbox-results":
-        return _page("inbox_results.html", context)
-    return _page("inbox.html", context)
+        return page("inbox_results.html", context)
+    return page("inbox.html", context)
 
 
 @post("/app/projects/{project_id:uuid}/interactions/status", include_in_schema=False)
@@ -178,7 +127,7 @@ async def bulk_status(request: Request[Any, Any, Any], project_id: uuid.UUID) ->
     seen = await desk(request, project_id)
     fields = await form_of(request, seen)
     require(seen.principal, level=WRITE)
-    status = _choice((fields.get("status") or [""])[0], Status, "status")
+    status = choice((fields.get("status") or [""])[0], Status, "status")
     if status is None:
         raise Problem(422, "choose a status")
     try:
@@ -227,7 +176,7 @@ async def _detail_context(request: Request[Any, Any, Any], seen: Desk, project_i
 async def interaction(request: Request[Any, Any, Any], project_id: uuid.UUID, interaction_id: uuid.UUID) -> Template:
     """One interaction: the words, context, logs, screenshot, replay, duplicates, links, triage and trail."""
     seen = await desk(request, project_id)
-    return _page("interaction.html", await _detail_context(request, seen, project_id, interaction_id))
+    return page("interaction.html", await _detail_context(request, seen, project_id, interaction_id))
 
 
 @post("/app/projects/{project_id:uuid}/interactions/{interaction_id:uuid}", request_class=HTMXRequest,
@@ -253,7 +202,7 @@ async def triage(request: HTMXRequest, project_id: uuid.UUID, interaction_id: uu
     await interactions.triage_interaction.fn(request, project_id, interaction_id, patch)
     if request.htmx:
         context = await _detail_context(request, seen, project_id, interaction_id, saved=True)
-        return _page("triage.html", context)
+        return page("triage.html", context)
     return Redirect(f"/app/projects/{project_id}/interactions/{interaction_id}", status_code=303)
 
 
@@ -273,4 +222,5 @@ async def replay_events(request: Request[Any, Any, Any], project_id: uuid.UUID, 
     return stream
 
 
-ROUTES = [inbox, bulk_status, interaction, triage, media_content, replay_events]
+ROUTES = [inbox, bulk_status, interaction, triage, media_content, replay_events, *residency_pages.ROUTES,
+          *settings_pages.ROUTES]

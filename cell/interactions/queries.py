@@ -241,8 +241,8 @@ async def page(pool: asyncpg.Pool, filters: Filters, after: tuple[datetime, uuid
     return rows
 
 
-STATUS_COUNT_CAP = 10_000
-"""Counts per status stop here (the dashboard shows "10000+"): an exact count of a million rows would cost
+STATUS_COUNT_CAP = 1000
+"""Counts per status stop here (the dashboard shows "1000+"): an exact count of a million rows would cost
 more than the page it sits on, and nobody triages by the last digit."""
 
 

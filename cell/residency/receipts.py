@@ -207,6 +207,14 @@ async def latest_for(conn: asyncpg.Connection | asyncpg.Pool, project_id: uuid.U
     return None if row is None else _receipt(row)
 
 
+async def recent_for(conn: asyncpg.Connection | asyncpg.Pool, project_id: uuid.UUID, limit: int) -> list[Receipt]:
+    """The project's own newest reports (its audits), newest first."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM residency_reports WHERE audited_project = $1 ORDER BY seq DESC LIMIT $2",
+        project_id, limit)
+    return [_receipt(r) for r in rows]
+
+
 async def head(conn: asyncpg.Connection | asyncpg.Pool) -> Receipt | None:
     """The newest report of the chain."""
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM residency_reports ORDER BY seq DESC LIMIT 1")

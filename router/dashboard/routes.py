@@ -33,6 +33,7 @@ from common.web import (
 )
 from router.auth import routes as auth
 from router.auth import sessions
+from router.dashboard import access
 from router.projects import routes as projects
 from router.state import state
 
@@ -190,4 +191,4 @@ def _static() -> Any:
                                       include_in_schema=False)
 
 
-ROUTES = [home, sign_in, sign_up_page, sign_up, sign_out, new_project, _static()]
+ROUTES = [home, sign_in, sign_up_page, sign_up, sign_out, new_project, *access.ROUTES, _static()]

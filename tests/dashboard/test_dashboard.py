@@ -268,3 +268,74 @@ def test_another_projects_page_is_404(context: BrowserContext, router: httpx.Cli
         assert "Not yours" not in page.content()
     signed_out = httpx.get(f"{base}/app/projects/{theirs['id']}/", follow_redirects=False)
     assert signed_out.status_code == 303 and signed_out.headers["location"] == "/app/"
+
+
+def test_residency_settings_and_members(context: BrowserContext, router: httpx.Client, admin: Admin,
+                                        shots: Path) -> None:
+    base = str(router.base_url).rstrip("/")
+    project = admin.project("eu-west")
+    pid = project["id"]
+    ingest_bug(router, admin.h, pid, "Residency sample", "stored in the EU")
+    page = context.new_page()
+    sign_in(page, base, admin.email)
+
+    # Residency: where it lives, a signed audit run from the page, the chain verified, the log as CSV.
+    response = page.goto(f"{base}/app/projects/{pid}/residency")
+    assert response is not None and response.headers["x-relay-region"] == "eu-west"
+    expect(page.get_by_text("stored and processed in eu-west")).to_be_visible()
+    page.get_by_role("button", name="Run audit now").click()
+    expect(page.get_by_role("status")).to_contain_text("Chain verified")
+    where = router.get(f"/v1/projects/{pid}/residency", headers=admin.h).json()
+    receipt = where["last_audit"]
+    assert receipt["scope"] == "project"
+    expect(page.get_by_role("cell", name=receipt["hash"])).to_be_visible()
+    expect(page.locator("table.log").last).to_contain_text("residency.audited")
+    snap(page, shots, "residency")
+    exported = page.request.get(f"{base}/app/projects/{pid}/residency/audit-log.csv?action=residency.audited")
+    assert exported.ok and exported.headers["content-type"].startswith("text/csv")
+    lines = exported.text().strip().splitlines()
+    assert lines[0].startswith("created_at,action") and len(lines) == 2 and ",residency.audited," in lines[1]
+
+    # Settings: a key made on the page is shown once and works; revoked on the page, it stops working.
+    page.goto(f"{base}/app/projects/{pid}/settings")
+    page.get_by_label("Key name").fill("from the dashboard")
+    page.get_by_role("button", name="Create key").click()
+    key = page.locator("#new-key").inner_text()
+    assert key.startswith("rk_eu_")
+    sent = router.post("/v1/ingest/interactions", headers={"Authorization": f"Bearer {key}"},
+                       json={"type": "feedback", "content": {"text": "with the new key"}})
+    assert sent.status_code == 201, sent.text
+    page.get_by_role("link", name="Back to settings").click()
+    row = page.get_by_role("row").filter(has_text="from the dashboard")
+    row.get_by_role("button", name="Revoke").click()
+    expect(page.get_by_role("row").filter(has_text="from the dashboard")).to_contain_text("revoked")
+    refused = router.post("/v1/ingest/interactions", headers={"Authorization": f"Bearer {key}"},
+                          json={"type": "feedback", "content": {"text": "after revocation"}})
+    assert refused.status_code == 401
+
+    # Privacy rules: the live preview shows what the scrubber would store; the rule is then added.
+    page.get_by_label("Rule name").fill("emails")
+    page.get_by_label("Pattern").fill("email")
+    expect(page.locator("#preview pre")).to_contain_text("[redacted:emails]")
+    expect(page.locator("#preview pre")).not_to_contain_text("jane.doe@example.com")
+    page.get_by_role("button", name="Add rule").click()
+    rules = router.get(f"/v1/projects/{pid}/privacy-rules", headers=admin.h).json()["data"]
+    assert [(r["name"], r["rule"]["pattern"]) for r in rules] == [("emails", "email")]
+
+    # Webhooks: the signing secret is shown once.
+    page.get_by_label("Destination URL").fill("http://127.0.0.1:9/relay-hook")
+    page.get_by_role("button", name="Add webhook").click()
+    expect(page.get_by_role("status")).to_contain_text("whsec_")
+    hooks = router.get(f"/v1/projects/{pid}/webhooks", headers=admin.h).json()["data"]
+    assert [h["url"] for h in hooks] == ["http://127.0.0.1:9/relay-hook"]
+    snap(page, shots, "settings")
+
+    # Members (the router's page): an existing account is added as agent.
+    colleague = Admin(router)
+    page.goto(f"{base}/app/projects/{pid}/members")
+    page.get_by_label("Email of their account").fill(colleague.email)
+    page.get_by_label("Role").select_option("agent")
+    page.get_by_role("button", name="Add member").click()
+    expect(page.get_by_role("row").filter(has_text=colleague.email)).to_contain_text("agent")
+    listed = router.get(f"/v1/projects/{pid}/members", headers=admin.h).json()["data"]
+    assert {m["email"]: m["role"] for m in listed}[colleague.email] == "agent"
