@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs
 
 import msgspec
@@ -16,6 +17,39 @@ from cell.context import caller, ctx
 from common.problems import Problem
 from common.signing import Actor
 from common.web import CSRF_FIELD, SECURITY_HEADERS, same_token
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Recent(Generic[K, V]):
+    """What a page shows beside its data and may show a few seconds late (a project's name in the header,
+    the counts per status): kept per process for `ttl` seconds, so a page costs its own query and no more.
+    Bounded: past `size` entries it starts again empty."""
+
+    def __init__(self, ttl: float, size: int = 10_000) -> None:
+        self.ttl, self.size = ttl, size
+        self._kept: dict[K, tuple[float, V]] = {}
+
+    def get(self, key: K) -> V | None:
+        found = self._kept.get(key)
+        if found is None or time.monotonic() - found[0] > self.ttl:
+            return None
+        return found[1]
+
+    def put(self, key: K, value: V) -> V:
+        if len(self._kept) >= self.size:
+            self._kept.clear()
+        self._kept[key] = (time.monotonic(), value)
+        return value
+
+    def forget(self, key: K) -> None:
+        """Drop an entry this process just made stale (its own writes)."""
+        self._kept.pop(key, None)
+
+
+HEADERS: Recent[uuid.UUID, dict[str, Any]] = Recent(ttl=5.0)
+"""Each project's id, name and region for the layout's header."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +79,14 @@ async def desk(request: Request[Any, Any, Any], project_id: uuid.UUID) -> Desk:
     if actor is None or actor.kind != "admin" or not actor.csrf:
         raise Problem(403, "dashboard pages are for signed-in members, through the router")
     principal = require(await caller(request, project_id), project_id, level=READ)
-    row = await ctx(request).pool.fetchrow("SELECT id, name, region::text AS region FROM projects WHERE id = $1",
-                                           project_id)
-    if row is None:
-        raise Problem(404, "no such project")
-    return Desk(principal, actor.csrf, dict(row))
+    project = HEADERS.get(project_id)
+    if project is None:
+        row = await ctx(request).pool.fetchrow(
+            "SELECT id, name, region::text AS region FROM projects WHERE id = $1", project_id)
+        if row is None:
+            raise Problem(404, "no such project")
+        project = HEADERS.put(project_id, dict(row))
+    return Desk(principal, actor.csrf, project)
 
 
 async def form_of(request: Request[Any, Any, Any], seen: Desk) -> dict[str, list[str]]:

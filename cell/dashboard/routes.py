@@ -26,7 +26,8 @@ from cell.auth import WRITE, require
 from cell.context import ctx
 from cell.dashboard import residency as residency_pages
 from cell.dashboard import settings as settings_pages
-from cell.dashboard.desk import Desk, choice, desk, form_of, page
+from cell.dashboard import workspace
+from cell.dashboard.desk import Desk, Recent, choice, desk, form_of, page
 from cell.interactions import queries
 from cell.interactions import routes as interactions
 from cell.interactions.types import InteractionPatch, InteractionType, Severity, Status
@@ -41,6 +42,8 @@ STATUSES: tuple[str, ...] = ("new", "triaging", "in_progress", "resolved", "clos
 TYPES: tuple[str, ...] = ("bug", "feedback", "chat", "survey", "replay", "system")
 SEVERITIES: tuple[str, ...] = ("low", "med", "high", "critical")
 PAGE_SIZE = 50
+COUNTS: Recent[uuid.UUID, dict[str, int]] = Recent(ttl=5.0)
+"""The inbox's counts per status, at most 5 s old (this process's own status changes refresh them at once)."""
 HEADLINE_WORDS = 12
 
 
@@ -103,8 +106,12 @@ async def inbox(
         severity=choice(severity, Severity, "severity"), tag=tag or None, assignee_id=assignee, session_id=None,
         user_id=None, duplicate_group=duplicate_group or None, q=search, created_after=None, created_before=None,
         cursor=cursor or None, limit=PAGE_SIZE)
-    # The counts take their own connection, so they cost the page no time beyond the list's own.
-    found, counts = await asyncio.gather(listing, queries.status_counts(ctx(request).pool, project_id))
+    kept = COUNTS.get(project_id)
+    if kept is None:  # on their own connection, beside the list
+        found, fresh = await asyncio.gather(listing, queries.status_counts(ctx(request).pool, project_id))
+        counts = COUNTS.put(project_id, fresh)
+    else:
+        found, counts = await listing, kept
     active = {k: v for k, v in filters.items() if v}
     # Rows as plain strings: the template only substitutes them (a macro call per cell costs more than the query).
     rows = [{"id": i.id, "headline": headline(i.content), "summary": i.ai_summary, "tags": i.tags, "type": i.type,
@@ -136,6 +143,7 @@ async def bulk_status(request: Request[Any, Any, Any], project_id: uuid.UUID) ->
         raise Problem(422, "ids must be interaction ids") from None
     for interaction_id in ids:
         await interactions.triage_interaction.fn(request, project_id, interaction_id, InteractionPatch(status=status))
+    COUNTS.forget(project_id)
     back = (fields.get("back") or [""])[0]
     return Redirect(f"/app/projects/{project_id}/{back if back.startswith('?') else ''}", status_code=303)
 
@@ -200,6 +208,7 @@ async def triage(request: HTMXRequest, project_id: uuid.UUID, interaction_id: uu
     except msgspec.ValidationError as exc:
         raise Problem(422, str(exc)) from None
     await interactions.triage_interaction.fn(request, project_id, interaction_id, patch)
+    COUNTS.forget(project_id)
     if request.htmx:
         context = await _detail_context(request, seen, project_id, interaction_id, saved=True)
         return page("triage.html", context)
@@ -223,4 +232,4 @@ async def replay_events(request: Request[Any, Any, Any], project_id: uuid.UUID, 
 
 
 ROUTES = [inbox, bulk_status, interaction, triage, media_content, replay_events, *residency_pages.ROUTES,
-          *settings_pages.ROUTES]
+          *settings_pages.ROUTES, *workspace.ROUTES]
