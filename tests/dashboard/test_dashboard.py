@@ -340,3 +340,52 @@ def test_residency_settings_and_members(context: BrowserContext, router: httpx.C
     expect(page.get_by_role("row").filter(has_text=colleague.email)).to_contain_text("agent")
     listed = router.get(f"/v1/projects/{pid}/members", headers=admin.h).json()["data"]
     assert {m["email"]: m["role"] for m in listed}[colleague.email] == "agent"
+
+
+def test_board_roadmap_surveys_conversations_and_replays(context: BrowserContext, router: httpx.Client,
+                                                         admin: Admin, shots: Path) -> None:
+    base = str(router.base_url).rstrip("/")
+    project = admin.project("us-west")
+    pid = project["id"]
+    ingest = admin.key(project, ["ingest"])["h"]
+    api = f"/v1/projects/{pid}"
+    assert router.post(f"{api}/feedback-items", headers=admin.h,
+                       json={"title": "Dark mode", "description": "Please"}).status_code == 201
+    assert router.post(f"{api}/roadmap-items", headers=admin.h,
+                       json={"title": "Offline sync", "status": "in_progress"}).status_code == 201
+    survey = router.post(f"{api}/surveys", headers=admin.h, json={"name": "NPS", "definition": {
+        "type": "popover", "title": "How are we doing?", "thankYouMessage": "Thanks",
+        "questions": [{"id": "score", "type": "rating", "text": "How likely are you to recommend us?"},
+                      {"id": "plan", "type": "choice", "text": "Which plan?", "options": ["free", "pro"]}]}})
+    assert survey.status_code == 201, survey.text
+    session = router.post("/v1/ingest/sessions", headers=ingest, json={}).json()["id"]
+    for score, plan in ((4, "pro"), (5, "pro"), (3, "free")):
+        r = router.post(f"/v1/ingest/surveys/{survey.json()['id']}/responses", headers=ingest,
+                        json={"session_id": session, "responses": {"score": score, "plan": plan}})
+        assert r.status_code == 201, r.text
+    chat = router.post("/v1/ingest/conversations", headers=ingest,
+                       json={"session_id": session, "subject": "Billing question", "body": "Why two invoices?"})
+    assert chat.status_code == 201, chat.text
+
+    page = context.new_page()
+    sign_in(page, base, admin.email)
+    page.goto(f"{base}/app/projects/{pid}/board")
+    expect(page.get_by_role("row").filter(has_text="Dark mode")).to_contain_text("under review")
+    page.goto(f"{base}/app/projects/{pid}/roadmap")
+    expect(page.get_by_role("region", name="in progress")).to_contain_text("Offline sync")
+    page.goto(f"{base}/app/projects/{pid}/surveys")
+    expect(page.get_by_text("Average: 4.0")).to_be_visible()
+    expect(page.get_by_role("row").filter(has_text="pro")).to_contain_text("2")
+    snap(page, shots, "surveys")
+    page.goto(f"{base}/app/projects/{pid}/conversations")
+    page.get_by_role("link", name="Billing question").click()
+    expect(page.get_by_text("Why two invoices?")).to_be_visible()
+    page.get_by_label("Reply").fill("One was a duplicate; it is refunded.")
+    page.get_by_role("button", name="Send reply").click()
+    expect(page.get_by_text("One was a duplicate; it is refunded.")).to_be_visible()
+    messages = router.get(f"{api}/conversations/{chat.json()['id']}/messages", headers=admin.h).json()["data"]
+    assert [(m["direction"], m["body"]) for m in messages] == [
+        ("inbound", "Why two invoices?"), ("outbound", "One was a duplicate; it is refunded.")]
+    snap(page, shots, "conversation")
+    page.goto(f"{base}/app/projects/{pid}/replays")
+    expect(page.get_by_text("No replays recorded.")).to_be_visible()
