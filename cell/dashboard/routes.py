@@ -28,6 +28,8 @@ from cell.dashboard import residency as residency_pages
 from cell.dashboard import settings as settings_pages
 from cell.dashboard import workspace
 from cell.dashboard.desk import Desk, Recent, choice, desk, form_of, page
+from cell.integrations import issues
+from cell.integrations import routes as integrations
 from cell.interactions import queries
 from cell.interactions import routes as interactions
 from cell.interactions.types import InteractionPatch, InteractionType, Severity, Status
@@ -45,6 +47,7 @@ PAGE_SIZE = 50
 COUNTS: Recent[uuid.UUID, dict[str, int]] = Recent(ttl=5.0)
 """The inbox's counts per status, at most 5 s old (this process's own status changes refresh them at once)."""
 HEADLINE_WORDS = 12
+ISSUE_PROVIDERS = ("linear", "jira", "github")
 
 
 def headline(content: dict[str, Any], limit: int = HEADLINE_WORDS) -> str:
@@ -165,19 +168,21 @@ async def _detail_context(request: Request[Any, Any, Any], seen: Desk, project_i
         trail = await audit.list_audit_logs.fn(
             request, project_id, action=None, actor_type=None, actor_id=None, target_type="interaction",
             target_id=str(interaction_id), created_after=None, created_before=None, cursor=None, limit=50)
+    trackers = await integrations.list_integrations.fn(request, project_id)
     logs = item.logs
     return seen.context(
         headline(item.content), "inbox", item=item, headline=headline(item.content),
         words=queries.content_text(item.content) or "", saved=saved, statuses=STATUSES, severities=SEVERITIES,
         console=log_table(logs.console if logs else None), network=log_table(logs.network if logs else None),
-        errors=log_table(logs.errors if logs else None),
+        error_log=log_table(logs.errors if logs else None),
         context_rows=sorted((k, _cell(v)) for k, v in item.technical_context.items()),
         images=[m for m in shots.data if (m.content_type or "").startswith("image/")],
         files=[m for m in shots.data if not (m.content_type or "").startswith("image/")],
         replays=recorded.data, group=[g for g in group.data if g.id != item.id] if group else [],
         group_rows=[{"item": g, "headline": headline(g.content)} for g in group.data if g.id != item.id]
         if group else [],
-        trail=trail.data if trail else None)
+        trail=trail.data if trail else None, errors=[],
+        trackers=[t.provider for t in trackers.data if t.enabled and t.provider in ISSUE_PROVIDERS])
 
 
 @get("/app/projects/{project_id:uuid}/interactions/{interaction_id:uuid}", include_in_schema=False)
@@ -215,6 +220,26 @@ async def triage(request: HTMXRequest, project_id: uuid.UUID, interaction_id: uu
     return Redirect(f"/app/projects/{project_id}/interactions/{interaction_id}", status_code=303)
 
 
+@post("/app/projects/{project_id:uuid}/interactions/{interaction_id:uuid}/file", include_in_schema=False)
+async def file_issue(request: Request[Any, Any, Any], project_id: uuid.UUID, interaction_id: uuid.UUID) -> Any:
+    """"File in Linear/Jira/GitHub": the API's issue request (a job files it; the link shows once it is made)."""
+    seen = await desk(request, project_id)
+    fields = await form_of(request, seen)
+    require(seen.principal, level=WRITE)
+    try:
+        wanted = msgspec.convert({"provider": (fields.get("provider") or [""])[0]}, issues.IssueRequestIn)
+        await issues.request_issue.fn(request, project_id, interaction_id, wanted)
+    except msgspec.ValidationError:
+        raise Problem(422, "provider is one of linear, jira, github") from None
+    except Problem as problem:
+        if problem.status == 404:
+            raise
+        context = await _detail_context(request, seen, project_id, interaction_id)
+        context["errors"] = [problem.detail or problem.title]
+        return page("interaction.html", context, problem.status)
+    return Redirect(f"/app/projects/{project_id}/interactions/{interaction_id}", status_code=303)
+
+
 @get("/app/projects/{project_id:uuid}/media/{media_id:uuid}/content", include_in_schema=False)
 async def media_content(request: Request[Any, Any, Any], project_id: uuid.UUID, media_id: uuid.UUID) -> Stream:
     """A screenshot or file of the project, for the page's `<img>`: the API's own download."""
@@ -231,5 +256,5 @@ async def replay_events(request: Request[Any, Any, Any], project_id: uuid.UUID, 
     return stream
 
 
-ROUTES = [inbox, bulk_status, interaction, triage, media_content, replay_events, *residency_pages.ROUTES,
+ROUTES = [inbox, bulk_status, interaction, triage, file_issue, media_content, replay_events, *residency_pages.ROUTES,
           *settings_pages.ROUTES, *workspace.ROUTES]

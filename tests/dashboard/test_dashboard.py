@@ -192,7 +192,7 @@ def test_sign_up_create_eu_project_triage_a_bug(browser: Browser, context: Brows
     pages = [u for u in regions if f"/app/projects/{project_id}" in u]
     assert pages and all(regions[u] == "eu-west" for u in pages), {u: regions[u] for u in pages}
     assert stack.log_dir is not None
-    for log in stack.log_dir.glob("router*.log"):
+    for log in [*stack.log_dir.glob("router*.log"), *(stack.trace_dir.glob("router*") if stack.trace_dir else [])]:
         assert canary not in log.read_text(errors="replace"), log
 
 
