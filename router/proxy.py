@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import aiohttp
 import asyncpg
@@ -199,8 +199,9 @@ class Proxy:
                 if scope["method"] != "GET":
                     raise Problem(401, "sign in first")
                 status = 303
+                back = b"/app/?next=" + quote(scope["path"], safe="/").encode()
                 await send({"type": "http.response.start", "status": 303,
-                            "headers": [(b"location", b"/app/"), (b"x-request-id", rid), (b"content-length", b"0")]})
+                            "headers": [(b"location", back), (b"x-request-id", rid), (b"content-length", b"0")]})
                 await send({"type": "http.response.body", "body": b""})
                 return
             try:

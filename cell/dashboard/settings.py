@@ -18,6 +18,7 @@ from litestar.response import Redirect, Template
 
 from cell.auth import ADMIN, require
 from cell.dashboard.desk import Desk, desk, form_of, page
+from cell.integrations import routes as integrations
 from cell.keys import routes as keys
 from cell.privacy import routes as privacy
 from cell.privacy import scrub
@@ -44,7 +45,9 @@ async def _context(request: Request[Any, Any, Any], seen: Desk, project_id: uuid
                                                            limit=RECENT_DELIVERIES)).data for h in hooks.data}
     listed = await keys.list_keys.fn(request, project_id) if seen.is_admin else None
     current = await projects.get_settings.fn(request, project_id)
+    trackers = await integrations.list_integrations.fn(request, project_id)
     return seen.context("Settings", "settings", rules=rules.data, hooks=hooks.data, deliveries=deliveries,
+                        integrations=trackers.data,
                         keys=listed.data if listed else None, settings=current, scopes=SCOPES, events=EVENTS,
                         sample=PREVIEW_SAMPLE, errors=[], **more)
 

@@ -45,10 +45,11 @@ Form = Body(media_type=RequestEncodingType.URL_ENCODED)
 
 
 class SignInForm(msgspec.Struct):
-    """The sign-in form."""
+    """The sign-in form; `next` is the dashboard page to return to (an invitation link, a project page)."""
 
     email: str = ""
     password: str = ""
+    next: str = ""
 
 
 class SignUpForm(msgspec.Struct):
@@ -103,11 +104,18 @@ async def _signed_in(request: Request[Any, Any, Any]) -> tuple[sessions.Session,
         return None
 
 
+def _back_to(target: str | None) -> str:
+    """Where to go after signing in: a dashboard path only (never another site, nor `//host`)."""
+    if target and target.startswith("/app/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/app/"
+
+
 def _sign_in_page(request: Request[Any, Any, Any], errors: list[str], email: str = "", status: int = 200,
-                  *, signup: bool = False, name: str = "") -> Template:
+                  *, signup: bool = False, name: str = "", back: str | None = None) -> Template:
     token, cookies = _pre_session(request)
     context = {"title": "Create an account" if signup else "Sign in", "csrf_form": token, "errors": errors,
-               "email": email, "name": name}
+               "email": email, "name": name, "next": _back_to(back or request.query_params.get("next"))}
     stale = [_session_cookie(request, None)] if request.cookies.get(SESSION_COOKIE) else []
     return _page("signup.html" if signup else "signin.html", context, status, [*cookies, *stale])
 
@@ -137,8 +145,8 @@ async def sign_in(request: Request[Any, Any, Any], data: SignInForm = Form) -> R
     try:
         out: auth.AuthOut = await auth.login.fn(request, auth.LoginIn(data.email, data.password))
     except Problem as problem:
-        return _sign_in_page(request, _problem_text(problem), data.email, problem.status)
-    return Redirect("/app/", status_code=303, cookies=[_session_cookie(request, out.token)])
+        return _sign_in_page(request, _problem_text(problem), data.email, problem.status, back=data.next)
+    return Redirect(_back_to(data.next), status_code=303, cookies=[_session_cookie(request, out.token)])
 
 
 @get("/app/signup", include_in_schema=False)

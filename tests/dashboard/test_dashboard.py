@@ -266,8 +266,20 @@ def test_another_projects_page_is_404(context: BrowserContext, router: httpx.Cli
         response = page.goto(base + path)
         assert response is not None and response.status == 404, path
         assert "Not yours" not in page.content()
-    signed_out = httpx.get(f"{base}/app/projects/{theirs['id']}/", follow_redirects=False)
-    assert signed_out.status_code == 303 and signed_out.headers["location"] == "/app/"
+    # Signed out, a project page sends the browser to sign in, and back to the page afterwards.
+    signed_out = httpx.get(f"{base}/app/projects/{mine['id']}/", follow_redirects=False)
+    assert signed_out.status_code == 303
+    assert signed_out.headers["location"] == f"/app/?next=/app/projects/{mine['id']}/"
+    fresh = context.browser.new_context() if context.browser else None
+    assert fresh is not None
+    again = fresh.new_page()
+    again.goto(base + signed_out.headers["location"])
+    again.get_by_label("Email").fill(stranger.email)
+    again.get_by_label("Password").fill(PASSWORD)
+    again.get_by_role("button", name="Sign in").click()
+    again.wait_for_url(f"**/app/projects/{mine['id']}/")
+    expect(again.get_by_role("heading", name="Inbox")).to_be_visible()
+    fresh.close()
 
 
 def test_residency_settings_and_members(context: BrowserContext, router: httpx.Client, admin: Admin,
