@@ -12,7 +12,7 @@ import csv
 import io
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -76,7 +76,7 @@ async def residency_page(request: Request[Any, Any, Any], project_id: uuid.UUID,
     active = {k: v for k, v in filters.items() if v}
     return page("residency.html", seen.context(
         "Residency", "residency", where=where, recent=recent, verdict=verdict, filters=filters, log=log,
-        actor_types=("user", "admin", "system", "api"), active=active))
+        actor_types=get_args(audit_routes.ActorType), active=active))
 
 
 @post("/app/projects/{project_id:uuid}/residency/audits", include_in_schema=False)

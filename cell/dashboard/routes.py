@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlencode
 
 import msgspec
@@ -40,9 +40,9 @@ from common.web import template_config
 
 TEMPLATES = template_config(Path(__file__).parent / "templates")
 
-STATUSES: tuple[str, ...] = ("new", "triaging", "in_progress", "resolved", "closed")
-TYPES: tuple[str, ...] = ("bug", "feedback", "chat", "survey", "replay", "system")
-SEVERITIES: tuple[str, ...] = ("low", "med", "high", "critical")
+STATUSES: tuple[str, ...] = get_args(Status)
+TYPES: tuple[str, ...] = get_args(InteractionType)
+SEVERITIES: tuple[str, ...] = get_args(Severity)
 PAGE_SIZE = 50
 COUNTS: Recent[uuid.UUID, dict[str, int]] = Recent(ttl=5.0)
 """The inbox's counts per status, at most 5 s old (this process's own status changes refresh them at once)."""

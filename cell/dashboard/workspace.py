@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 from litestar import Request, get, post
@@ -21,11 +21,12 @@ from cell.feedback import routes as feedback
 from cell.feedback.types import FeedbackStatus
 from cell.replays import routes as replays
 from cell.roadmap import routes as roadmap
+from cell.roadmap.types import RoadmapStatus
 from cell.surveys import queries as survey_queries
 from cell.surveys import routes as surveys
 from common.problems import Problem
 
-ROADMAP_COLUMNS = ("planned", "in_progress", "shipped")
+ROADMAP_COLUMNS: tuple[str, ...] = get_args(RoadmapStatus)
 
 
 @get("/app/projects/{project_id:uuid}/board", include_in_schema=False)
@@ -37,8 +38,7 @@ async def board(request: Request[Any, Any, Any], project_id: uuid.UUID, status: 
     items = await feedback.list_items.fn(request, project_id, status=choice(status, FeedbackStatus, "status"),
                                          category=None, q=None, sort=order, cursor=cursor or None, limit=50)
     return page("board.html", seen.context("Board", "board", items=items, sort=order, status=status or "",
-                                           statuses=("under_review", "planned", "in_progress", "shipped",
-                                                     "wont_do")))
+                                           statuses=get_args(FeedbackStatus)))
 
 
 @get("/app/projects/{project_id:uuid}/roadmap", include_in_schema=False)
@@ -85,7 +85,7 @@ async def conversations(request: Request[Any, Any, Any], project_id: uuid.UUID, 
                                               assignee_id=None,
                                               user_id=None, sort="last_message_at", cursor=cursor or None, limit=50)
     return page("conversations.html", seen.context("Conversations", "conversations", listed=listed,
-                                                   status=status or ""))
+                                                   status=status or "", statuses=get_args(ChatStatus)))
 
 
 @get("/app/projects/{project_id:uuid}/conversations/{conversation_id:uuid}", include_in_schema=False)
