@@ -37,7 +37,7 @@ SHAPES = {
 }
 
 
-def measure(topo: Topology, project_id: str, user_id: str, n: int = 150) -> dict[str, dict[str, list[float]]]:
+def measure(topo: Topology, project_id: str, user_id: str, n: int = 300) -> dict[str, dict[str, list[float]]]:
     """Per shape, the milliseconds of each sequential request to the list endpoint and to the inbox page."""
     cell = topo.dev.topology["cells"]["us-west"]["url"]
     secret = json.loads((topo.dev.state_dir / "secrets.json").read_text())["us-west"].encode()
