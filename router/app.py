@@ -69,6 +69,11 @@ class RouterApp:
                 if rest and sub not in CONTROL_SUBRESOURCES and not (sub == "api-keys" and scope["method"] != "GET"):
                     await self.proxy.management(scope, receive, send, project)
                     return
+            if path == "/app":  # the session cookie's path is /app/: send the browser where it is sent
+                await send({"type": "http.response.start", "status": 308,
+                            "headers": [(b"location", b"/app/"), (b"content-length", b"0")]})
+                await send({"type": "http.response.body", "body": b""})
+                return
             if path.startswith("/app/") and not path.startswith(STATIC_PATH + "/"):
                 try:
                     scope, receive = await dashboard_gate.admit(scope, receive)
