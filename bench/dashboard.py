@@ -8,7 +8,8 @@ router signs a dashboard user's request, sequentially, per filter shape; the row
 `bench/cell.py` makes them.
 
 RESULT lines: `dashboard.list_<shape>_p99`, `dashboard.inbox_<shape>_p99`, `dashboard.inbox_overhead_p99`
-(the worst shape's inbox p99 minus its list p99) and `dashboard.inbox_within_budget` (1 or 0).
+(the worst shape's inbox p99 minus its list p99), `dashboard.inbox_overhead_p50` (the same at the median:
+the steadier figure on a busy machine) and `dashboard.inbox_within_budget` (1 or 0, from the p99s).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def main(argv: Sequence[str] = ()) -> None:
         asyncio.run(seed())
         print(f"  seeded {ROWS} interactions in {time.monotonic() - began:.0f}s", flush=True)
         figures = measure(topo, project["id"], me["id"])
-        worst = 0.0
+        worst = worst_p50 = 0.0
         for name, kinds in figures.items():
             list_p99, inbox_p99 = pct(kinds["list"], .99), pct(kinds["inbox"], .99)
             print(f"  {name:12s} list p50 {pct(kinds['list'], .5):6.2f} p99 {list_p99:6.2f} ms   "
@@ -90,6 +91,8 @@ def main(argv: Sequence[str] = ()) -> None:
             result(f"dashboard.list_{name}_p99", list_p99, "ms")
             result(f"dashboard.inbox_{name}_p99", inbox_p99, "ms")
             worst = max(worst, inbox_p99 - list_p99)
+            worst_p50 = max(worst_p50, pct(kinds["inbox"], .5) - pct(kinds["list"], .5))
+        result("dashboard.inbox_overhead_p50", worst_p50, "ms")
         result("dashboard.inbox_overhead_p99", worst, "ms")
         result("dashboard.inbox_within_budget", 1.0 if worst <= BUDGET_MS else 0.0, "bool")
     finally:

@@ -18,6 +18,7 @@ import hmac
 from pathlib import Path
 from urllib.parse import parse_qs
 
+from jinja2 import Environment, FileSystemLoader
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 
@@ -52,8 +53,10 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def template_config(own: Path) -> TemplateConfig[JinjaTemplateEngine]:
-    """Jinja templates: the service's own directory first, then the common layout and pieces."""
-    return TemplateConfig(directory=[own, TEMPLATES], engine=JinjaTemplateEngine)
+    """Jinja templates: the service's own directory first, then the common layout and pieces; autoescaped,
+    compiled once (templates ship with the code, so nothing checks their files again per request)."""
+    environment = Environment(loader=FileSystemLoader([own, TEMPLATES]), autoescape=True, auto_reload=False)
+    return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
 
 
 def csrf_token(session_token: str) -> str:
