@@ -32,10 +32,16 @@ class Recent(Generic[K, V]):
         self._kept: dict[K, tuple[float, V]] = {}
 
     def get(self, key: K) -> V | None:
+        """The value if it is at most `ttl` seconds old."""
         found = self._kept.get(key)
         if found is None or time.monotonic() - found[0] > self.ttl:
             return None
         return found[1]
+
+    def stale(self, key: K) -> V | None:
+        """The value however old (to show while a fresh one is fetched), until forgotten."""
+        found = self._kept.get(key)
+        return None if found is None else found[1]
 
     def put(self, key: K, value: V) -> V:
         if len(self._kept) >= self.size:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, get_args
 from urllib.parse import urlencode
 
+import asyncpg
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.plugins.htmx import HTMXRequest
@@ -45,9 +46,30 @@ TYPES: tuple[str, ...] = get_args(InteractionType)
 SEVERITIES: tuple[str, ...] = get_args(Severity)
 PAGE_SIZE = 50
 COUNTS: Recent[uuid.UUID, dict[str, int]] = Recent(ttl=5.0)
-"""The inbox's counts per status, at most 5 s old (this process's own status changes refresh them at once)."""
+"""The inbox's counts per status: refreshed in the background once 5 s old, recounted at once after this
+process changed a status."""
 HEADLINE_WORDS = 12
 ISSUE_PROVIDERS = ("linear", "jira", "github")
+
+
+_COUNTING: dict[uuid.UUID, asyncio.Task[None]] = {}
+"""The background recounts in flight, one per project at a time (held here so none is collected early)."""
+
+
+def _refresh_counts(pool: asyncpg.Pool, project_id: uuid.UUID) -> None:
+    """Recount a project's statuses off the request path; a failure leaves the last counts shown."""
+    if project_id in _COUNTING:
+        return
+
+    async def recount() -> None:
+        try:
+            COUNTS.put(project_id, await queries.status_counts(pool, project_id))
+        except (asyncpg.PostgresError, OSError, TimeoutError):
+            pass  # the counts shown stay the last ones; the next inbox view tries again
+        finally:
+            _COUNTING.pop(project_id, None)
+
+    _COUNTING[project_id] = asyncio.create_task(recount())
 
 
 def headline(content: dict[str, Any], limit: int = HEADLINE_WORDS) -> str:
@@ -109,12 +131,15 @@ async def inbox(
         severity=choice(severity, Severity, "severity"), tag=tag or None, assignee_id=assignee, session_id=None,
         user_id=None, duplicate_group=duplicate_group or None, q=search, created_after=None, created_before=None,
         cursor=cursor or None, limit=PAGE_SIZE)
-    kept = COUNTS.get(project_id)
-    if kept is None:  # on their own connection, beside the list
-        found, fresh = await asyncio.gather(listing, queries.status_counts(ctx(request).pool, project_id))
+    pool = ctx(request).pool
+    counts = COUNTS.get(project_id)
+    if counts is None and (counts := COUNTS.stale(project_id)) is not None:
+        _refresh_counts(pool, project_id)  # show the last counts; the next page has fresh ones
+    if counts is None:  # never counted, or this process changed a status: count now, beside the list
+        found, fresh = await asyncio.gather(listing, queries.status_counts(pool, project_id))
         counts = COUNTS.put(project_id, fresh)
     else:
-        found, counts = await listing, kept
+        found = await listing
     active = {k: v for k, v in filters.items() if v}
     # Rows as plain strings: the template only substitutes them (a macro call per cell costs more than the query).
     rows = [{"id": i.id, "headline": headline(i.content), "summary": i.ai_summary, "tags": i.tags, "type": i.type,
