@@ -159,6 +159,11 @@ def test_sign_up_create_eu_project_triage_a_bug(browser: Browser, context: Brows
     expect(shot).to_be_visible()
     assert shot.evaluate("img => img.complete && img.naturalWidth") == 640
     assert regions[page.url] == "eu-west"
+    # No inline script anywhere, and the cell's page says so itself.
+    html = page.content()
+    assert re.search(r"<script(?![^>]*\bsrc=)", html) is None and re.search(r"\son[a-z]+=", html) is None
+    policy = page.request.get(page.url).headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
 
     page.get_by_label("Status").select_option("resolved")  # htmx saves on change
     expect(page.get_by_role("status")).to_contain_text("Saved: resolved")
