@@ -15,14 +15,16 @@ import struct
 import tempfile
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from relay.devstack import DevStack
-from tests.conftest import Admin
+from tests.conftest import Admin, sql
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
@@ -64,6 +66,12 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
     ctx = browser.new_context(viewport={"width": WIDTHS["desktop"], "height": 900})
     yield ctx
     ctx.close()
+
+
+def db(dsn: str, query: str, *args: Any) -> list[Any]:
+    """`sql` from another thread: Playwright's sync API keeps an event loop running in this one."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(sql, dsn, query, *args).result()
 
 
 def snap(page: Page, shots: Path, name: str) -> None:
@@ -199,6 +207,14 @@ def test_sign_up_create_eu_project_triage_a_bug(browser: Browser, context: Brows
     assert stack.log_dir is not None
     for log in [*stack.log_dir.glob("router*.log"), *(stack.trace_dir.glob("router*") if stack.trace_dir else [])]:
         assert canary not in log.read_text(errors="replace"), log
+    control = stack.topology["router"]["database_url"]
+    tables = [r["name"] for r in db(control, "SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public'")]
+    assert "project_directory" in tables
+    for table in tables:  # every row of the control database, as text
+        found = db(control, f'SELECT count(*) AS n FROM "{table}" t WHERE strpos(t::text, $1) > 0', canary)
+        assert found[0]["n"] == 0, table
+    eu = stack.topology["cells"]["eu-west"]["database_url"]
+    assert db(eu, "SELECT count(*) AS n FROM interactions WHERE strpos(content_text, $1) > 0", canary)[0]["n"] == 1
 
 
 def test_a_viewer_sees_no_edit_controls_and_a_forged_post_is_refused(
