@@ -222,7 +222,16 @@ class Proxy:
                                          actor, route, rid)
         except Problem as problem:
             status = problem.status
-            await send_problem(send, problem, scope["path"], rid)
+            accept = _header(scope, b"accept")
+            if not web.wants_html(accept.decode("latin-1") if accept else None):
+                await send_problem(send, problem, scope["path"], rid)
+                return
+            body = web.problem_page(problem.status, problem.title, problem.detail)
+            await send({"type": "http.response.start", "status": problem.status, "headers": [
+                (b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", rid), *((k.lower().encode(), v.encode()) for k, v in problem.headers.items()),
+                *((k.lower().encode(), v.encode()) for k, v in web.SECURITY_HEADERS.items())]})
+            await send({"type": "http.response.body", "body": body})
         finally:
             record(started, region, "dashboard", scope["method"], status, known)
 

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 
 import asyncpg
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Request, Response, Router, get, post
 from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, Stream, Template
 
@@ -37,7 +37,7 @@ from cell.interactions.types import InteractionPatch, InteractionType, Severity,
 from cell.media import routes as media
 from cell.replays import routes as replays
 from common.problems import Problem
-from common.web import template_config
+from common.web import page_problem_handler, template_config
 
 TEMPLATES = template_config(Path(__file__).parent / "templates")
 
@@ -281,5 +281,6 @@ async def replay_events(request: Request[Any, Any, Any], project_id: uuid.UUID, 
     return stream
 
 
-ROUTES = [inbox, bulk_status, interaction, triage, file_issue, media_content, replay_events, *residency_pages.ROUTES,
-          *settings_pages.ROUTES, *workspace.ROUTES]
+ROUTES = [Router(path="/", exception_handlers={Problem: page_problem_handler}, route_handlers=[
+    inbox, bulk_status, interaction, triage, file_issue, media_content, replay_events, *residency_pages.ROUTES,
+    *settings_pages.ROUTES, *workspace.ROUTES])]

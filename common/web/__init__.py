@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs
 
 from jinja2 import Environment, FileSystemLoader
+from litestar import Request, Response
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
+
+from common.problems import Problem, problem_handler
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -87,3 +92,31 @@ def form_token(body: bytes, content_type: str) -> str | None:
         return None
     values = parse_qs(body.decode("latin-1"), max_num_fields=2000).get(CSRF_FIELD)
     return values[0] if values else None
+
+
+def wants_html(accept: str | None) -> bool:
+    """Whether the client is a browser navigating (it asks for HTML), not a script wanting a problem document."""
+    return bool(accept) and "text/html" in str(accept)
+
+
+def problem_page(status: int, title: str, detail: str | None) -> bytes:
+    """A problem as a small page in the dashboard's style, for a browser that navigated to it."""
+    text = html.escape(detail or "")
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{status} {html.escape(title)} · Relay</title>"
+        f'<link rel="stylesheet" href="{STATIC_PATH}/relay.css"></head><body>'
+        '<header class="top"><a class="brand" href="/app/">Relay</a></header><main>'
+        f'<section class="card narrow"><h1>{html.escape(title)}</h1><p>{text}</p>'
+        '<p><a href="/app/">Back to your projects</a></p></section></main></body></html>'
+    ).encode()
+
+
+def page_problem_handler(request: Request[Any, Any, Any], exc: Problem) -> Response[bytes]:
+    """Litestar handler for `Problem` on dashboard pages: a page for a browser, the problem document for
+    anything else (htmx, scripts, tests reading `detail`)."""
+    if not wants_html(request.headers.get("accept")) or request.headers.get("hx-request"):
+        return problem_handler(request, exc)
+    return Response(problem_page(exc.status, exc.title, exc.detail), status_code=exc.status,
+                    media_type="text/html; charset=utf-8", headers={**exc.headers, **SECURITY_HEADERS})

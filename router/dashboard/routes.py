@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Request, Response, Router, get, post
 from litestar.datastructures import Cookie
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
@@ -29,6 +29,7 @@ from common.web import (
     STATIC,
     STATIC_PATH,
     csrf_token,
+    page_problem_handler,
     template_config,
 )
 from router.auth import routes as auth
@@ -199,4 +200,5 @@ def _static() -> Any:
                                       include_in_schema=False)
 
 
-ROUTES = [home, sign_in, sign_up_page, sign_up, sign_out, new_project, *access.ROUTES, _static()]
+ROUTES = [Router(path="/", exception_handlers={Problem: page_problem_handler}, route_handlers=[
+    home, sign_in, sign_up_page, sign_up, sign_out, new_project, *access.ROUTES]), _static()]

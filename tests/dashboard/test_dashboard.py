@@ -287,6 +287,7 @@ def test_another_projects_page_is_404(context: BrowserContext, router: httpx.Cli
         response = page.goto(base + path)
         assert response is not None and response.status == 404, path
         assert "Not yours" not in page.content()
+        expect(page.get_by_role("link", name="Back to your projects")).to_be_visible()  # a page, for a person
     # Signed out, a project page sends the browser to sign in, and back to the page afterwards.
     signed_out = httpx.get(f"{base}/app/projects/{mine['id']}/", follow_redirects=False)
     assert signed_out.status_code == 303
