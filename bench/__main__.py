@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ["bench.router", "bench.enrichment", "bench.cell", "bench.sdk", "bench.keys"]
+MODULES = ["bench.router", "bench.enrichment", "bench.cell", "bench.sdk", "bench.keys", "bench.dashboard",
+           "bench.capacity"]
 
 
 def main() -> int:

@@ -19,6 +19,7 @@ from cell.audit import routes as audit
 from cell.auth import Authenticator, HopMiddleware, KeyVerifier
 from cell.chat import routes as chat
 from cell.context import CellContext
+from cell.dashboard import routes as dashboard
 from cell.db import ensure_region
 from cell.exports import routes as exports
 from cell.feedback import routes as feedback
@@ -49,7 +50,7 @@ from common.problems import EXCEPTION_HANDLERS, Problem, database_handler, probl
 
 # One module per area of the data model, each exporting ROUTES.
 AREAS = (health, projects, keys, interactions, media, replays, sessions, users, feedback, roadmap, surveys, chat,
-         privacy, flags, integrations, webhooks, audit, residency, moves, lifecycle, exports)
+         privacy, flags, integrations, webhooks, audit, residency, moves, lifecycle, exports, dashboard)
 
 
 # Per-request metrics of the cell API (see common.metrics): per route template, method and status.
@@ -142,6 +143,7 @@ def create_app(settings: CellSettings | None = None) -> Any:
         route_handlers=[*(handler for area in AREAS for handler in area.ROUTES), metrics.scrape_route()],
         lifespan=[lifespan],
         exception_handlers={**EXCEPTION_HANDLERS, asyncpg.PostgresError: database_error},
+        template_config=dashboard.TEMPLATES,
         openapi_config=OpenAPIConfig(title=f"Relay cell ({settings.region})", version="1.0.0"),
         debug=False,
         logging_config=None,

@@ -42,6 +42,9 @@ class Actor(msgspec.Struct, frozen=True, omit_defaults=True):
     role: str | None = None
     ip: str | None = None
     epoch: int | None = None
+    csrf: str | None = None
+    """Dashboard pages only: the session's CSRF token, which the router checked; the cell renders it into its
+    forms and checks each form's copy against it (common.web)."""
 
 
 class SignatureError(Exception):

@@ -172,6 +172,7 @@ class DevStack:
                                        for r, c in cells.items()}),
             "RELAY_DIRECTORY_SNAPSHOT": str((self.state_dir / "router" / "directory.json").resolve()),
             "RELAY_KEY_PEPPER": hop["key_pepper"],
+            "RELAY_COOKIE_SECURE": "false",  # the dashboard is served over plain http on localhost
             **mail, **self.router_env,
         }
         self._spawn("router", ["router"], router_env)

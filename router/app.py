@@ -25,12 +25,16 @@ from common import metrics, telemetry
 from common.health import watch_dependencies
 from common.mail import Mailer
 from common.pg import create_pool
-from common.problems import EXCEPTION_HANDLERS
+from common.problems import EXCEPTION_HANDLERS, Problem
+from common.web import STATIC_PATH
 from router import health
 from router.auth import account
 from router.auth import routes as auth
 from router.cells import Cells
 from router.cors import Cors
+from router.dashboard import access as dashboard_access
+from router.dashboard import gate as dashboard_gate
+from router.dashboard import routes as dashboard
 from router.directory import Directory
 from router.members import routes as members
 from router.moves import driver as mover
@@ -38,7 +42,7 @@ from router.moves import routes as moves
 from router.moves.settings import from_env as move_settings
 from router.projects import lifecycle, provisioning
 from router.projects import routes as projects
-from router.proxy import GLOBAL, REQUESTS, Proxy, Receive, Scope, Send, request_id
+from router.proxy import GLOBAL, REQUESTS, Proxy, Receive, Scope, Send, request_id, send_problem
 from router.ratelimit import RateLimiter
 from router.sdk import SdkFiles
 from router.settings import RouterSettings, from_env
@@ -80,6 +84,22 @@ class RouterApp:
                 if rest and sub not in CONTROL_SUBRESOURCES and not (sub == "api-keys" and scope["method"] != "GET"):
                     await self.proxy.management(scope, receive, send, project)
                     return
+            if path == "/app":  # the session cookie's path is /app/: send the browser where it is sent
+                await send({"type": "http.response.start", "status": 308,
+                            "headers": [(b"location", b"/app/"), (b"content-length", b"0")]})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            if path.startswith("/app/") and not path.startswith(STATIC_PATH + "/"):
+                try:
+                    scope, receive = await dashboard_gate.admit(scope, receive)
+                except Problem as problem:
+                    await send_problem(send, problem, path, request_id(scope))
+                    return
+                if path.startswith("/app/projects/"):
+                    project, _, rest = path[len("/app/projects/"):].partition("/")
+                    if project and rest.partition("/")[0] not in dashboard_access.SECTIONS:
+                        await self.proxy.page(scope, receive, send, project)
+                        return
             rid = request_id(scope)
 
             async def stamped(message: Any) -> None:
@@ -165,7 +185,8 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
 
     control = Litestar(
         route_handlers=[*health.ROUTES, *auth.ROUTES, *projects.ROUTES, *members.ROUTES, *moves.ROUTES,
-                        metrics.scrape_route(), *lifecycle.ROUTES, *account.ROUTES],
+                        *dashboard.ROUTES, metrics.scrape_route(), *lifecycle.ROUTES, *account.ROUTES],
+        template_config=dashboard.TEMPLATES,
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(title="Relay router", version="1.0.0"),

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import asyncpg
@@ -23,7 +24,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from yarl import URL
 
-from common import metrics
+from common import metrics, web
 from common.access import READ
 from common.keys import Presented, presented
 from common.problems import Problem, encode
@@ -189,6 +190,64 @@ class Proxy:
             await send_problem(send, problem, scope["path"], rid)
         finally:
             record(started, region, route.name, scope["method"], status, known)
+
+    async def page(self, scope: Scope, receive: Receive, send: Send, project: str) -> None:
+        """`/app/projects/{id}/…`: a dashboard page, forwarded like a management call and rendered by the
+        project's cell. The session comes from the cookie (router.dashboard.gate made it the bearer and
+        checked CSRF); only that session's user, role and CSRF token cross the hop, never the cookie."""
+        started = metrics.clock()
+        rid = request_id(scope)
+        region: str = GLOBAL
+        known: str | None = None
+        route, status = MANAGEMENT, 500
+        try:
+            state = self._state()
+            credential = _credential(scope, ingest=False)
+            token = credential.token if credential is not None and credential.kind == "session" else None
+            if token is None:
+                if scope["method"] != "GET":
+                    raise Problem(401, "sign in first")
+                status = 303
+                back = b"/app/?next=" + quote(scope["path"], safe="/").encode()
+                await send({"type": "http.response.start", "status": 303,
+                            "headers": [(b"location", back), (b"x-request-id", rid), (b"content-length", b"0")]})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            try:
+                project_id = uuid.UUID(project)
+            except ValueError:
+                raise Problem(404, "no such project") from None
+            home = state.directory.projects.get(project_id)
+            ip = access.client_ip(state, scope)
+            try:
+                session = await access.session(state, token, project_id, ip)
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                raise Problem(503, "sessions are unavailable for now", retry_after=5) from exc
+            if session.role is None or home is None:
+                raise Problem(404, "no such project")
+            _refuse_deleted(state, project_id)
+            region, known = home.region, str(project_id)
+            actor = Actor(kind="admin", project_id=str(project_id), user_id=str(session.user_id),
+                          role=session.role, ip=ip, epoch=home.epoch, csrf=web.csrf_token(token))
+            route = DOWNLOAD if scope["path"].endswith("/content") else MANAGEMENT
+            state.limiter.admit(route.name, f"user:{session.user_id}")
+            headers = [(k, v) for k, v in scope["headers"] if k not in (b"authorization", b"cookie")]
+            status = await self._forward({**scope, "headers": headers}, receive, send, state.cells[home.region],
+                                         actor, route, rid)
+        except Problem as problem:
+            status = problem.status
+            accept = _header(scope, b"accept")
+            if not web.wants_html(accept.decode("latin-1") if accept else None):
+                await send_problem(send, problem, scope["path"], rid)
+                return
+            body = web.problem_page(problem.status, problem.title, problem.detail)
+            await send({"type": "http.response.start", "status": problem.status, "headers": [
+                (b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", rid), *((k.lower().encode(), v.encode()) for k, v in problem.headers.items()),
+                *((k.lower().encode(), v.encode()) for k, v in web.SECURITY_HEADERS.items())]})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            record(started, region, "dashboard", scope["method"], status, known)
 
     async def hooks(self, scope: Scope, receive: Receive, send: Send, project: str) -> None:
         """`/v1/hooks/{project_id}/…`: providers' inbound webhooks, routed by project id, unauthenticated here.

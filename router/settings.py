@@ -70,6 +70,9 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     sdk_dir: str = ""
     """Directory of the built browser SDK served at /sdk/v1/ (RELAY_SDK_DIR; empty: sdk/js/dist of the
     checkout)."""
+    cookie_secure: bool = True
+    """Mark the dashboard's session cookie `Secure` (RELAY_COOKIE_SECURE; `relay dev` turns it off for plain
+    http on localhost)."""
 
     def __post_init__(self) -> None:
         check_settings(self.smtp_url, self.mail_from, self.mail_dir)

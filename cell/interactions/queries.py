@@ -239,3 +239,21 @@ async def page(pool: asyncpg.Pool, filters: Filters, after: tuple[datetime, uuid
     sql = f"SELECT {COLUMNS} FROM interactions WHERE {f.where()} ORDER BY created_at DESC, id DESC LIMIT {n}"
     rows: list[asyncpg.Record] = await pool.fetch(sql, *f.params)
     return rows
+
+
+STATUS_COUNT_CAP = 1000
+"""Counts per status stop here (the dashboard shows "1000+"): an exact count of a million rows would cost
+more than the page it sits on, and nobody triages by the last digit."""
+
+
+async def status_counts(pool: asyncpg.Pool, project_id: uuid.UUID) -> dict[str, int]:
+    """How many interactions the project has in each status, each capped at `STATUS_COUNT_CAP` (one index
+    range per status, read up to the cap)."""
+    rows = await pool.fetch(
+        """SELECT s.status::text AS status,
+                  (SELECT count(*) FROM (SELECT 1 FROM interactions i
+                                          WHERE i.project_id = $1 AND i.status = s.status LIMIT $2) capped) AS n
+             FROM unnest(enum_range(NULL::interaction_status)) AS s(status)""",
+        project_id, STATUS_COUNT_CAP,
+    )
+    return {r["status"]: r["n"] for r in rows}

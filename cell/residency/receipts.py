@@ -210,6 +210,14 @@ async def latest_for(conn: asyncpg.Connection | asyncpg.Pool, project_id: uuid.U
     return None if row is None else from_row(row)
 
 
+async def recent_for(conn: asyncpg.Connection | asyncpg.Pool, project_id: uuid.UUID, limit: int) -> list[Receipt]:
+    """The project's own newest reports (its audits), newest first."""
+    rows = await conn.fetch(
+        f"SELECT {COLUMNS} FROM residency_reports WHERE audited_project = $1 ORDER BY seq DESC LIMIT $2",
+        project_id, limit)
+    return [from_row(r) for r in rows]
+
+
 async def head(conn: asyncpg.Connection | asyncpg.Pool) -> Receipt | None:
     """The newest report of the chain."""
     row = await conn.fetchrow(f"SELECT {COLUMNS} FROM residency_reports ORDER BY seq DESC LIMIT 1")

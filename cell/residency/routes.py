@@ -17,7 +17,7 @@ import msgspec
 from litestar import Request, Response, get, post
 
 from cell import audit as audit_log
-from cell.auth import ADMIN, READ, require
+from cell.auth import ADMIN, READ, Principal, require
 from cell.context import caller, ctx
 from cell.residency import audit, receipts
 from cell.residency.types import AuditIn, Findings, LastAudit, Report, Residency, Store, Usage
@@ -75,18 +75,24 @@ async def record_audit(request: Request[Any, Any, Any], project_id: uuid.UUID) -
         raise from_validation(str(exc)) from exc
     except msgspec.DecodeError as exc:
         raise Problem(400, "malformed request body") from exc
+    return Response(await audit_now(request, principal, project_id, data.grace_seconds), status_code=201)
+
+
+async def audit_now(request: Request[Any, Any, Any], principal: Principal, project_id: uuid.UUID,
+                    grace_seconds: int) -> Report:
+    """Audit the project and append the signed report to the chain, audited (the API's and the dashboard's
+    "Run audit now")."""
     c = ctx(request)
     key = receipts.signing_key(c.settings.secret_key, c.settings.region)
     async with c.pool.acquire() as conn:
-        body = await audit.audit_project(conn, c.store, c.settings.region, project_id, grace=data.grace_seconds)
+        body = await audit.audit_project(conn, c.store, c.settings.region, project_id, grace=grace_seconds)
         async with conn.transaction():
             receipt = await receipts.append(conn, key, body, scope="project", audited_project=project_id)
             await audit_log.record(conn, principal, "residency.audited", "residency_report", receipt.seq,
                                    {"clean": body["clean"], "hash": receipt.hash})
-    report = Report(seq=receipt.seq, created_at=receipt.created_at, scope="project", body=receipt.body,
-                    prev_hash=receipt.prev_hash, hash=receipt.hash, signature=receipt.signature,
-                    public_key=receipt.public_key)
-    return Response(report, status_code=201)
+    return Report(seq=receipt.seq, created_at=receipt.created_at, scope="project", body=receipt.body,
+                  prev_hash=receipt.prev_hash, hash=receipt.hash, signature=receipt.signature,
+                  public_key=receipt.public_key)
 
 
 ROUTES = [get_residency, record_audit]

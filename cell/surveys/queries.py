@@ -154,3 +154,18 @@ async def page_responses(pool: asyncpg.Pool, project_id: uuid.UUID, survey_id: u
         f"""SELECT {RESPONSE_COLUMNS} FROM {RESPONSE_FROM} WHERE {where}
              ORDER BY r.created_at DESC, r.id DESC LIMIT ${len(params)}""", *params)
     return rows
+
+
+async def summaries(pool: asyncpg.Pool, project_id: uuid.UUID, survey_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    """Per survey, question and answer given: how many gave it (`kind` says whether it was a number, so a
+    rating's average follows), over every response — one aggregate query for a whole page of surveys."""
+    rows: list[asyncpg.Record] = await pool.fetch(
+        """SELECT s.survey_id, a.key AS question, a.value #>> '{}' AS answer, jsonb_typeof(a.value) AS kind,
+                  count(*) AS n
+             FROM survey_responses s, jsonb_each(s.responses) AS a
+            WHERE s.project_id = $1 AND s.survey_id = ANY($2::uuid[])
+              AND jsonb_typeof(a.value) IN ('string', 'number', 'boolean')
+            GROUP BY 1, 2, 3, 4
+            ORDER BY 1, 2, 5 DESC""",
+        project_id, survey_ids)
+    return rows
