@@ -278,7 +278,7 @@ class Proxy:
     async def _relay(self, send: Send, cell: Cell, method: str, target: str, headers: dict[str, str],
                      body: bytes | AsyncIterator[bytes] | None, route: RouteClass, attributes: dict[str, str]) -> int:
         """Send the request to the cell and stream its answer back; returns the status relayed."""
-        cell.admit()
+        probe = cell.admit()
         started = time.monotonic()
         response: aiohttp.ClientResponse | None = None
         status = 499  # the client went away before an answer
@@ -295,9 +295,13 @@ class Proxy:
             except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
                 if isinstance(exc.__cause__, _TooLarge) or isinstance(exc.__context__, _TooLarge):
                     raise Problem(413, f"body larger than {route.max_body} bytes") from None
+                if isinstance(exc.__cause__, _ClientGone) or isinstance(exc.__context__, _ClientGone):
+                    return status
+                probe = False  # resolved: the failure re-opens the breaker
                 cell.breaker.failure()
                 raise Problem(503, f"region {cell.region} did not answer", retry_after=2,
                               region=cell.region) from exc
+            probe = False  # resolved: the success closes the breaker
             cell.breaker.success()
             status = response.status
             out = [(k.lower(), v) for k, v in response.raw_headers if k.lower() not in HOP_BY_HOP]
@@ -312,7 +316,7 @@ class Proxy:
         finally:
             log.info("request", extra={**attributes, "http.response.status_code": status,
                                        "duration_ms": round((time.monotonic() - started) * 1000, 2)})
-            cell.release()
+            cell.release(probe)
             if response is not None:
                 response.close()  # also when the client went away mid-stream: the pool never leaks
 
