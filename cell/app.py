@@ -16,7 +16,7 @@ from saq.queue.redis import RedisQueue
 
 from cell import health, outbox
 from cell.audit import routes as audit
-from cell.auth import Authenticator, HopMiddleware, KeyVerifier
+from cell.auth import Authenticator, HopMiddleware, KeyVerifier, NonceBook
 from cell.chat import routes as chat
 from cell.context import CellContext
 from cell.db import ensure_region
@@ -100,12 +100,14 @@ def create_app(settings: CellSettings | None = None) -> Any:
     """The cell ASGI app: Litestar with server spans and request metrics, inside the hop-signature middleware
     (which stays outermost: unsigned requests are refused before anything is measured or traced)."""
     settings = settings or from_env()
+    nonces = NonceBook()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await ensure_region(settings.database_url, settings.region)
         pool = await create_pool(settings.database_url, settings.db_pool_size)
         redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        nonces.attach(redis)
         try:
             verifier = KeyVerifier(pool, recheck=settings.key_recheck_seconds, region=settings.region,
                                    regions=settings.regions)
@@ -124,6 +126,7 @@ def create_app(settings: CellSettings | None = None) -> Any:
                         await fresh
                 await ingest.close()
         finally:
+            nonces.attach(None)
             await redis.aclose()
             await pool.close()
 
@@ -136,4 +139,4 @@ def create_app(settings: CellSettings | None = None) -> Any:
         logging_config=None,
     )
     served = telemetry.HttpServerTelemetry(app, _recorder(settings.region))
-    return HopMiddleware(served, region=settings.region, secret=settings.hop_secret.encode())
+    return HopMiddleware(served, region=settings.region, secret=settings.hop_secret.encode(), nonces=nonces)

@@ -114,7 +114,7 @@ class Cell:
         """A signed control-plane request; connection failures become a 503 problem."""
         request = self.control.build_request(method, path, json=json, params=params)
         target = request.url.raw_path.decode()
-        request.headers.update(sign(self.secret, method, target, actor))
+        request.headers.update(sign(self.secret, method, target, actor, body=request.content))
         try:
             response = await self.control.send(request)
         except httpx.TransportError as exc:

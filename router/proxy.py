@@ -24,7 +24,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from yarl import URL
 
-from common import metrics
+from common import metrics, signing
 from common.keys import PREFIX_LEN, PREFIX_RE, bearer
 from common.problems import Problem, encode
 from common.signing import Actor, sign
@@ -55,8 +55,7 @@ HOP_BY_HOP = frozenset({
     b"trailers", b"transfer-encoding", b"upgrade", b"host", b"proxy-connection",
 })
 # Headers a client must never be able to set on the internal hop (the trace context is the router's own).
-INTERNAL = frozenset({b"x-relay-timestamp", b"x-relay-actor", b"x-relay-signature", b"traceparent",
-                      b"tracestate", b"baggage"})
+INTERNAL = frozenset({*(h.encode() for h in signing.HEADERS), b"traceparent", b"tracestate", b"baggage"})
 
 # Per-request metrics: plain counters updated in place (see common.metrics), no locks on this path.
 REQUESTS = metrics.timings(
@@ -256,13 +255,18 @@ class Proxy:
             headers[name.decode("latin-1")] = value.decode("latin-1")
         if declared is not None and declared > route.max_body:
             raise Problem(413, f"body larger than {route.max_body} bytes")
-        headers.update(sign(cell.secret, method, target, actor))
         headers["x-request-id"] = rid.decode()
+        # The signature binds the body: a buffered one by its digest, a streamed one by a trailer the router
+        # appends as the last bytes pass (see common.signing).
         body: bytes | AsyncIterator[bytes] | None
         if route.stream:
-            body = _stream(receive, route.max_body)
+            headers.update(sign(cell.secret, method, target, actor, body=None))
+            if declared is not None:
+                headers["content-length"] = str(declared + signing.TRAILER_LEN)
+            body = signing.signed_stream(cell.secret, headers, _stream(receive, route.max_body))
         else:
             body = await _read(receive, route.max_body)
+            headers.update(sign(cell.secret, method, target, actor, body=body))
         template = route_template(scope["path"])
         attributes = {"http.request.method": method, "http.route": template, "relay.region": cell.region,
                       "relay.route_class": route.name, "relay.project_id": actor.project_id or "",

@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import msgspec
 
 from common.ids import uuid7
 from common.signing import Actor, sign
@@ -100,8 +101,9 @@ def test_provisioning_again_adds_no_rules(topo: dict[str, Any], router: httpx.Cl
     def provision(project_id: Any) -> int:
         path = f"/internal/projects/{project_id}"
         with httpx.Client(base_url=topo["cells"]["us-west"]["url"], trust_env=False, timeout=30) as cell:
-            r = cell.put(path, json={"name": "again", "region": "us-west"},
-                         headers=sign(secret, "PUT", path, Actor(kind="router")))
+            body = msgspec.json.encode({"name": "again", "region": "us-west"})
+            r = cell.put(path, content=body, headers={"content-type": "application/json",
+                                                      **sign(secret, "PUT", path, Actor(kind="router"), body=body)})
         return r.status_code
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
