@@ -29,6 +29,7 @@ from cell.keys import routes as keys
 from cell.media import routes as media
 from cell.moves import routes as moves
 from cell.privacy import routes as privacy
+from cell.privacy.scrub import Scrubber
 from cell.projects import routes as projects
 from cell.replays import routes as replays
 from cell.residency import routes as residency
@@ -113,7 +114,9 @@ def create_app(settings: CellSettings | None = None) -> Any:
                                    regions=settings.regions)
             store = ObjectStore(settings.object_store)
             ingest = Writer(pool, settings.region)
-            app.state.ctx = CellContext(settings, pool, redis, Authenticator(pool, verifier), store, ingest)
+            scrubber = Scrubber(settings.scrub_threads, settings.scrub_budget_seconds, settings.scrub_budget_chars)
+            app.state.ctx = CellContext(settings, pool, redis, Authenticator(pool, verifier), store, ingest,
+                                        scrubber)
             _watch(app.state.ctx)
             # Scrapes refresh the gauges; with OTLP only, nobody scrapes, so refresh them in the background.
             fresh = asyncio.create_task(metrics.keep_fresh()) if metrics.otlp_configured() else None
@@ -125,6 +128,7 @@ def create_app(settings: CellSettings | None = None) -> Any:
                     with contextlib.suppress(asyncio.CancelledError):
                         await fresh
                 await ingest.close()
+                scrubber.close()
         finally:
             nonces.attach(None)
             await redis.aclose()

@@ -51,6 +51,14 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
     """A replay still recording with no chunk for this long is closed and processed as if its SDK had
     finished it (RELAY_REPLAY_IDLE_TIMEOUT_SECONDS)."""
 
+    scrub_threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    """Threads per API process that scrub large bodies off the event loop (RELAY_SCRUB_THREADS)."""
+    scrub_budget_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
+    """Time one request's scrubbing may take before it is refused with 503 (RELAY_SCRUB_BUDGET_SECONDS)."""
+    scrub_budget_chars: Annotated[int, msgspec.Meta(ge=1024)] = 8 * 1024 * 1024
+    """Characters a project's custom regexes may scan for one request (each rule scans each text once)
+    before it is refused with 413 (RELAY_SCRUB_BUDGET_CHARS)."""
+
     ai_provider: Literal["local", "openai"] = "local"
     """Who enriches this cell's interactions (summaries, labels, duplicate groups): `local`, in the worker
     with no network, or `openai`, an OpenAI-compatible endpoint; set per cell, so a region's text only goes
