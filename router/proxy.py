@@ -62,16 +62,16 @@ REQUESTS = metrics.timings(
     count="relay.router.requests", duration="relay.router.request.duration", errors="relay.router.request.errors",
     labels=("relay.region", "relay.route_class", "http.request.method", "http.response.status_code"),
     description="Requests the router answered, per region and route class", failed=metrics.server_error(3))
-PROJECTS = metrics.counts("relay.router.project.requests", ("relay.region", "relay.project_id", "status_class"),
-                          "Requests the router answered for each known project, per status class")
 GLOBAL = metrics.GLOBAL
 
 
 def record(started: float, region: str, route: str, method: str, status: int, project: str | None) -> None:
-    """Count one answered request (region `global` when it never reached a cell)."""
+    """Count one answered request (region `global` when it never reached a cell).
+
+    `project` is not a label: the router sits in front of every region, and its metrics name no project
+    (per-project counts are the cells' own, in their region).
+    """
     REQUESTS.record((region, route, method, status), metrics.clock() - started)
-    if project:
-        PROJECTS.add((region, project, metrics.status_class(status)))
 
 
 @dataclass(frozen=True, slots=True)
