@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from cell import secrets
 from common.settings import DEFAULT_REGIONS, SettingsError, check_regions, check_secret, load
 
 
@@ -25,7 +26,8 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Secret shared with the router for signing the internal hop (RELAY_HOP_SECRET)."""
     secret_key: str
     """This cell's key for secrets at rest (integration tokens, webhook secrets): 32+ random characters,
-    never shared with another region (RELAY_SECRET_KEY)."""
+    never shared with another region; or a key ring, `v2:<new>,v1:<old>` newest first (cell/secrets.py)
+    (RELAY_SECRET_KEY)."""
     regions: dict[str, str] = msgspec.field(default_factory=lambda: dict(DEFAULT_REGIONS))
     """All regions and their key tags, to tell a misdirected caller where to go (RELAY_REGIONS)."""
     host: str = "127.0.0.1"
@@ -83,8 +85,10 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
         if self.region not in self.regions:
             raise SettingsError(f"RELAY_REGION: {self.region!r} is not one of RELAY_REGIONS {sorted(self.regions)}")
         check_secret("RELAY_HOP_SECRET", self.hop_secret)
-        if len(self.secret_key) < 32:
-            raise SettingsError("RELAY_SECRET_KEY: must be at least 32 characters")
+        try:
+            secrets.ring(self.secret_key)
+        except ValueError as exc:
+            raise SettingsError(f"RELAY_SECRET_KEY: {exc}") from None
         if not self.object_store.startswith(("file://", "s3://", "memory://")):
             raise SettingsError("RELAY_OBJECT_STORE: must be a file://, s3:// or memory:// URL")
         if self.dashboard_url and not self.dashboard_url.startswith(("https://", "http://")):
