@@ -23,10 +23,11 @@ from redis.asyncio import Redis
 from common import metrics, telemetry
 from common.pg import create_pool
 from common.problems import EXCEPTION_HANDLERS
-from router import health
+from router import health, openapi
 from router.auth import routes as auth
 from router.cells import Cells
 from router.directory import Directory
+from router.dispatch import cell_route
 from router.moves import driver as mover
 from router.moves import routes as moves
 from router.moves.settings import from_env as move_settings
@@ -38,7 +39,6 @@ from router.settings import RouterSettings, from_env
 from router.state import RouterState
 
 log = logging.getLogger("relay.router")
-CONTROL_SUBRESOURCES = frozenset({"members", "move"})
 
 
 class RouterApp:
@@ -53,18 +53,16 @@ class RouterApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
-            if path.startswith("/v1/ingest/"):
+            routed = cell_route(path, scope["method"])
+            if routed == "ingest":
                 await self.proxy.ingest(scope, receive, send)
                 return
-            if path.startswith("/v1/hooks/"):
+            if routed == "hooks":
                 await self.proxy.hooks(scope, receive, send, path[len("/v1/hooks/"):].partition("/")[0])
                 return
-            if path.startswith("/v1/projects/"):
-                project, _, rest = path[len("/v1/projects/"):].partition("/")
-                sub = rest.partition("/")[0]
-                if rest and sub not in CONTROL_SUBRESOURCES and not (sub == "api-keys" and scope["method"] != "GET"):
-                    await self.proxy.management(scope, receive, send, project)
-                    return
+            if routed == "management":
+                await self.proxy.management(scope, receive, send, path[len("/v1/projects/"):].partition("/")[0])
+                return
             rid = request_id(scope)
 
             async def stamped(message: Any) -> None:
@@ -147,7 +145,8 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
             await pool.close()
 
     control = Litestar(
-        route_handlers=[*health.ROUTES, *auth.ROUTES, *projects.ROUTES, *moves.ROUTES, metrics.scrape_route()],
+        route_handlers=[*health.ROUTES, *auth.ROUTES, *projects.ROUTES, *moves.ROUTES, *openapi.ROUTES,
+                        metrics.scrape_route()],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(title="Relay router", version="1.0.0"),
