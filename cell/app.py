@@ -31,6 +31,7 @@ from cell.moves import routes as moves
 from cell.privacy import routes as privacy
 from cell.privacy.scrub import Scrubber
 from cell.projects import routes as projects
+from cell.projects import secret as project_secret
 from cell.replays import routes as replays
 from cell.residency import routes as residency
 from cell.roadmap import routes as roadmap
@@ -107,6 +108,7 @@ def create_app(settings: CellSettings | None = None) -> Any:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await ensure_region(settings.database_url, settings.region)
         pool = await create_pool(settings.database_url, settings.db_pool_size)
+        await project_secret.seal_plain(pool, settings.secret_key)  # secrets from before migration 0017
         redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         nonces.attach(redis)
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import cell
 import router
 from common.settings import SettingsError
-from relay import jobs_cli, moves_cli, residency
+from relay import jobs_cli, moves_cli, residency, secrets_cli
 
 # Migrations ship inside their packages, so an installed image finds them too.
 MIGRATIONS = {"router": Path(router.__file__).parent / "migrations", "cell": Path(cell.__file__).parent / "migrations"}
@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--state-dir", default=".relay", help="a relay dev state dir (its topology.json)")
         p.add_argument("--json", action="store_true", help="machine-readable output (with --all)")
     residency.add_parser(sub)
+    secrets_cli.configure(sub.add_parser("secrets", help="secrets at rest: `secrets rotate` re-seals a region's"))
     return parser
 
 
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             return ops.queue(args.state_dir, args.json)
         if args.command == "residency":
             return residency.run(args)
+        if args.command == "secrets":
+            return secrets_cli.run(args)
     except SettingsError as exc:
         print(f"relay: bad setting: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from cell.auth import READ, require
 from cell.context import caller, ctx
 from cell.interactions.queries import Filters
 from cell.paging import Page, decode_cursor, encode_cursor, limit_of
+from cell.projects import secret as project_secret
 from cell.sessions import queries
 from cell.sessions.types import Environment, Session, SessionDetail, SessionIn
 from common.ids import uuid7
@@ -29,7 +30,8 @@ async def ingest_session(request: Request[Any, Any, Any], data: SessionIn) -> Re
     principal = require(await caller(request), ingest=True)
     pid = principal.project_id
     async with ctx(request).pool.acquire() as conn, conn.transaction():
-        secret = await queries.project_secret(conn, pid)
+        secret = await project_secret.project_secret(conn, ctx(request).settings.secret_key, pid)
+        assert secret is not None  # the caller's project is homed here
         user_id = await users.upsert(conn, pid, data.user) if data.user else None
         row = await queries.upsert(conn, {
             "id": data.id or uuid7(), "project_id": pid, "user_id": user_id, "device": data.device,
