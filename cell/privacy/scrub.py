@@ -54,11 +54,6 @@ Finder = Callable[[str], Iterator[Span]]
 T = TypeVar("T")
 
 
-class _Match(Protocol):
-    def span(self, group: int | str = 0) -> tuple[int, int]: ...
-    def start(self, group: int | str = 0) -> int: ...
-
-
 class _Pattern(Protocol):
     """What a finder needs of a compiled regex: the stdlib's `re` and RE2 both provide it."""
 
