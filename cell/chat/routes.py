@@ -65,9 +65,11 @@ async def start_conversation(request: Request[Any, Any, Any], data: Conversation
     if data.id is not None and (row := await queries.get(pool, pid, data.id)) is not None:
         return _retried(row, data, secret)
     interaction_id = uuid7()
-    rules, report = await scrub.rules_for(pool, pid), scrub.Report()
-    body = scrub.scrub_message(rules, data.body, report)
-    subject = scrub.scrub_message(rules, data.subject, report) if data.subject is not None else None
+    scrubber = ctx(request).scrubber
+    rules, report = await scrub.rules_for(pool, pid), scrubber.report()
+    body, subject = await scrubber.run(len(data.body) + len(data.subject or ""), lambda: (
+        scrub.scrub_message(rules, data.body, report),
+        scrub.scrub_message(rules, data.subject, report) if data.subject is not None else None))
     redactions = report.as_json() if report else {}
     content: dict[str, Any] = {"text": body, "conversation_id": str(conversation_id)}
     if subject is not None:
@@ -252,8 +254,9 @@ async def _add_message(request: Request[Any, Any, Any], principal: Principal, co
     message_id = data.id or uuid7()
     if data.id is not None and (row := await queries.get_message(pool, pid, conversation_id, data.id)) is not None:
         return row, 200
-    report = scrub.Report()
-    body = scrub.scrub_message(await scrub.rules_for(pool, pid), data.body, report)
+    scrubber = ctx(request).scrubber
+    rules, report = await scrub.rules_for(pool, pid), scrubber.report()
+    body = await scrubber.run(len(data.body), lambda: scrub.scrub_message(rules, data.body, report))
     try:
         async with pool.acquire() as conn, conn.transaction():
             if not await queries.count_message(conn, pid, conversation_id, reopen=direction == "inbound"):
