@@ -11,7 +11,7 @@ from pathlib import Path
 import cell
 import router
 from common.settings import SettingsError
-from relay import jobs_cli, moves_cli, residency, secrets_cli
+from relay import jobs_cli, moves_cli, residency
 
 # Migrations ship inside their packages, so an installed image finds them too.
 MIGRATIONS = {"router": Path(router.__file__).parent / "migrations", "cell": Path(cell.__file__).parent / "migrations"}
@@ -57,7 +57,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--state-dir", default=".relay", help="a relay dev state dir (its topology.json)")
         p.add_argument("--json", action="store_true", help="machine-readable output (with --all)")
     residency.add_parser(sub)
-    secrets_cli.configure(sub.add_parser("secrets", help="secrets at rest: `secrets rotate` re-seals a region's"))
+    secrets = sub.add_parser("secrets", help="secrets at rest: `secrets rotate` re-seals a region's")
+    rotate = secrets.add_subparsers(dest="secrets_command", required=True).add_parser(
+        "rotate", help="re-seal every stored secret of a region with its newest key")
+    rotate.add_argument("--region", required=True, help="the region whose secrets to re-seal")
+    rotate.add_argument("--state-dir", default=".relay", help="a relay dev state dir (its topology.json)")
+    rotate.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -110,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "residency":
             return residency.run(args)
         if args.command == "secrets":
+            from relay import secrets_cli  # the cell's modules, loaded only for this command
+
             return secrets_cli.run(args)
     except SettingsError as exc:
         print(f"relay: bad setting: {exc}", file=sys.stderr)

@@ -25,15 +25,6 @@ from common.settings import SettingsError
 from relay.ops import emit, topology
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    """The `secrets` subcommands."""
-    sub = parser.add_subparsers(dest="secrets_command", required=True)
-    rotate = sub.add_parser("rotate", help="re-seal every stored secret of a region with its newest key")
-    rotate.add_argument("--region", required=True, help="the region whose secrets to re-seal")
-    rotate.add_argument("--state-dir", default=".relay", help="a relay dev state dir (its topology.json)")
-    rotate.add_argument("--json", action="store_true", help="machine-readable output")
-
-
 def key_ring(state_dir: str, region: str) -> str:
     """The region's key ring: RELAY_SECRET_KEY, else what `relay dev` generated for it."""
     ring = os.environ.get("RELAY_SECRET_KEY")
