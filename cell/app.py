@@ -16,7 +16,7 @@ from saq.queue.redis import RedisQueue
 
 from cell import health, outbox
 from cell.audit import routes as audit
-from cell.auth import Authenticator, HopMiddleware, KeyVerifier
+from cell.auth import Authenticator, HopMiddleware, KeyVerifier, NonceBook
 from cell.chat import routes as chat
 from cell.context import CellContext
 from cell.dashboard import routes as dashboard
@@ -32,8 +32,10 @@ from cell.keys.usage import UsageRecorder
 from cell.media import routes as media
 from cell.moves import routes as moves
 from cell.privacy import routes as privacy
+from cell.privacy.scrub import Scrubber
 from cell.projects import lifecycle
 from cell.projects import routes as projects
+from cell.projects import secret as project_secret
 from cell.replays import routes as replays
 from cell.residency import routes as residency
 from cell.roadmap import routes as roadmap
@@ -108,12 +110,15 @@ def create_app(settings: CellSettings | None = None) -> Any:
     """The cell ASGI app: Litestar with server spans and request metrics, inside the hop-signature middleware
     (which stays outermost: unsigned requests are refused before anything is measured or traced)."""
     settings = settings or from_env()
+    nonces = NonceBook()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await ensure_region(settings.database_url, settings.region)
         pool = await create_pool(settings.database_url, settings.db_pool_size)
+        await project_secret.seal_plain(pool, settings.secret_key)  # secrets from before migration 0017
         redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        nonces.attach(redis)
         try:
             usage = UsageRecorder(pool, interval=settings.key_usage_interval_seconds)
             verifier = KeyVerifier(pool, recheck=settings.key_recheck_seconds, region=settings.region,
@@ -121,7 +126,9 @@ def create_app(settings: CellSettings | None = None) -> Any:
                                    on_use=usage.used)
             store = ObjectStore(settings.object_store)
             ingest = Writer(pool, settings.region)
-            app.state.ctx = CellContext(settings, pool, redis, Authenticator(pool, verifier), store, ingest)
+            scrubber = Scrubber(settings.scrub_threads, settings.scrub_budget_seconds, settings.scrub_budget_chars)
+            app.state.ctx = CellContext(settings, pool, redis, Authenticator(pool, verifier), store, ingest,
+                                        scrubber)
             _watch(app.state.ctx)
             # Scrapes refresh the gauges; with OTLP only, nobody scrapes, so refresh them in the background.
             fresh = asyncio.create_task(metrics.keep_fresh()) if metrics.otlp_configured() else None
@@ -135,7 +142,9 @@ def create_app(settings: CellSettings | None = None) -> Any:
                     with contextlib.suppress(asyncio.CancelledError):
                         await fresh
                 await ingest.close()
+                scrubber.close()
         finally:
+            nonces.attach(None)
             await redis.aclose()
             await pool.close()
 
@@ -149,4 +158,4 @@ def create_app(settings: CellSettings | None = None) -> Any:
         logging_config=None,
     )
     served = telemetry.HttpServerTelemetry(app, _recorder(settings.region))
-    return HopMiddleware(served, region=settings.region, secret=settings.hop_secret.encode())
+    return HopMiddleware(served, region=settings.region, secret=settings.hop_secret.encode(), nonces=nonces)

@@ -1,6 +1,7 @@
 """Who is calling a cell, and what they may do — checked in one place.
 
-Every request reaches a cell through the router, signed (see `common.signing`).
+Every request reaches a cell through the router, signed (see `common.signing`),
+with a body that matches the signature and a nonce never seen before.
 The signature proves the router sent it and carries the actor: an API key (which
 the router verified already and the cell verifies again in full against its own
 keyed digest, then caches by SHA-256 of the key for `key_recheck_seconds`), or a
@@ -14,6 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +23,8 @@ from typing import Any
 
 import asyncpg
 import bcrypt
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from common.access import ADMIN as ADMIN
 from common.access import LEVEL_NAME, ROLE_LEVEL, scope_level
@@ -29,7 +33,19 @@ from common.access import READ as READ
 from common.access import WRITE as WRITE
 from common.keys import digest, fingerprint, key_prefix, key_tag, matches, presented
 from common.problems import Problem, encode
-from common.signing import ACTOR, SIGNATURE, TIMESTAMP, Actor, SignatureError, verify
+from common.signing import (
+    ACTOR,
+    BODY,
+    NONCE,
+    NONCE_TTL,
+    SIGNATURE,
+    TIMESTAMP,
+    TRAILER_LEN,
+    Actor,
+    BodyCheck,
+    SignatureError,
+    verify,
+)
 
 log = logging.getLogger("relay.cell.auth")
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -67,13 +83,64 @@ def require(principal: Principal, project_id: uuid.UUID | None = None, *, level:
     return principal
 
 
-class HopMiddleware:
-    """Stamp every response with the region and request id; refuse anything the router did not sign."""
+REDIS_RETRY_SECONDS = 5.0
+"""After Redis fails a nonce check, how long the in-process map answers alone before Redis is tried again."""
 
-    def __init__(self, app: ASGIApp, *, region: str, secret: bytes) -> None:
+
+class NonceBook:
+    """The hop nonces this cell has seen within the signature window: a replay is refused.
+
+    Shared by the cell's processes through its Redis (`SET NX EX`, one round trip); every nonce is also
+    kept in a bounded in-process map, which alone answers while Redis is down. The map drops its oldest
+    entries past `limit` (and expired ones as it goes), so memory stays bounded whatever the traffic.
+    """
+
+    def __init__(self, limit: int = 200_000, ttl: int = NONCE_TTL) -> None:
+        self.limit = limit
+        self.ttl = ttl
+        self.redis: Redis | None = None
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._redis_down_until = 0.0
+
+    def attach(self, redis: Redis | None) -> None:
+        """Use the cell's Redis (set by the lifespan; None when it closes)."""
+        self.redis = redis
+
+    async def first_use(self, nonce: str) -> bool:
+        """Whether `nonce` is new in the window (and remember it)."""
+        now = time.monotonic()
+        seen = self._seen
+        while seen:
+            oldest, expiry = next(iter(seen.items()))
+            if expiry > now and len(seen) < self.limit:
+                break
+            del seen[oldest]
+        if nonce in seen:
+            return False
+        seen[nonce] = now + self.ttl
+        if self.redis is None or now < self._redis_down_until:
+            return True
+        try:
+            fresh = await self.redis.set(f"relay:hop-nonce:{nonce}", b"1", nx=True, ex=self.ttl)
+        except (RedisError, OSError):  # Redis down: this process's memory is all there is to go on
+            self._redis_down_until = time.monotonic() + REDIS_RETRY_SECONDS  # no timeout paid per request
+            return True
+        return bool(fresh)
+
+
+class HopMiddleware:
+    """Stamp every response with the region and request id; refuse anything the router did not sign.
+
+    The headers are checked before the app runs (signature, age, nonce never seen); the body as it streams
+    to the app, whose last chunk is released only once the body matches the signature. A body that does
+    not is answered 401 and the app sees a disconnect, so it commits nothing of it.
+    """
+
+    def __init__(self, app: ASGIApp, *, region: str, secret: bytes, nonces: NonceBook | None = None) -> None:
         self.app = app
         self.region = region.encode()
         self.secret = secret
+        self.nonces = nonces or NonceBook()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,20 +156,71 @@ class HopMiddleware:
             await send(message)
 
         path: str = scope["path"]
-        if path not in OPEN_PATHS:
-            target = scope.get("raw_path", path.encode()).decode("latin-1")
-            if scope.get("query_string"):
-                target += "?" + scope["query_string"].decode("latin-1")
-            try:
-                actor = verify(
-                    self.secret, scope["method"], target,
-                    _h(headers, TIMESTAMP), _h(headers, ACTOR), _h(headers, SIGNATURE),
-                )
-            except SignatureError as exc:
-                await _send_problem(stamped, Problem(401, f"cells answer only the router: {exc}"), path)
+        if path in OPEN_PATHS:
+            await self.app(scope, receive, stamped)
+            return
+        target = scope.get("raw_path", path.encode()).decode("latin-1")
+        if scope.get("query_string"):
+            target += "?" + scope["query_string"].decode("latin-1")
+        signature, body = _h(headers, SIGNATURE), _h(headers, BODY)
+        try:
+            actor = verify(
+                self.secret, scope["method"], target,
+                _h(headers, TIMESTAMP), _h(headers, ACTOR), signature,
+                nonce=_h(headers, NONCE), body=body,
+            )
+            if not await self.nonces.first_use(str(_h(headers, NONCE))):
+                raise SignatureError("replayed request")
+        except SignatureError as exc:
+            await _send_problem(stamped, Problem(401, f"cells answer only the router: {exc}"), path)
+            return
+        scope.setdefault("state", {})["actor"] = actor
+        assert signature is not None and body is not None
+        check = BodyCheck(self.secret, signature, body)
+        if check.streamed:
+            scope["headers"] = _without_trailer(scope["headers"])
+        refused: list[SignatureError] = []
+        answered = False
+
+        async def checked() -> MutableMapping[str, Any]:
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] != "http.request":
+                return message
+            message["body"] = check.feed(message.get("body", b""))
+            if not message.get("more_body"):
+                try:
+                    check.finish()
+                except SignatureError as exc:
+                    refused.append(exc)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message: MutableMapping[str, Any]) -> None:
+            nonlocal answered
+            if refused:  # whatever the app says about a body that failed its check, the caller hears 401
                 return
-            scope.setdefault("state", {})["actor"] = actor
-        await self.app(scope, receive, stamped)
+            answered = True
+            await stamped(message)
+
+        try:
+            await self.app(scope, checked, guarded)
+        except Exception:
+            if not refused:
+                raise
+        if refused and not answered:
+            await _send_problem(stamped, Problem(401, f"cells answer only the router: {refused[0]}"), path)
+
+
+def _without_trailer(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The request's headers as the app must see them: Content-Length without the hop's trailer."""
+    out = []
+    for name, value in headers:
+        if name == b"content-length" and value.isdigit():
+            value = str(max(int(value) - TRAILER_LEN, 0)).encode()
+        out.append((name, value))
+    return out
 
 
 def _h(headers: dict[bytes, bytes], name: str) -> str | None:

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from cell.auth import Authenticator, Principal
 from cell.interactions.writer import Writer
+from cell.privacy.scrub import Scrubber
 from cell.settings import CellSettings
 from cell.storage import ObjectStore
 
@@ -27,6 +28,8 @@ class CellContext:
     store: ObjectStore
     ingest: Writer
     """The group commit of ingested interactions."""
+    scrubber: Scrubber
+    """Per-request scrubbing budgets, and the thread pool large bodies are scrubbed on."""
 
 
 def ctx(request: Request[Any, Any, Any]) -> CellContext:

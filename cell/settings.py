@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from cell import secrets
 from common.mail import DEFAULT_FROM, check_settings
 from common.settings import DEFAULT_REGIONS, SettingsError, check_pepper, check_regions, check_secret, load
 
@@ -26,7 +27,8 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Secret shared with the router for signing the internal hop (RELAY_HOP_SECRET)."""
     secret_key: str
     """This cell's key for secrets at rest (integration tokens, webhook secrets): 32+ random characters,
-    never shared with another region (RELAY_SECRET_KEY)."""
+    never shared with another region; or a key ring, `v2:<new>,v1:<old>` newest first (cell/secrets.py)
+    (RELAY_SECRET_KEY)."""
     key_pepper: str
     """The deployment's key pepper: API keys are stored as HMAC-SHA256 of the key under it. The same value in
     every region and the router, so a key keeps verifying after its project moves; 32+ random characters
@@ -79,6 +81,14 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
     """With no SMTP server: a directory where each email is written as one `.eml` file instead (`relay dev` sets
     `DIR/mail/`); empty with no server: nothing is sent (RELAY_MAIL_DIR)."""
 
+    scrub_threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    """Threads per API process that scrub large bodies off the event loop (RELAY_SCRUB_THREADS)."""
+    scrub_budget_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
+    """Time one request's scrubbing may take before it is refused with 503 (RELAY_SCRUB_BUDGET_SECONDS)."""
+    scrub_budget_chars: Annotated[int, msgspec.Meta(ge=1024)] = 8 * 1024 * 1024
+    """Characters a project's custom regexes may scan for one request (each rule scans each text once)
+    before it is refused with 413 (RELAY_SCRUB_BUDGET_CHARS)."""
+
     ai_provider: Literal["local", "openai"] = "local"
     """Who enriches this cell's interactions (summaries, labels, duplicate groups): `local`, in the worker
     with no network, or `openai`, an OpenAI-compatible endpoint; set per cell, so a region's text only goes
@@ -105,8 +115,10 @@ class CellSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError(f"RELAY_REGION: {self.region!r} is not one of RELAY_REGIONS {sorted(self.regions)}")
         check_secret("RELAY_HOP_SECRET", self.hop_secret)
         check_pepper("RELAY_KEY_PEPPER", self.key_pepper)
-        if len(self.secret_key) < 32:
-            raise SettingsError("RELAY_SECRET_KEY: must be at least 32 characters")
+        try:
+            secrets.ring(self.secret_key)
+        except ValueError as exc:
+            raise SettingsError(f"RELAY_SECRET_KEY: {exc}") from None
         if not self.object_store.startswith(("file://", "s3://", "memory://")):
             raise SettingsError("RELAY_OBJECT_STORE: must be a file://, s3:// or memory:// URL")
         if self.dashboard_url and not self.dashboard_url.startswith(("https://", "http://")):

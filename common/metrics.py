@@ -18,13 +18,19 @@ outbox backlog) are observable instruments read at collection time; those that
 need I/O use a `Probe`, refreshed at most every few seconds.
 
 Labels are the route template or route class, method, status, region, job
-name, and — only on the per-project request counters — the project id. Never
-a raw path, a query, a user identifier or an address.
+name, and — only on the cells' per-project request counters — the project id
+(the router, in front of every region, carries none). Never a raw path, a
+query, a user identifier or an address.
+
+`GET /metrics` answers only a scraper holding `RELAY_METRICS_TOKEN` (a bearer
+token); a worker's own endpoint (RELAY_METRICS_PORT) is a separate port bound
+to loopback unless RELAY_METRICS_HOST says otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 import time
@@ -32,7 +38,7 @@ from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from litestar import Response, get
+from litestar import Request, Response, get
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -52,6 +58,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from common.problems import Problem
+from common.settings import SettingsError
 
 log = logging.getLogger("relay.metrics")
 
@@ -401,14 +410,31 @@ def families(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
 
 
 
-def scrape_route() -> Any:
+METRICS_TOKEN = "RELAY_METRICS_TOKEN"  # noqa: S105 (the variable's name, not a token)
+MIN_TOKEN = 16
+
+
+def scrape_route(token: str | None = None) -> Any:
     """`GET /metrics` for a Litestar app: the probes refreshed (at most every few seconds), then `render()`.
 
-    It needs no credentials and says nothing about any customer: counts, durations and states per region,
-    route, status and job type (and per project id, on the per-project counters).
+    Served only to a scraper presenting `Authorization: Bearer <RELAY_METRICS_TOKEN>` (401 otherwise); with no
+    token configured there is no endpoint (404). Traffic shapes, breaker states and queue depths tell an
+    attacker when and where to push, so they are not public. `token` defaults to the environment's, checked
+    here, when the app is built: a token under MIN_TOKEN characters stops the process at start.
     """
+    expected = os.environ.get(METRICS_TOKEN, "") if token is None else token
+    if expected and len(expected) < MIN_TOKEN:
+        raise SettingsError(f"{METRICS_TOKEN}: must be at least {MIN_TOKEN} characters")
+    wanted = f"Bearer {expected}".encode()
+
     @get("/metrics", include_in_schema=False)
-    async def scrape() -> Response[bytes]:
+    async def scrape(request: Request[Any, Any, Any]) -> Response[bytes]:
+        if not expected:
+            raise Problem(404, f"metrics are served only when {METRICS_TOKEN} is set")
+        presented = request.headers.get("authorization", "").encode("latin-1", "replace")
+        if not hmac.compare_digest(presented, wanted):
+            raise Problem(401, "send the metrics token as Authorization: Bearer <token>",
+                          headers={"WWW-Authenticate": "Bearer"})
         await refresh()
         return Response(render(), media_type=CONTENT_TYPE)
 

@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--state-dir", default=".relay", help="a relay dev state dir (its topology.json)")
         p.add_argument("--json", action="store_true", help="machine-readable output (with --all)")
     residency.add_parser(sub)
+    secrets = sub.add_parser("secrets", help="secrets at rest: `secrets rotate` re-seals a region's")
+    rotate = secrets.add_subparsers(dest="secrets_command", required=True).add_parser(
+        "rotate", help="re-seal every stored secret of a region with its newest key")
+    rotate.add_argument("--region", required=True, help="the region whose secrets to re-seal")
+    rotate.add_argument("--state-dir", default=".relay", help="a relay dev state dir (its topology.json)")
+    rotate.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -108,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             return ops.queue(args.state_dir, args.json)
         if args.command == "residency":
             return residency.run(args)
+        if args.command == "secrets":
+            from relay import secrets_cli  # the cell's modules, loaded only for this command
+
+            return secrets_cli.run(args)
     except SettingsError as exc:
         print(f"relay: bad setting: {exc}", file=sys.stderr)
         return 2

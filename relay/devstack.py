@@ -119,6 +119,8 @@ class DevStack:
             hop.setdefault(region, secrets.token_urlsafe(32))
             hop.setdefault(f"{region}:secret_key", secrets.token_urlsafe(32))
         hop.setdefault("key_pepper", secrets.token_urlsafe(32))  # one for the router and every cell
+        hop.setdefault("metrics_token", secrets.token_urlsafe(32))
+        metrics_token = self.environ.get("RELAY_METRICS_TOKEN") or hop["metrics_token"]
         secrets_file.write_text(json.dumps(hop))
         secrets_file.chmod(0o600)
 
@@ -155,7 +157,7 @@ class DevStack:
                    "RELAY_REDIS_URL": cell["redis_url"], "RELAY_OBJECT_STORE": cell["object_store"],
                    "RELAY_HOP_SECRET": hop[region], "RELAY_SECRET_KEY": hop[f"{region}:secret_key"],
                    "RELAY_KEY_PEPPER": hop["key_pepper"],
-                   "RELAY_REGIONS": regions_json,
+                   "RELAY_REGIONS": regions_json, "RELAY_METRICS_TOKEN": metrics_token,
                    "RELAY_PORT": cell["url"].rsplit(":", 1)[1], "RELAY_WEBHOOKS_ALLOW_LOOPBACK": "1",
                    "RELAY_HOST": self.netns.get(region, (None, "127.0.0.1"))[1], **mail, **self.cell_env}
             if self.cell_tls:
@@ -172,6 +174,7 @@ class DevStack:
                                        for r, c in cells.items()}),
             "RELAY_DIRECTORY_SNAPSHOT": str((self.state_dir / "router" / "directory.json").resolve()),
             "RELAY_KEY_PEPPER": hop["key_pepper"],
+            "RELAY_METRICS_TOKEN": metrics_token,
             "RELAY_COOKIE_SECURE": "false",  # the dashboard is served over plain http on localhost
             **mail, **self.router_env,
         }
@@ -183,7 +186,8 @@ class DevStack:
         router_url = f"http://127.0.0.1:{router_port}"
         self._wait_ready(router_url + "/readyz", deadline)
         self.topology = {
-            "router": {"url": router_url, "database_url": router_db, "redis_url": router_redis},
+            "router": {"url": router_url, "database_url": router_db, "redis_url": router_redis,
+                       "metrics_token": metrics_token},
             "cells": cells,
         }
         tmp = self.state_dir / "topology.json.tmp"

@@ -27,7 +27,7 @@ from common.mail import Mailer
 from common.pg import create_pool
 from common.problems import EXCEPTION_HANDLERS, Problem
 from common.web import STATIC_PATH
-from router import health
+from router import health, openapi
 from router.auth import account
 from router.auth import routes as auth
 from router.cells import Cells
@@ -36,6 +36,7 @@ from router.dashboard import access as dashboard_access
 from router.dashboard import gate as dashboard_gate
 from router.dashboard import routes as dashboard
 from router.directory import Directory
+from router.dispatch import cell_route
 from router.members import routes as members
 from router.moves import driver as mover
 from router.moves import routes as moves
@@ -49,7 +50,6 @@ from router.settings import RouterSettings, from_env
 from router.state import RouterState
 
 log = logging.getLogger("relay.router")
-CONTROL_SUBRESOURCES = frozenset({"members", "invitations", "move", "deletion", "audit-logs"})
 
 
 class RouterApp:
@@ -72,18 +72,16 @@ class RouterApp:
             if path.startswith("/sdk/"):
                 await self.sdk(scope, receive, send)
                 return
-            if path.startswith("/v1/ingest/"):
+            routed = cell_route(path, scope["method"])
+            if routed == "ingest":
                 await self.proxy.ingest(scope, receive, send)
                 return
-            if path.startswith("/v1/hooks/"):
+            if routed == "hooks":
                 await self.proxy.hooks(scope, receive, send, path[len("/v1/hooks/"):].partition("/")[0])
                 return
-            if path.startswith("/v1/projects/"):
-                project, _, rest = path[len("/v1/projects/"):].partition("/")
-                sub = rest.partition("/")[0]
-                if rest and sub not in CONTROL_SUBRESOURCES and not (sub == "api-keys" and scope["method"] != "GET"):
-                    await self.proxy.management(scope, receive, send, project)
-                    return
+            if routed == "management":
+                await self.proxy.management(scope, receive, send, path[len("/v1/projects/"):].partition("/")[0])
+                return
             if path == "/app":  # the session cookie's path is /app/: send the browser where it is sent
                 await send({"type": "http.response.start", "status": 308,
                             "headers": [(b"location", b"/app/"), (b"content-length", b"0")]})
@@ -185,7 +183,8 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
 
     control = Litestar(
         route_handlers=[*health.ROUTES, *auth.ROUTES, *projects.ROUTES, *members.ROUTES, *moves.ROUTES,
-                        *dashboard.ROUTES, metrics.scrape_route(), *lifecycle.ROUTES, *account.ROUTES],
+                        *dashboard.ROUTES, *openapi.ROUTES, metrics.scrape_route(), *lifecycle.ROUTES,
+                        *account.ROUTES],
         template_config=dashboard.TEMPLATES,
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

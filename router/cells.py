@@ -41,13 +41,23 @@ class Breaker:
 
     def allow(self) -> bool:
         """Whether a request may go to the cell now (one probe at a time when half-open)."""
+        return self.admit() is not None
+
+    def admit(self) -> bool | None:
+        """None when refused; else whether the request admitted is the half-open probe, which its caller
+        must end with `success`, `failure` or, when it ended with neither, `abandon`."""
         state = self.state
         if state == "closed":
-            return True
+            return False
         if state == "half-open" and not self._probing:
             self._probing = True
             return True
-        return False
+        return None
+
+    def abandon(self) -> None:
+        """A probe ended without telling whether the cell works (the client went away, its body was too
+        large): free the slot so the next request probes, rather than the breaker staying open for good."""
+        self._probing = False
 
     def success(self) -> None:
         self.failures = 0
@@ -84,16 +94,24 @@ class Cell:
         self.control = httpx.AsyncClient(base_url=self.url, trust_env=False, timeout=10.0,
                                          verify=tls if tls else True)
 
-    def admit(self) -> None:
-        """Take a bulkhead slot, or refuse at once with 503 while the cell is saturated or broken."""
-        if not self.breaker.allow():
-            raise Problem(503, f"region {self.region} is unavailable", retry_after=2, region=self.region)
+    def admit(self) -> bool:
+        """Take a bulkhead slot, or refuse at once with 503 while the cell is saturated or broken.
+
+        Returns whether this request is the breaker's half-open probe: `release` must then be told so.
+        """
         if self.in_flight >= self.limit:
             raise Problem(503, f"region {self.region} is saturated", retry_after=1, region=self.region)
+        probe = self.breaker.admit()
+        if probe is None:
+            raise Problem(503, f"region {self.region} is unavailable", retry_after=2, region=self.region)
         self.in_flight += 1
+        return probe
 
-    def release(self) -> None:
+    def release(self, probe: bool = False) -> None:
+        """Give the bulkhead slot back; a probe that ended without a verdict frees the breaker's probe slot."""
         self.in_flight -= 1
+        if probe:
+            self.breaker.abandon()
 
     async def call(self, method: str, path: str, actor: Actor, json: Any = None,
                    params: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -101,7 +119,7 @@ class Cell:
         Authorization when a key acts, so the cell verifies the key again."""
         request = self.control.build_request(method, path, json=json, params=params, headers=headers)
         target = request.url.raw_path.decode()
-        request.headers.update(sign(self.secret, method, target, actor))
+        request.headers.update(sign(self.secret, method, target, actor, body=request.content))
         try:
             response = await self.control.send(request)
         except httpx.TransportError as exc:

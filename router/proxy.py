@@ -24,7 +24,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from yarl import URL
 
-from common import metrics, web
+from common import metrics, signing, web
 from common.access import READ
 from common.keys import Presented, presented
 from common.problems import Problem, encode
@@ -56,24 +56,23 @@ HOP_BY_HOP = frozenset({
     b"trailers", b"transfer-encoding", b"upgrade", b"host", b"proxy-connection",
 })
 # Headers a client must never be able to set on the internal hop (the trace context is the router's own).
-INTERNAL = frozenset({b"x-relay-timestamp", b"x-relay-actor", b"x-relay-signature", b"traceparent",
-                      b"tracestate", b"baggage"})
+INTERNAL = frozenset({*(h.encode() for h in signing.HEADERS), b"traceparent", b"tracestate", b"baggage"})
 
 # Per-request metrics: plain counters updated in place (see common.metrics), no locks on this path.
 REQUESTS = metrics.timings(
     count="relay.router.requests", duration="relay.router.request.duration", errors="relay.router.request.errors",
     labels=("relay.region", "relay.route_class", "http.request.method", "http.response.status_code"),
     description="Requests the router answered, per region and route class", failed=metrics.server_error(3))
-PROJECTS = metrics.counts("relay.router.project.requests", ("relay.region", "relay.project_id", "status_class"),
-                          "Requests the router answered for each known project, per status class")
 GLOBAL = metrics.GLOBAL
 
 
 def record(started: float, region: str, route: str, method: str, status: int, project: str | None) -> None:
-    """Count one answered request (region `global` when it never reached a cell)."""
+    """Count one answered request (region `global` when it never reached a cell).
+
+    `project` is not a label: the router sits in front of every region, and its metrics name no project
+    (per-project counts are the cells' own, in their region).
+    """
     REQUESTS.record((region, route, method, status), metrics.clock() - started)
-    if project:
-        PROJECTS.add((region, project, metrics.status_class(status)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,13 +304,18 @@ class Proxy:
             headers[name.decode("latin-1")] = value.decode("latin-1")
         if declared is not None and declared > route.max_body:
             raise Problem(413, f"body larger than {route.max_body} bytes")
-        headers.update(sign(cell.secret, method, target, actor))
         headers["x-request-id"] = rid.decode()
+        # The signature binds the body: a buffered one by its digest, a streamed one by a trailer the router
+        # appends as the last bytes pass (see common.signing).
         body: bytes | AsyncIterator[bytes] | None
         if route.stream:
-            body = _stream(receive, route.max_body)
+            headers.update(sign(cell.secret, method, target, actor, body=None))
+            if declared is not None:
+                headers["content-length"] = str(declared + signing.TRAILER_LEN)
+            body = signing.signed_stream(cell.secret, headers, _stream(receive, route.max_body))
         else:
             body = await _read(receive, route.max_body)
+            headers.update(sign(cell.secret, method, target, actor, body=body))
         template = route_template(scope["path"])
         attributes = {"http.request.method": method, "http.route": template, "relay.region": cell.region,
                       "relay.route_class": route.name, "relay.project_id": actor.project_id or "",
@@ -327,7 +331,7 @@ class Proxy:
     async def _relay(self, send: Send, cell: Cell, method: str, target: str, headers: dict[str, str],
                      body: bytes | AsyncIterator[bytes] | None, route: RouteClass, attributes: dict[str, str]) -> int:
         """Send the request to the cell and stream its answer back; returns the status relayed."""
-        cell.admit()
+        probe = cell.admit()
         started = time.monotonic()
         response: aiohttp.ClientResponse | None = None
         status = 499  # the client went away before an answer
@@ -344,9 +348,13 @@ class Proxy:
             except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
                 if isinstance(exc.__cause__, _TooLarge) or isinstance(exc.__context__, _TooLarge):
                     raise Problem(413, f"body larger than {route.max_body} bytes") from None
+                if isinstance(exc.__cause__, _ClientGone) or isinstance(exc.__context__, _ClientGone):
+                    return status
+                probe = False  # resolved: the failure re-opens the breaker
                 cell.breaker.failure()
                 raise Problem(503, f"region {cell.region} did not answer", retry_after=2,
                               region=cell.region) from exc
+            probe = False  # resolved: the success closes the breaker
             cell.breaker.success()
             status = response.status
             out = [(k.lower(), v) for k, v in response.raw_headers if k.lower() not in HOP_BY_HOP]
@@ -361,7 +369,7 @@ class Proxy:
         finally:
             log.info("request", extra={**attributes, "http.response.status_code": status,
                                        "duration_ms": round((time.monotonic() - started) * 1000, 2)})
-            cell.release()
+            cell.release(probe)
             if response is not None:
                 response.close()  # also when the client went away mid-stream: the pool never leaks
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 import secrets
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -178,3 +179,25 @@ def problem(resp: httpx.Response, status: int) -> dict[str, Any]:
     body: dict[str, Any] = resp.json()
     assert body["status"] == status and body["title"] and body["type"], body
     return body
+
+
+def project_secret(topo: dict[str, Any], region: str, project_id: str) -> bytes:
+    """A project's secret (conversation tokens, ip_hash) as an auditor recomputes them: it is sealed at rest,
+    so it is opened with the region's key from the `relay dev` state dir."""
+    import json
+
+    from cell.projects.secret import project_secret as opened
+
+    state = Path(topo["cells"][region]["object_store"][len("file://"):]).parent.parent
+    ring = str(json.loads((state / "secrets.json").read_text())[f"{region}:secret_key"])
+
+    async def read() -> bytes | None:
+        conn = await asyncpg.connect(topo["cells"][region]["database_url"])
+        try:
+            return await opened(conn, ring, uuid.UUID(project_id))
+        finally:
+            await conn.close()
+
+    secret = asyncio.run(read())
+    assert secret is not None
+    return secret

@@ -17,12 +17,6 @@ MESSAGE_COLUMNS = "id, conversation_id, direction, body, author_id, created_at, 
 SORT_KEYS = {"last_message_at": "coalesce(last_message_at, created_at)", "created_at": "created_at"}
 
 
-async def project_secret(conn: asyncpg.Connection | asyncpg.Pool, project_id: uuid.UUID) -> bytes | None:
-    """The project's HMAC secret (conversation tokens)."""
-    secret: bytes | None = await conn.fetchval("SELECT secret FROM projects WHERE id = $1", project_id)
-    return secret
-
-
 async def insert(conn: asyncpg.Connection, conversation_id: uuid.UUID, project_id: uuid.UUID,
                  user_id: uuid.UUID | None, session_id: uuid.UUID, subject: str | None) -> asyncpg.Record | None:
     """Open a conversation already counting its first message; None when the id exists (a retry)."""

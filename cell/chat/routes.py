@@ -32,6 +32,7 @@ from cell.interactions.queries import Filters
 from cell.outbox import add as enqueue
 from cell.paging import Page, decode_cursor, encode_cursor, limit_of
 from cell.privacy import scrub
+from cell.projects import secret as project_secret
 from cell.sessions.queries import identify
 from common.ids import uuid7
 from common.problems import Problem
@@ -58,15 +59,17 @@ async def start_conversation(request: Request[Any, Any, Any], data: Conversation
     principal = require(await caller(request), ingest=True)
     pid = principal.project_id
     pool = ctx(request).pool
-    secret = await queries.project_secret(pool, pid)
+    secret = await project_secret.project_secret(pool, ctx(request).settings.secret_key, pid)
     assert secret is not None  # the caller's project is homed here
     conversation_id = data.id or uuid7()
     if data.id is not None and (row := await queries.get(pool, pid, data.id)) is not None:
         return _retried(row, data, secret)
     interaction_id = uuid7()
-    rules, report = await scrub.rules_for(pool, pid), scrub.Report()
-    body = scrub.scrub_message(rules, data.body, report)
-    subject = scrub.scrub_message(rules, data.subject, report) if data.subject is not None else None
+    scrubber = ctx(request).scrubber
+    rules, report = await scrub.rules_for(pool, pid), scrubber.report()
+    body, subject = await scrubber.run(len(data.body) + len(data.subject or ""), lambda: (
+        scrub.scrub_message(rules, data.body, report),
+        scrub.scrub_message(rules, data.subject, report) if data.subject is not None else None))
     redactions = report.as_json() if report else {}
     content: dict[str, Any] = {"text": body, "conversation_id": str(conversation_id)}
     if subject is not None:
@@ -133,7 +136,7 @@ async def _open(request: Request[Any, Any, Any], principal: Principal, conversat
     """404 unless the request carries this conversation's token and the conversation is the project's;
     the same answer either way, so a caller learns nothing about other conversations."""
     pool = ctx(request).pool
-    secret = await queries.project_secret(pool, principal.project_id)
+    secret = await project_secret.project_secret(pool, ctx(request).settings.secret_key, principal.project_id)
     if secret is None or not token.matches(secret, conversation_id, presented):
         raise Problem(404, NOT_FOUND)
     if await queries.get(pool, principal.project_id, conversation_id) is None:
@@ -251,8 +254,9 @@ async def _add_message(request: Request[Any, Any, Any], principal: Principal, co
     message_id = data.id or uuid7()
     if data.id is not None and (row := await queries.get_message(pool, pid, conversation_id, data.id)) is not None:
         return row, 200
-    report = scrub.Report()
-    body = scrub.scrub_message(await scrub.rules_for(pool, pid), data.body, report)
+    scrubber = ctx(request).scrubber
+    rules, report = await scrub.rules_for(pool, pid), scrubber.report()
+    body = await scrubber.run(len(data.body), lambda: scrub.scrub_message(rules, data.body, report))
     try:
         async with pool.acquire() as conn, conn.transaction():
             if not await queries.count_message(conn, pid, conversation_id, reopen=direction == "inbound"):

@@ -39,7 +39,8 @@ from cell.moves.schema import Table, ident, read_plan
 from cell.storage import ObjectStore, project_key
 from cell.users.export import copy_object
 
-WITHHELD = {"projects": ("secret",), "api_keys": ("key_hash",), "webhooks": ("secret",)}
+WITHHELD = {"projects": ("secret", "sealed_secret", "identity_secret"), "api_keys": ("key_hash", "key_digest"),
+            "webhooks": ("secret",)}
 """Columns never exported: secrets that would let the holder act as the project."""
 SEALED = frozenset({"integrations"})
 """Tables whose JSON may hold sealed secrets (integration tokens): those values are withheld."""

@@ -7,7 +7,8 @@ from typing import Any
 
 import asyncpg
 
-from cell.integrations.types import ProviderConfig, unseal
+from cell import secrets
+from cell.integrations.types import CONFIG_TYPES, ProviderConfig, purpose, unseal
 from cell.settings import CellSettings
 
 COLUMNS = "id, provider::text AS provider, enabled, config, created_at, updated_at, last_sync_at"
@@ -82,3 +83,22 @@ async def mark_synced(conn: asyncpg.Connection | asyncpg.Pool, project_id: uuid.
     """Record that a worker just talked to the provider successfully (shown as `last_sync_at`)."""
     await conn.execute(
         "UPDATE integrations SET last_sync_at = now() WHERE project_id = $1 AND provider = $2", project_id, provider)
+
+
+async def reseal(pool: asyncpg.Pool, secret_key: str) -> int:
+    """Seal every integration's secret fields again with the key ring's newest key (`relay secrets rotate`);
+    the number of integrations changed."""
+    changed = 0
+    for row in await pool.fetch("SELECT id, project_id, provider::text AS provider, config FROM integrations"):
+        config = dict(row["config"])
+        for name in CONFIG_TYPES[row["provider"]].SECRETS:
+            value = config.get(name)
+            if isinstance(value, str) and secrets.is_sealed(value):
+                again = secrets.reseal(secret_key, row["project_id"], purpose(row["provider"], name), value)
+                if again is not None:
+                    config[name] = again
+        if config != row["config"]:
+            await pool.execute("UPDATE integrations SET config = $2 WHERE id = $1 AND config = $3",
+                               row["id"], config, row["config"])
+            changed += 1
+    return changed

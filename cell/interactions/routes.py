@@ -33,6 +33,12 @@ from common.problems import Problem
 from common.telemetry import current_traceparent
 
 
+def _size(request: Request[Any, Any, Any]) -> int:
+    """The body's declared size (what decides where it is scrubbed)."""
+    declared = request.headers.get("content-length", "")
+    return int(declared) if declared.isdigit() else 0
+
+
 @post("/v1/ingest/interactions", status_code=201)
 async def ingest_interaction(request: Request[Any, Any, Any], data: InteractionIn) -> Response[Interaction]:
     """Store one interaction; a retry with the same `id` returns the stored one with 200.
@@ -44,12 +50,18 @@ async def ingest_interaction(request: Request[Any, Any, Any], data: InteractionI
     pid = principal.project_id
     context = ctx(request)
     # Privacy rules redact before anything is stored; the report keeps which rule and how many, never values.
-    rules, report = await scrub.rules_for(context.pool, pid), scrub.Report()
-    content = scrub.scrub_value(rules, data.content, "content", report)
-    technical_context = scrub.scrub_value(rules, data.technical_context, "context", report)
-    logs = None if data.logs is None else (scrub.scrub_value(rules, data.logs.console, "logs", report),
-                                           scrub.scrub_value(rules, data.logs.network, "logs", report),
-                                           scrub.scrub_value(rules, data.logs.errors, "logs", report))
+    rules, report = await scrub.rules_for(context.pool, pid), context.scrubber.report()
+
+    def scrubbed() -> tuple[Any, Any, Any]:
+        content = scrub.scrub_value(rules, data.content, "content", report)
+        technical_context = scrub.scrub_value(rules, data.technical_context, "context", report)
+        logs = None if data.logs is None else (scrub.scrub_value(rules, data.logs.console, "logs", report),
+                                               scrub.scrub_value(rules, data.logs.network, "logs", report),
+                                               scrub.scrub_value(rules, data.logs.errors, "logs", report))
+        return content, technical_context, logs
+
+    # A large body is scrubbed off the event loop: other tenants' requests go on meanwhile.
+    content, technical_context, logs = await context.scrubber.run(_size(request), scrubbed)
     # Checked before the group commit: a refused identity fails this request alone.
     claim = await users.verify(context.pool, context.settings.secret_key, pid, data.user) if data.user else None
     item = writer.Pending({

@@ -20,6 +20,7 @@ import msgspec
 
 from cell.moves.schema import Plan, Table, ident
 from cell.moves.types import Changes, Job, ObjectInfo, ObjectSum, PendingJobs, TableSum
+from cell.projects import secret as project_secret
 from cell.storage import ObjectStore, project_key
 from common.problems import Problem
 
@@ -156,13 +157,16 @@ async def upsert(conn: asyncpg.Connection, table: Table, project_id: uuid.UUID, 
 
 
 async def import_rows(pool: asyncpg.Pool, plan: Plan, table: Table, project_id: uuid.UUID, region: str,
-                      rows: str) -> int:
-    """One exported batch into this (target) cell, idempotently."""
+                      rows: str, secret_key: str) -> int:
+    """One exported batch into this (target) cell, idempotently; the project's secret sealed with this cell's key."""
     async with pool.acquire() as conn, conn.transaction():
         await bypass(conn)
         if table.name != "projects":
             await require_state(conn, project_id, "importing")
-        return await upsert(conn, table, project_id, region, rows)
+        written = await upsert(conn, table, project_id, region, rows)
+        if table.name == "projects":
+            await project_secret.seal_in(conn, secret_key, project_id)
+        return written
 
 
 async def delete_keys(conn: asyncpg.Connection, table: Table, project_id: uuid.UUID, keys: str) -> int:

@@ -28,8 +28,9 @@ from common.problems import Problem
 
 SKIP = frozenset({"outbox", "dead_letters", "move_changes", "moved_projects"})
 """Tables with a project_id that a move does not copy (see the module docstring)."""
-CELL_COLUMNS = ("region", "state", "epoch")
-"""Columns of `projects` that describe the project's place in this cell, not the project."""
+CELL_COLUMNS = ("region", "state", "epoch", "sealed_secret")
+"""Columns of `projects` that describe the project's place in this cell, not the project; `sealed_secret` is
+sealed with this cell's key, so a move carries the secret itself instead (cell/projects/secret.py)."""
 GUARD = "relay_move_guard"
 
 

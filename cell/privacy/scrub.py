@@ -9,24 +9,37 @@ enabled rules through a small per-process cache.
 Every built-in pattern is written to run in time linear in its input (runs are
 anchored by look-behinds, quantifiers are possessive or unambiguous), because
 the input is whatever an end user's browser sent. Custom `regex:` patterns are
-checked for the shapes that backtrack catastrophically before they are stored.
+a tenant's own: they run on RE2 (the `google-re2` wheel), whose matching is
+linear in the text whatever the pattern, so no rule can stall a cell; what RE2
+cannot run (backreferences, look-around) is refused when the rule is created.
+
+Each request's scrubbing has a budget (`Budget`, carried by its `Report`): the
+characters custom patterns may scan and the seconds it may take. Past it the
+request is refused (413 / 503) rather than stored unredacted. Large bodies are
+scrubbed off the event loop, on a small thread pool (`Scrubber`, sized by
+`RELAY_SCRUB_THREADS`), so one tenant's big body never holds up another's
+requests; RE2 releases the GIL while it matches.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import functools
-import importlib
 import ipaddress
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import msgspec
+import re2
+
+from common.problems import Problem
 
 SCOPES = ("content", "logs", "context", "messages")
 BUILTINS = ("email", "card", "bearer", "credentials", "ip")
@@ -38,17 +51,27 @@ DEFAULT_RULES = ("credentials", "card", "bearer")
 
 Span = tuple[int, int]
 Finder = Callable[[str], Iterator[Span]]
+T = TypeVar("T")
+
+
+class _Pattern(Protocol):
+    """What a finder needs of a compiled regex: the stdlib's `re` and RE2 both provide it."""
+
+    @property
+    def groupindex(self) -> Mapping[str, int]: ...
+    def finditer(self, text: str) -> Iterator[Any]: ...
+    def search(self, text: str) -> Any: ...
 
 
 # -- Built-in patterns ---------------------------------------------------------------------------------------
 
-def _regex_finder(regex: re.Pattern[str], valid: Callable[[str], bool] | None = None) -> Finder:
+def _regex_finder(regex: _Pattern, valid: Callable[[str], bool] | None = None) -> Finder:
     """Spans of a regex's matches: its `secret` group when that took part, else the whole match."""
-    secret = "secret" in regex.groupindex
+    secret = regex.groupindex.get("secret")  # by number: RE2's matches take no group names
 
     def find(text: str) -> Iterator[Span]:
         for m in regex.finditer(text):
-            span = m.span("secret") if secret and m.start("secret") >= 0 else m.span()
+            span = m.span(secret) if secret is not None and m.start(secret) >= 0 else m.span()
             if span[0] < span[1] and (valid is None or valid(text[span[0]:span[1]])):
                 yield span
 
@@ -219,20 +242,20 @@ _BUILTINS: dict[str, _Builtin] = {
 
 # -- Custom regexes ------------------------------------------------------------------------------------------
 
-_parser: Any = importlib.import_module("re._parser")  # the stdlib's own regex parser (no public name)
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a refused pattern is the customer's mistake, answered 422, not a log line
 
 
 class PatternError(ValueError):
-    """A rule's pattern is unknown, malformed or unsafe to run."""
+    """A rule's pattern is unknown, malformed or cannot run on RE2."""
 
 
-def check_pattern(pattern: str) -> re.Pattern[str] | None:
-    """Validate a rule's `pattern`: a built-in name (None) or `regex:<expr>` (its compiled form).
+def check_pattern(pattern: str) -> _Pattern | None:
+    """Validate a rule's `pattern`: a built-in name (None) or `regex:<expr>` (its compiled RE2 form).
 
-    Custom expressions run over every string an end user sends, so shapes that can
-    backtrack catastrophically are refused: a quantified group holding another
-    variable quantifier (`(a+)+`), alternatives inside a repetition that could
-    start alike (`(a|ab)*`), and backreferences.
+    Custom expressions run over every string an end user sends, so they run on RE2, in time linear in
+    the text; what RE2 cannot run (backreferences, look-ahead and look-behind, possessive quantifiers)
+    is refused here, when the rule is created.
     """
     if pattern in _BUILTINS:
         return None
@@ -242,53 +265,18 @@ def check_pattern(pattern: str) -> re.Pattern[str] | None:
     if not 1 <= len(expr) <= MAX_REGEX:
         raise PatternError(f"a custom regex is 1 to {MAX_REGEX} characters")
     try:
-        compiled = re.compile(expr)
-        tree = _parser.parse(expr)
-    except (re.error, RecursionError, OverflowError) as exc:
-        reason = str(exc).replace("`", "'")
-        raise PatternError(f"the regex does not compile: {reason}") from None
-    _check_tree(tree, repeated=False)
+        compiled: _Pattern = re2.compile(expr, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        if "\\" in expr and "invalid escape sequence: \\" in reason and reason[-1:].isdigit():
+            reason = "backreferences are not supported"
+        elif "(?=" in reason or "(?!" in reason or "(?<" in reason:
+            reason = "look-ahead and look-behind are not supported"
+        raise PatternError(f"the regex cannot run on RE2 (linear-time matching): {reason.replace('`', chr(39))}"
+                           ) from None
     if compiled.search("") is not None:
         raise PatternError("the regex matches the empty string")
     return compiled
-
-
-def _check_tree(tree: Any, *, repeated: bool) -> None:
-    """Walk the parsed regex; `repeated` says we are inside a variable-count repetition."""
-    c = _parser
-    for op, av in tree:
-        if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
-            low, high, body = av
-            if repeated and low != high:
-                raise PatternError("nested quantifiers (like (a+)+) can backtrack catastrophically")
-            _check_tree(body, repeated=repeated or high > 1)
-        elif op == c.SUBPATTERN:
-            _check_tree(av[-1], repeated=repeated)
-        elif op in (c.ATOMIC_GROUP,):
-            _check_tree(av, repeated=repeated)
-        elif op in (c.ASSERT, c.ASSERT_NOT):
-            _check_tree(av[1], repeated=repeated)
-        elif op == c.BRANCH:
-            branches = av[1]
-            if repeated:
-                firsts = [_first_literal(b) for b in branches]
-                if None in firsts or len(set(firsts)) != len(firsts):
-                    raise PatternError("alternatives inside a repetition must start with distinct literal "
-                                       "characters, or they can backtrack catastrophically")
-            for b in branches:
-                _check_tree(b, repeated=repeated)
-        elif op in (c.GROUPREF, c.GROUPREF_EXISTS):
-            raise PatternError("backreferences are not allowed in privacy rules")
-
-
-def _first_literal(tree: Any) -> int | None:
-    for op, av in tree:
-        if op == _parser.LITERAL:
-            return int(av)
-        if op == _parser.SUBPATTERN:
-            return _first_literal(av[-1])
-        return None
-    return None
 
 
 # -- Compiled rules ------------------------------------------------------------------------------------------
@@ -303,6 +291,8 @@ class Rule:
     finders: tuple[Finder, ...]
     gate: Gate | None = None
     keys: bool = False
+    custom: bool = False
+    """A tenant's own regex: what it scans is charged to the request's budget."""
 
     @property
     def marker(self) -> str:
@@ -346,18 +336,50 @@ def compile_rules(rows: Iterable[Mapping[str, Any]]) -> Rules:
         else:
             compiled = check_pattern(pattern)
             assert compiled is not None
-            patterns.append(Rule(str(row["id"]), str(row["name"]), scope, (_regex_finder(compiled),)))
+            patterns.append(Rule(str(row["id"]), str(row["name"]), scope, (_regex_finder(compiled),), custom=True))
     by_scope = {s: tuple(r for r in patterns if s in r.scope) for s in SCOPES}
     return Rules(tuple(patterns), tuple(selectors), by_scope)
 
 
 # -- Redaction -----------------------------------------------------------------------------------------------
 
-class Report:
-    """What was redacted: per rule id, its name and match counts per scope. Never the values."""
+MAX_SECONDS = 2.0
+"""Default time budget of one request's scrubbing."""
+MAX_CUSTOM_CHARS = 8 * 1024 * 1024
+"""Default budget of characters custom regexes may scan for one request (each rule scans the text once)."""
 
-    def __init__(self) -> None:
+
+class Budget:
+    """What one request's scrubbing may cost: a deadline, and characters scanned by custom regexes."""
+
+    def __init__(self, seconds: float = MAX_SECONDS, custom_chars: int = MAX_CUSTOM_CHARS) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.chars_left = custom_chars
+
+    def charge(self, rule: Rule, text: str) -> None:
+        """Count a rule's scan of `text`; a 413 problem once custom regexes have scanned too much."""
+        if rule.custom:
+            self.chars_left -= len(text)
+            if self.chars_left < 0:
+                raise Problem(413, "this body is too large to scrub with the project's custom privacy rules")
+
+    def check(self) -> None:
+        """A 503 problem once the request's scrubbing ran past its deadline."""
+        if time.monotonic() > self.deadline:
+            raise Problem(503, f"scrubbing this body took longer than {self.seconds:g} s; retry later",
+                          retry_after=5)
+
+
+class Report:
+    """What was redacted: per rule id, its name and match counts per scope. Never the values.
+
+    It also carries the request's `Budget` (a default one unless given).
+    """
+
+    def __init__(self, budget: Budget | None = None) -> None:
         self.rules: dict[str, dict[str, Any]] = {}
+        self.budget = budget if budget is not None else Budget()
 
     def add(self, rule: Rule, scope: str, n: int) -> None:
         """Count `n` matches of `rule` in `scope`."""
@@ -386,9 +408,11 @@ class Report:
 _MARKED = re.compile(r"\[redacted:[^\]\n]{0,200}\]")
 
 
-def _redact(rule: Rule, text: str, lowered: str) -> tuple[str, int]:
+def _redact(rule: Rule, text: str, lowered: str, budget: Budget | None = None) -> tuple[str, int]:
     if rule.gate is not None and not rule.gate(text, lowered):
         return text, 0
+    if budget is not None:
+        budget.charge(rule, text)
     n = 0
     for find in rule.finders:
         marked = [m.span() for m in _MARKED.finditer(text)] if "[redacted:" in text else []
@@ -421,8 +445,11 @@ def _overlaps(marked: list[Span], starts: list[int], start: int, end: int) -> bo
 def scrub_text(rules: Rules, text: str, scope: str, report: Report | None = None) -> str:
     """`text` with every match of the rules that apply to `scope` replaced by `[redacted:<rule name>]`."""
     lowered = text.lower()
+    budget = report.budget if report is not None else None
     for rule in rules.in_scope(scope):
-        text, n = _redact(rule, text, lowered)
+        text, n = _redact(rule, text, lowered, budget)
+        if budget is not None:
+            budget.check()
         if n:
             lowered = text.lower()
         if n and report is not None:
@@ -554,3 +581,35 @@ async def rules_for(pool: asyncpg.Pool, project_id: uuid.UUID) -> Rules:
 def invalidate(project_id: uuid.UUID) -> None:
     """Forget a project's cached rules; called after a rule change commits in this process."""
     _cache.drop(project_id)
+
+
+# -- Where scrubbing runs --------------------------------------------------------------------------------------
+
+OFFLOAD_BYTES = 32 * 1024
+"""Bodies from this size on are scrubbed on the pool rather than on the event loop."""
+
+
+class Scrubber:
+    """A cell process's scrubbing: per-request budgets, and a thread pool for large bodies.
+
+    Opened and closed by the cell's lifespan (`CellContext.scrubber`).
+    """
+
+    def __init__(self, threads: int, seconds: float = MAX_SECONDS, custom_chars: int = MAX_CUSTOM_CHARS) -> None:
+        self.seconds = seconds
+        self.custom_chars = custom_chars
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="relay-scrub")
+
+    def report(self) -> Report:
+        """A fresh report for one request, carrying this cell's budget (its clock starts now)."""
+        return Report(Budget(self.seconds, self.custom_chars))
+
+    async def run(self, size: int, work: Callable[[], T]) -> T:
+        """`work()` (scrubbing of a body of about `size` bytes): inline when small, else on the pool."""
+        if size < OFFLOAD_BYTES:
+            return work()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+
+    def close(self) -> None:
+        """Stop the pool (work still queued is dropped; running work finishes)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -5,7 +5,6 @@ web origins may call ingest (`allowed_origins`, checked in cell.auth)."""
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -18,6 +17,7 @@ from cell.auth import ADMIN, READ, require
 from cell.context import caller, ctx
 from cell.maintenance.retention import MAX_DAYS, retention_days
 from cell.privacy import queries as privacy
+from cell.projects import secret as project_secret
 from cell.users import identity
 from common.origins import web_origin
 from common.problems import FieldError, Problem
@@ -60,11 +60,12 @@ async def provision(request: Request[Any, Any, Any], project_id: uuid.UUID, data
         raise Problem(421, "this project belongs to another region", region=data.region)
     async with ctx(request).pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            """INSERT INTO projects (id, name, region, secret, created_at)
+            """INSERT INTO projects (id, name, region, sealed_secret, created_at)
                VALUES ($1, $2, $3, $4, coalesce($5, now()))
                ON CONFLICT (id) DO UPDATE SET updated_at = projects.updated_at
                RETURNING id, name, region::text, created_at, (xmax = 0) AS created""",
-            project_id, data.name, data.region, secrets.token_bytes(32), data.created_at,
+            project_id, data.name, data.region, project_secret.new_sealed(settings.secret_key, project_id),
+            data.created_at,
         )
         assert row is not None
         if row["created"]:  # a retried call finds the row and leaves its rules alone

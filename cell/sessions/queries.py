@@ -28,12 +28,6 @@ def ip_hash(secret: bytes, ip: str | None) -> str | None:
     return hmac.new(secret, ip.encode(), hashlib.sha256).hexdigest()
 
 
-async def project_secret(conn: asyncpg.Connection, project_id: uuid.UUID) -> bytes:
-    """The project's HMAC secret."""
-    secret: bytes = await conn.fetchval("SELECT secret FROM projects WHERE id = $1", project_id)
-    return secret
-
-
 async def upsert(conn: asyncpg.Connection, row: dict[str, Any]) -> asyncpg.Record | None:
     """Create the session with one page view, or count one more on the existing one (atomically, so
     concurrent posts count exactly); None when the id belongs to another project.

@@ -16,6 +16,7 @@ from cell.context import caller, ctx
 from cell.interactions.queries import Filters
 from cell.paging import Page, decode_cursor, encode_cursor, limit_of
 from cell.privacy import scrub
+from cell.projects import secret as project_secret
 from cell.sessions import queries
 from cell.sessions.types import Environment, Session, SessionDetail, SessionIn
 from common.ids import uuid7
@@ -36,8 +37,10 @@ async def ingest_session(request: Request[Any, Any, Any], data: SessionIn) -> Re
     device = scrub.scrub_value(rules, data.device, users.TRAITS_SCOPE, report)
     user_agent = data.user_agent and scrub.scrub_text(rules, data.user_agent, users.TRAITS_SCOPE, report)
     async with pool.acquire() as conn, conn.transaction():
-        secret = await queries.project_secret(conn, pid)
-        user = await users.upsert(conn, pid, data.user, ctx(request).settings.secret_key, rules) if data.user else None
+        secret = await project_secret.project_secret(conn, ctx(request).settings.secret_key, pid)
+        assert secret is not None  # the caller's project is homed here
+        user = (await users.upsert(conn, pid, data.user, ctx(request).settings.secret_key, rules)
+                if data.user else None)
         user_id = user.id if user else None
         row = await queries.upsert(conn, {
             "id": data.id or uuid7(), "project_id": pid, "user_id": user_id, "device": device,

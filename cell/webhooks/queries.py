@@ -157,3 +157,15 @@ async def check_destination(settings: CellSettings, url: str) -> netguard.Destin
     Connect to one of the returned addresses and do not follow redirects.
     """
     return await netguard.check_url(url, netguard.Policy.of(settings))
+
+
+async def reseal(pool: asyncpg.Pool, secret_key: str) -> int:
+    """Seal every webhook's signing secret again with the key ring's newest key (`relay secrets rotate`)."""
+    changed = 0
+    for row in await pool.fetch("SELECT id, project_id, secret FROM webhooks"):
+        again = secrets.reseal(secret_key, row["project_id"], purpose(row["id"]), row["secret"])
+        if again is not None:
+            await pool.execute("UPDATE webhooks SET secret = $2 WHERE id = $1 AND secret = $3",
+                               row["id"], again, row["secret"])
+            changed += 1
+    return changed

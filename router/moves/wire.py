@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from common.signing import Actor, sign
+from common.signing import Actor, sign, signed_stream
 from router.cells import Cell
 
 ROUTER = Actor(kind="router")
@@ -36,9 +36,15 @@ def path(project_id: Any, *parts: str) -> str:
 
 def _signed(cell: Cell, method: str, url: str, *, json: Any = None, content: bytes | AsyncIterator[bytes] | None = None,
             params: dict[str, Any] | None = None) -> httpx.Request:
-    request = cell.control.build_request(method, url, json=json, content=content, params=params, timeout=TIMEOUT)
-    request.headers.update(sign(cell.secret, method, request.url.raw_path.decode(), ROUTER))
-    return request
+    if content is None or isinstance(content, bytes):
+        request = cell.control.build_request(method, url, json=json, content=content, params=params, timeout=TIMEOUT)
+        request.headers.update(sign(cell.secret, method, request.url.raw_path.decode(), ROUTER, body=request.content))
+        return request
+    # A streamed body: signed as streamed, the hop's trailer appended as it passes (common.signing).
+    target = cell.control.build_request(method, url, params=params).url.raw_path.decode()
+    headers = sign(cell.secret, method, target, ROUTER, body=None)
+    return cell.control.build_request(method, url, content=signed_stream(cell.secret, headers, content),
+                                      params=params, headers=headers, timeout=TIMEOUT)
 
 
 async def call(cell: Cell, method: str, url: str, *, json: Any = None,

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from common.ids import uuid7
-from tests.conftest import Admin, problem, sql
+from tests.conftest import Admin, problem, project_secret, sql
 
 TOKEN = "X-Relay-Conversation-Token"
 
@@ -51,7 +51,7 @@ def test_conversation_with_agent_replies_and_read_receipts(router: httpx.Client,
     assert (c["status"], c["subject"], c["message_count"]) == ("open", "Export", 1)
     assert c["last_message_at"] is not None
     # The token is HMAC-SHA256 of the id under the project's secret, url-safe base64.
-    secret = sql(dsn, "SELECT secret FROM projects WHERE id = $1", uuid.UUID(p["id"]))[0][0]
+    secret = project_secret(topo, "us-west", p["id"])
     mac = hmac.new(secret, f"conversation:{c['id']}".encode(), hashlib.sha256).digest()
     assert c["token"] == base64.urlsafe_b64encode(mac).decode()
 

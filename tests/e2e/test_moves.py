@@ -342,10 +342,11 @@ def test_a_project_under_load_moves_with_every_acknowledged_write(moving: dict[s
         actor = Actor(kind="admin", project_id=pid, user_id=owner.user["id"], role="owner", epoch=before + 2)
         answer = problem(cell.get(path, headers=sign(secrets["us-west"].encode(), "GET", path, actor)), 421)
         assert answer["region"] == "eu-west"
+        lost = msgspec.json.encode({"type": "bug", "content": {"text": "lost?"}})
         signed = sign(secrets["us-west"].encode(), "POST", "/v1/ingest/interactions",
-                      Actor(kind="key", project_id=pid, key_prefix=sdk["key_prefix"], epoch=before))
-        answer = problem(cell.post("/v1/ingest/interactions", headers={**sdk["h"], **signed},
-                                   json={"type": "bug", "content": {"text": "lost?"}}), 421)
+                      Actor(kind="key", project_id=pid, key_prefix=sdk["key_prefix"], epoch=before), body=lost)
+        answer = problem(cell.post("/v1/ingest/interactions", content=lost,
+                                   headers={**sdk["h"], **signed, "content-type": "application/json"}), 421)
         assert answer["region"] == "eu-west"
         internal = f"/internal/moves/{pid}/state"  # the move's own endpoints answer the router acting as itself only
         problem(cell.get(internal, headers=sign(secrets["us-west"].encode(), "GET", internal, actor)), 403)

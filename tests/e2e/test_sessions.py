@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from common.ids import uuid7
-from tests.conftest import Admin, problem, sql
+from tests.conftest import Admin, problem, project_secret, sql
 
 
 def _post(router: httpx.Client, key: dict[str, Any], **body: Any) -> httpx.Response:
@@ -103,7 +103,7 @@ def test_ip_hash_is_keyed_per_project_and_never_the_ip(router: httpx.Client, adm
     assert h1 != h2, "unlinkable across projects"
     client_ip = "127.0.0.1"  # the router sees the test client on loopback
     for pid, digest in ((p1["id"], h1), (p2["id"], h2)):
-        secret = sql(dsn, "SELECT secret FROM projects WHERE id = $1", uuid.UUID(pid))[0]["secret"]
+        secret = project_secret(topo, "us-west", pid)
         assert digest == hmac.new(secret, client_ip.encode(), hashlib.sha256).hexdigest()
     assert all(client_ip not in r["t"] for r in rows.values())
     # Nothing in the cell's database holds the raw address in a session or end user row.

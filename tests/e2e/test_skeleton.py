@@ -186,9 +186,11 @@ def test_cells_answer_only_the_router(topo: dict[str, Any], router: httpx.Client
         assert ok.status_code == 200 and ok.headers["x-relay-region"] == "eu-west"
     # The us-west cell, asked (correctly signed) about an eu-west project, says where it lives.
     with httpx.Client(base_url=us["url"], trust_env=False, timeout=10) as cell:
+        body = msgspec.json.encode({"type": "bug", "content": {}})
         signed = sign(_hop_secret(topo, "us-west"), "POST", "/v1/ingest/interactions",
-                      Actor(kind="key", project_id=p["id"], key_prefix=key["key_prefix"]))
-        r = cell.post("/v1/ingest/interactions", headers={**key["h"], **signed}, json={"type": "bug", "content": {}})
+                      Actor(kind="key", project_id=p["id"], key_prefix=key["key_prefix"]), body=body)
+        r = cell.post("/v1/ingest/interactions", headers={**key["h"], **signed, "content-type": "application/json"},
+                      content=body)
         assert problem(r, 421)["region"] == "eu-west"
         admin_actor = Actor(kind="admin", project_id=p["id"], user_id=admin.user["id"], role="owner")
         r = cell.get(path, headers=sign(_hop_secret(topo, "us-west"), "GET", path, admin_actor))

@@ -74,3 +74,39 @@ def test_integration_config_seals_only_its_secrets() -> None:
     # Another project's stored config does not open here.
     with pytest.raises(SecretError):
         unseal(KEY, uuid.uuid4(), "linear", stored)
+
+
+# -- the key ring --------------------------------------------------------------------------------------------
+
+OLD, NEW = "o" * 32, "n" * 32
+
+
+def test_a_plain_key_is_version_one_and_keeps_opening_what_it_sealed() -> None:
+    pid = uuid.uuid4()
+    sealed = secrets.seal(OLD, pid, "chat", "tok")
+    assert sealed.startswith("v1:") and secrets.is_sealed(sealed)
+    # The same key named as v1 in a ring, with a newer key in front: old values open, new ones use v2.
+    ring = f"v2:{NEW},v1:{OLD}"
+    assert secrets.unseal(ring, pid, "chat", sealed) == "tok"
+    fresh = secrets.seal(ring, pid, "chat", "tok2")
+    assert fresh.startswith("v2:") and secrets.unseal(ring, pid, "chat", fresh) == "tok2"
+    with pytest.raises(secrets.SecretError):  # the new key alone cannot open a v1 value
+        secrets.unseal(f"v2:{NEW}", pid, "chat", sealed)
+    with pytest.raises(secrets.SecretError):  # nor the old one a v2 value
+        secrets.unseal(OLD, pid, "chat", fresh)
+
+
+def test_reseal_moves_a_value_to_the_newest_key_once() -> None:
+    pid = uuid.uuid4()
+    sealed = secrets.seal(OLD, pid, "p", "value")
+    ring = f"v2:{NEW},v1:{OLD}"
+    again = secrets.reseal(ring, pid, "p", sealed)
+    assert again is not None and again.startswith("v2:")
+    assert secrets.reseal(ring, pid, "p", again) is None
+    assert secrets.unseal(f"v2:{NEW}", pid, "p", again) == "value"  # the old key can now leave the ring
+
+
+@pytest.mark.parametrize("bad", [f"v2:{NEW},{OLD}", f"v1:{NEW},v1:{OLD}", f"v2:short,v1:{OLD}", "short"])
+def test_bad_rings_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        secrets.ring(bad)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
@@ -13,7 +14,22 @@ from common.keys import KEY_RE, bearer, key_prefix, new_key, new_key_prefix
 from common.netaddr import truncate_ip
 from common.problems import pointer_of
 from common.settings import SettingsError, load
-from common.signing import Actor, SignatureError, sign, verify
+from common.signing import (
+    ACTOR,
+    BODY,
+    NONCE,
+    SIGNATURE,
+    STREAMED,
+    TIMESTAMP,
+    TRAILER_LEN,
+    Actor,
+    BodyCheck,
+    SignatureError,
+    digest,
+    sign,
+    signed_stream,
+    verify,
+)
 from router.settings import RouterSettings
 
 
@@ -26,25 +42,73 @@ def test_key_format() -> None:
     assert bearer("Bearer  abc ") == "abc" and bearer("Basic abc") is None and bearer(None) is None
 
 
-def test_signatures_bind_method_target_time_and_actor() -> None:
+def _verify(secret: bytes, method: str, target: str, h: dict[str, str], **changed: str | None) -> Actor:
+    h = {**h, **changed}  # type: ignore[dict-item]
+    return verify(secret, method, target, h.get(TIMESTAMP), h.get(ACTOR), h.get(SIGNATURE),
+                  nonce=h.get(NONCE), body=h.get(BODY))
+
+
+def test_signatures_bind_method_target_time_nonce_body_and_actor() -> None:
     secret = b"s" * 32
     actor = Actor(kind="admin", project_id=str(uuid.uuid4()), user_id="u", role="viewer")
     h = sign(secret, "GET", "/v1/projects/x/interactions?q=a", actor)
-    args = (h["x-relay-timestamp"], h["x-relay-actor"], h["x-relay-signature"])
-    assert verify(secret, "GET", "/v1/projects/x/interactions?q=a", *args) == actor
+    assert _verify(secret, "GET", "/v1/projects/x/interactions?q=a", h) == actor
     for method, target in (("POST", "/v1/projects/x/interactions?q=a"), ("GET", "/v1/projects/x/interactions?q=b")):
         with pytest.raises(SignatureError):
-            verify(secret, method, target, *args)
+            _verify(secret, method, target, h)
     with pytest.raises(SignatureError):
-        verify(b"t" * 32, "GET", "/v1/projects/x/interactions?q=a", *args)
+        _verify(b"t" * 32, "GET", "/v1/projects/x/interactions?q=a", h)
     forged = sign(secret, "GET", "/p", Actor(kind="admin", role="owner"))
     with pytest.raises(SignatureError):  # actor swapped under a valid signature
-        verify(secret, "GET", "/v1/projects/x/interactions?q=a", args[0], forged["x-relay-actor"], args[2])
+        _verify(secret, "GET", "/v1/projects/x/interactions?q=a", h, **{ACTOR: forged[ACTOR]})
+    with pytest.raises(SignatureError):  # another nonce under the same signature
+        _verify(secret, "GET", "/v1/projects/x/interactions?q=a", h, **{NONCE: forged[NONCE]})
+    with pytest.raises(SignatureError):  # another body digest under the same signature
+        _verify(secret, "GET", "/v1/projects/x/interactions?q=a", h, **{BODY: digest(b"{}")})
     old = sign(secret, "GET", "/p", actor, now=time.time() - 60)
     with pytest.raises(SignatureError, match="stale"):
-        verify(secret, "GET", "/p", old["x-relay-timestamp"], old["x-relay-actor"], old["x-relay-signature"])
+        _verify(secret, "GET", "/p", old)
     with pytest.raises(SignatureError, match="not signed"):
         verify(secret, "GET", "/p", None, None, None)
+    assert sign(secret, "GET", "/p", actor)[NONCE] != sign(secret, "GET", "/p", actor)[NONCE]
+
+
+def test_a_buffered_body_must_match_its_digest() -> None:
+    secret = b"s" * 32
+    h = sign(secret, "POST", "/p", Actor(kind="router"), body=b'{"a":1}')
+    ok = BodyCheck(secret, h[SIGNATURE], h[BODY])
+    assert ok.feed(b'{"a":') + ok.feed(b"1}") == b'{"a":1}'
+    ok.finish()
+    swapped = BodyCheck(secret, h[SIGNATURE], h[BODY])
+    swapped.feed(b'{"a":2}')
+    with pytest.raises(SignatureError, match="does not match"):
+        swapped.finish()
+
+
+async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def test_a_streamed_body_carries_a_trailer_checked_as_it_streams() -> None:
+    secret = b"s" * 32
+    h = sign(secret, "POST", "/media", Actor(kind="router"), body=None)
+    assert h[BODY] == STREAMED
+    sent = [c async for c in signed_stream(secret, h, _chunks(b"hello ", b"world"))]
+    assert len(sent[-1]) == TRAILER_LEN
+    check = BodyCheck(secret, h[SIGNATURE], h[BODY])
+    wire = b"".join(sent)
+    passed = b"".join(check.feed(wire[i:i + 5]) for i in range(0, len(wire), 5))  # any chunking
+    assert passed == b"hello world"
+    check.finish()
+    # Another body under the same headers and trailer; a truncated one; one under another request's trailer.
+    other = sign(secret, "POST", "/media", Actor(kind="router"), body=None)
+    for tampered, signature in ((b"HELLO world" + sent[-1], h[SIGNATURE]), (wire[:-1], h[SIGNATURE]),
+                                (wire, other[SIGNATURE])):
+        check = BodyCheck(secret, signature, STREAMED)
+        check.feed(tampered)
+        with pytest.raises(SignatureError):
+            check.finish()
 
 
 def test_pointers() -> None:
