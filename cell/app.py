@@ -20,6 +20,7 @@ from cell.auth import Authenticator, HopMiddleware, KeyVerifier
 from cell.chat import routes as chat
 from cell.context import CellContext
 from cell.db import ensure_region
+from cell.enrichment import index
 from cell.feedback import routes as feedback
 from cell.flags import routes as flags
 from cell.integrations import routes as integrations
@@ -111,7 +112,8 @@ def create_app(settings: CellSettings | None = None) -> Any:
                                    regions=settings.regions)
             store = ObjectStore(settings.object_store)
             ingest = Writer(pool, settings.region)
-            app.state.ctx = CellContext(settings, pool, redis, Authenticator(pool, verifier), store, ingest)
+            app.state.ctx = CellContext(settings, pool, redis, Authenticator(pool, verifier), store, ingest,
+                                        await index.detect(pool))
             _watch(app.state.ctx)
             # Scrapes refresh the gauges; with OTLP only, nobody scrapes, so refresh them in the background.
             fresh = asyncio.create_task(metrics.keep_fresh()) if metrics.otlp_configured() else None

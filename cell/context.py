@@ -11,6 +11,7 @@ from litestar import Request
 from redis.asyncio import Redis
 
 from cell.auth import Authenticator, Principal
+from cell.enrichment.index import Index
 from cell.interactions.writer import Writer
 from cell.settings import CellSettings
 from cell.storage import ObjectStore
@@ -27,6 +28,8 @@ class CellContext:
     store: ObjectStore
     ingest: Writer
     """The group commit of ingested interactions."""
+    index: Index
+    """The similarity index this database offers (pgvector's HNSW or an exact scan), read at start."""
 
 
 def ctx(request: Request[Any, Any, Any]) -> CellContext:

@@ -38,6 +38,15 @@ SYSTEM_PROMPT = (
 )
 
 
+LOCAL_METHOD = {"summary": summary.METHOD, "labels": labels.METHOD}
+"""The local methods: an extract of the report's own words, and keyword rules with their reasons."""
+
+
+def llm_method(model: str) -> dict[str, str]:
+    """`ai_method` of a summary and labels written by a chat model of the cell's configured endpoint."""
+    return {"summary": f"llm:{model}", "labels": f"llm:{model}"}
+
+
 @dataclass
 class Analysis:
     """What a provider says about one interaction."""
@@ -48,6 +57,8 @@ class Analysis:
     embedding_model: str = ""
     reasons: dict[str, str] = field(default_factory=dict)
     """Why each label was given (local rules), for whoever wonders."""
+    method: dict[str, str] = field(default_factory=lambda: dict(LOCAL_METHOD))
+    """Which method wrote the summary and the labels (the interaction's `ai_method`)."""
 
 
 class ProviderError(Exception):
@@ -120,6 +131,7 @@ class OpenAIProvider:
             chat = await self._chat(text)
             if chat is not None:
                 result.summary, result.labels, result.reasons = chat[0], chat[1], {}
+                result.method = llm_method(self.model)
         if self.embedding_model:
             result.embedding = await self._embed(text)
             result.embedding_model = self.embedding_model
