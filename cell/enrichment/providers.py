@@ -5,13 +5,12 @@ The provider is a cell setting, not a project one: a cell's workers only ever se
 of their own region's configuration, so an EU cell pointed at an EU endpoint keeps EU text in the EU, and
 a cell with no configuration sends nothing anywhere. Duplicate grouping always has the local terms to go
 on; an embedding, when the endpoint gives one, is compared only with embeddings of the same model. Without
-an endpoint's embedding model the worker computes one itself (`embedding`, all-MiniLM-L6-v2 in numpy), off
-the event loop; when that model is not installed, grouping goes by the terms alone.
+an endpoint's embedding model the worker computes one itself (`embedding`, all-MiniLM-L6-v2 in onnxruntime),
+off the event loop; when that model is not installed, grouping goes by the terms alone.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
@@ -81,11 +80,11 @@ def local_analysis(doc: Document) -> Analysis:
 
 async def local_embedding(doc: Document) -> tuple[list[float] | None, str]:
     """The worker's own embedding of the user's words and its model's name; (None, "") when there are no
-    words or the model is not installed. Computed in a thread: ~28 ms of CPU would stall the event loop."""
+    words or the model is not installed. Batched with the other jobs of this worker, off the event loop."""
     if not doc.words:
         return None, ""
-    vectors = await asyncio.to_thread(embedding.embed, [doc.words])
-    return (vectors[0], embedding.MODEL) if vectors else (None, "")
+    vector = await embedding.embed_one(doc.words)
+    return (vector, embedding.MODEL) if vector is not None else (None, "")
 
 
 class LocalProvider:
