@@ -31,8 +31,12 @@ import numpy.typing as npt
 from cell.enrichment import embedding as local_embedding
 from cell.enrichment.text import SYMPTOMS, Document, cues, sublinear, tokens
 
-METHOD = "local-v4"
-"""Version of the term scheme: signatures of another version are not compared with these."""
+METHOD = "local-v5"
+"""Version of the method (terms, embedding, cut): signatures of another version are not compared with these;
+`ai_method.grouping` names it on every interaction."""
+AUTO_PRECISION = 0.95
+"""The pairwise precision the automatic cut (`MIXED_THRESHOLD`) is calibrated for, on the labelled tuning
+parts (bench/enrichment.py): below it the workers only suggest (`GET …/similar`), a person decides."""
 
 THRESHOLD = 0.35
 """Word similarity from which a new interaction joins a group (chosen on the benchmark's dev, test and

@@ -25,7 +25,7 @@ from cell.auth import READ, WRITE, Principal, require
 from cell.context import caller, ctx
 from cell.enrichment import index
 from cell.interactions import groups, queries
-from cell.interactions.types import Interaction
+from cell.interactions.types import Interaction, InteractionDetail, LogsOut
 from cell.outbox import add as enqueue
 from common.problems import Problem
 
@@ -33,9 +33,10 @@ DEFAULT_LIMIT, MAX_LIMIT = 10, 50
 
 
 class Similar(msgspec.Struct):
-    """One suggestion: an interaction and how similar it is (cosine of the sentence embeddings, 0–1)."""
+    """One suggestion: an interaction as `GET …/interactions/{id}` shows it, and how similar it is (the
+    cosine of the two sentence embeddings, 0–1)."""
 
-    interaction: Interaction
+    interaction: InteractionDetail
     score: float
 
 
@@ -78,12 +79,24 @@ async def similar_interactions(request: Request[Any, Any, Any], project_id: uuid
         model, vector = found
         exclude = [interaction_id, *await groups.dismissed_with(conn, project_id, interaction_id)]
         near = await index.nearest(conn, context.index, project_id, model, vector, exclude, size)
+        ids = [n.interaction_id for n in near]
         rows = await conn.fetch(f"SELECT {queries.COLUMNS} FROM interactions WHERE project_id = $1 AND id = ANY($2)",
-                                project_id, [n.interaction_id for n in near])
+                                project_id, ids)
+        logs = await conn.fetch(
+            """SELECT DISTINCT ON (interaction_id) interaction_id, console, network, errors FROM interaction_logs
+                WHERE project_id = $1 AND interaction_id = ANY($2) ORDER BY interaction_id, created_at""",
+            project_id, ids)
     by_id = {r["id"]: r for r in rows}
-    return SimilarList([Similar(msgspec.convert(dict(by_id[n.interaction_id]), Interaction),
-                                round(min(1.0, max(0.0, n.cosine)), 4))
-                        for n in near if n.interaction_id in by_id])
+    logs_of = {r["interaction_id"]: r for r in logs}
+    suggestions = []
+    for n in near:
+        if n.interaction_id not in by_id:
+            continue  # erased meanwhile
+        detail = msgspec.convert(dict(by_id[n.interaction_id]), InteractionDetail)
+        if (log_row := logs_of.get(n.interaction_id)) is not None:
+            detail.logs = msgspec.convert({k: log_row[k] for k in ("console", "network", "errors")}, LogsOut)
+        suggestions.append(Similar(detail, round(min(1.0, max(0.0, n.cosine)), 4)))
+    return SimilarList(suggestions)
 
 
 async def _updated(conn: Any, principal: Principal, project_id: uuid.UUID, interaction_id: uuid.UUID,

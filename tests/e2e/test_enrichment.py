@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cell.enrichment import grouping
 from common.ids import uuid7
 from relay.devstack import DevStack
 from tests.conftest import Admin, Stack, problem, sql, until
@@ -390,6 +391,9 @@ def test_openai_provider_per_cell(ai_stack: Stack, fake_openai: FakeOpenAI) -> N
     # eu-west used the model: its summary, and only labels of the vocabulary, in the vocabulary's order.
     assert rows[first["id"]]["ai_summary"] == "MODEL Checkout crashes after applying a coupon"
     assert rows[first["id"]]["ai_labels"] == ["crash", "payments"]
+    # …and says so: a language model of the region wrote the summary and labels.
+    assert rows[first["id"]]["ai_method"] == {"summary": "llm:eu-chat-1", "labels": "llm:eu-chat-1",
+                                              "grouping": grouping.METHOD}
     # Similar reports meet through the embeddings; the unrelated one stays apart.
     assert rows[second["id"]]["ai_duplicate_group_id"] == rows[first["id"]]["ai_duplicate_group_id"]
     assert rows[unrelated["id"]]["ai_duplicate_group_id"] == unrelated["id"]
@@ -398,6 +402,7 @@ def test_openai_provider_per_cell(ai_stack: Stack, fake_openai: FakeOpenAI) -> N
     assert rows[flaky["id"]]["ai_summary"] == "MODEL FLAKY calendar sync"
     assert rows[garbled["id"]]["ai_summary"] == "GARBLED upload — Uploading an image fails with an error."
     assert "files" in rows[garbled["id"]]["ai_labels"]
+    assert rows[garbled["id"]]["ai_method"]["summary"] == "local-extractive-v1"
     dsn = topo["cells"]["eu-west"]["database_url"]
     embedded = sql(dsn, "SELECT embedding_model, cardinality(embedding) FROM enrichment_signatures "
                         "WHERE interaction_id = $1", uuid.UUID(first["id"]))
@@ -405,6 +410,8 @@ def test_openai_provider_per_cell(ai_stack: Stack, fake_openai: FakeOpenAI) -> N
 
     # us-west enriched locally and sent nothing: the endpoint never saw its text.
     assert us_row["ai_summary"] == "Checkout crashes after applying a coupon"
+    assert us_row["ai_method"] == {"summary": "local-extractive-v1", "labels": "local-rules-v1",
+                                   "grouping": grouping.METHOD}
     assert canary not in fake_openai.texts()
     with fake_openai.lock:
         seen = list(fake_openai.requests)
