@@ -95,20 +95,30 @@ async def load(dsn: str, pid: uuid.UUID, base: Matrix, rows: int, *, hnsw: bool)
                 records=[(pid, i, embedding.MODEL, v[k] if hnsw else v[k].astype("<f4").tobytes(), at[k])
                          for k, i in enumerate(batch)])
             ids.extend(batch)
-            if offset % 200_000 == 0:
+            if offset % 100_000 == 0:
                 print(f"  loaded {offset + n:,} rows", flush=True)
     finally:
         await conn.close()
     return ids
 
 
-async def build_index(dsn: str) -> float:
+async def drop_index(dsn: str) -> str:
+    """Drop migration 0023's HNSW index before a bulk load (one insert at a time into HNSW is what makes a
+    load slow); its definition, to build it again afterwards."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        definition: str = await conn.fetchval(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_interaction_vectors_hnsw'")
+        await conn.execute("DROP INDEX idx_interaction_vectors_hnsw")
+        return definition
+    finally:
+        await conn.close()
+
+
+async def build_index(dsn: str, definition: str) -> float:
     """Build migration 0023's HNSW index over the loaded rows; seconds taken."""
     conn = await asyncpg.connect(dsn)
     try:
-        definition = await conn.fetchval(
-            "SELECT indexdef FROM pg_indexes WHERE indexname = 'idx_interaction_vectors_hnsw'")
-        await conn.execute("DROP INDEX IF EXISTS idx_interaction_vectors_hnsw")
         await conn.execute("SET maintenance_work_mem = '8GB'")
         await conn.execute("SET max_parallel_maintenance_workers = 2")
         began = time.perf_counter()
@@ -181,10 +191,11 @@ async def hnsw_path(base: Matrix, rows: int) -> None:
             sys.exit("bench/similar: the embedded Postgres has no pgvector")
         pid = await _project(conn)
         await conn.close()
+        definition = await drop_index(dsn)
         began = time.perf_counter()
         ids = await load(dsn, pid, base, rows, hnsw=True)
         print(f"loaded {rows:,} interactions and vectors in {time.perf_counter() - began:.0f} s", flush=True)
-        built = await build_index(dsn)
+        built = await build_index(dsn, definition)
         print(f"HNSW index (m=16, ef_construction=64) built in {built:.0f} s", flush=True)
         sample = random.Random(1).sample(ids, CALLS)
         await calls(dsn, which, pid, sample[:50])  # warm the caches
