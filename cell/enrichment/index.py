@@ -123,6 +123,8 @@ async def nearest(conn: asyncpg.Connection, index: Index, project_id: uuid.UUID,
         order = "(embedding <#> $3::vector) + 0" if small else "embedding <#> $3::vector"
         async with conn.transaction():
             await conn.execute(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, k)}")
+            if not small:  # the index gives the order: a plan that sorts the project's rows is what to avoid
+                await conn.execute("SET LOCAL enable_sort = off")
             rows = await conn.fetch(
                 f"""SELECT interaction_id, -(embedding <#> $3::vector) AS cosine FROM interaction_vectors
                      WHERE project_id = $1 AND model = $2 AND embedding IS NOT NULL
