@@ -100,11 +100,23 @@ def _one_problem_three_ways(router: httpx.Client, admin: Admin, project: dict[st
 # The local provider, on the session stack --------------------------------------------------------------------
 
 
-def test_a_bug_a_feedback_post_and_a_chat_about_one_problem_share_a_group(
+def test_a_bug_a_feedback_post_and_a_chat_about_one_problem_are_suggested_and_merged(
         router: httpx.Client, admin: Admin, topo: dict[str, Any]) -> None:
     p = admin.project("eu-west")
     key, reader = admin.key(p, ["ingest"]), admin.key(p, ["read"])
     bug, feedback, chat, other = _one_problem_three_ways(router, admin, p, key)
+    rows = _enriched(router, admin, p, [bug, feedback, chat, other])
+    # Each is suggested the other two first, across types; the unrelated request comes last.
+    for one in (bug, feedback, chat):
+        r = router.get(f"/v1/projects/{p['id']}/interactions/{one}/similar", headers=reader["h"])
+        assert r.status_code == 200, r.text
+        assert [s["interaction"]["id"] for s in r.json()["data"]][2:] == [other], (one, r.json())
+    assert rows[other]["ai_duplicate_group_id"] == other  # unrelated: a group of its own
+    # A person confirms (the workers may have grouped them already: then this confirms their group).
+    for one in (feedback, chat):
+        r = router.post(f"/v1/projects/{p['id']}/interactions/{one}/duplicate-of", headers=admin.h,
+                        json={"interaction_id": bug})
+        assert r.status_code == 200 and r.json()["duplicate_confirmed"] is True, r.text
     rows = _enriched(router, admin, p, [bug, feedback, chat, other])
 
     group = rows[bug]["ai_duplicate_group_id"]
@@ -222,6 +234,7 @@ def test_signatures_of_an_earlier_method_are_re_signed_and_keep_their_group(
     sql(dsn, """UPDATE enrichment_signatures SET method = 'local-v0', terms = '{"zzz": 1.0}', embedding = NULL,
                                                embedding_model = NULL
                  WHERE project_id = $1""", uuid.UUID(p["id"]))
+    sql(dsn, "DELETE FROM interaction_vectors WHERE project_id = $1", uuid.UUID(p["id"]))  # before the index
 
     done = subprocess.run([sys.executable, "-m", "relay", "jobs", "run", "resign", "--project", p["id"],
                            "--state-dir", str(stack.state_dir)], capture_output=True, text=True, timeout=60,
@@ -242,8 +255,12 @@ def test_signatures_of_an_earlier_method_are_re_signed_and_keep_their_group(
     assert {tuple(r) for r in embedded} == {("all-MiniLM-L6-v2", 384)}
     rows = _enriched(router, admin, p, [old["id"], other["id"]])
     assert {i: r["ai_duplicate_group_id"] for i, r in rows.items()} == groups
+    # Re-signing indexed them again: a new report of the same problem is suggested the old one first.
+    assert sql(dsn, "SELECT count(*) FROM interaction_vectors WHERE project_id = $1", uuid.UUID(p["id"]))[0][0] == 2
     new = _bug(router, key, "Can't download invoice PDFs", "The invoice download link shows a 404 error.")
-    assert _enriched(router, admin, p, [new["id"]])[new["id"]]["ai_duplicate_group_id"] == groups[old["id"]]
+    _enriched(router, admin, p, [new["id"]])
+    similar = router.get(f"/v1/projects/{p['id']}/interactions/{new['id']}/similar", headers=admin.h).json()["data"]
+    assert [s["interaction"]["id"] for s in similar] == [old["id"], other["id"]]
 
 
 def test_erasing_a_person_removes_what_enrichment_kept_of_their_words(
