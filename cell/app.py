@@ -21,6 +21,7 @@ from cell.chat import routes as chat
 from cell.context import CellContext
 from cell.dashboard import routes as dashboard
 from cell.db import ensure_region
+from cell.enrichment import index
 from cell.exports import routes as exports
 from cell.feedback import routes as feedback
 from cell.flags import routes as flags
@@ -128,7 +129,7 @@ def create_app(settings: CellSettings | None = None) -> Any:
             ingest = Writer(pool, settings.region)
             scrubber = Scrubber(settings.scrub_threads, settings.scrub_budget_seconds, settings.scrub_budget_chars)
             app.state.ctx = CellContext(settings, pool, redis, Authenticator(pool, verifier), store, ingest,
-                                        scrubber)
+                                        scrubber, await index.detect(pool))
             _watch(app.state.ctx)
             # Scrapes refresh the gauges; with OTLP only, nobody scrapes, so refresh them in the background.
             fresh = asyncio.create_task(metrics.keep_fresh()) if metrics.otlp_configured() else None

@@ -11,6 +11,7 @@ from litestar import Request
 from redis.asyncio import Redis
 
 from cell.auth import Authenticator, Principal
+from cell.enrichment.index import Index
 from cell.interactions.writer import Writer
 from cell.privacy.scrub import Scrubber
 from cell.settings import CellSettings
@@ -30,6 +31,8 @@ class CellContext:
     """The group commit of ingested interactions."""
     scrubber: Scrubber
     """Per-request scrubbing budgets, and the thread pool large bodies are scrubbed on."""
+    index: Index
+    """The similarity index this database offers (pgvector's HNSW or an exact scan), read at start."""
 
 
 def ctx(request: Request[Any, Any, Any]) -> CellContext:

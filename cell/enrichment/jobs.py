@@ -24,8 +24,9 @@ from typing import Any
 import asyncpg
 import httpx
 
-from cell.enrichment import embedding, grouping, providers, queries
+from cell.enrichment import embedding, grouping, index, providers, queries
 from cell.enrichment.text import document
+from cell.interactions import groups
 from cell.jobs import Cron, Job
 from cell.maintenance.jobs import project_of, schedule
 from cell.settings import CellSettings
@@ -39,8 +40,14 @@ OLDER = 500
 
 
 async def enrich(pool: asyncpg.Pool, settings: CellSettings, http: httpx.AsyncClient,
-                 interaction_id: uuid.UUID) -> str:
-    """Enrich one interaction (idempotent); returns what happened: `enriched`, `already` or `gone`."""
+                 interaction_id: uuid.UUID, similarity: index.Index | None = None) -> str:
+    """Enrich one interaction (idempotent); returns what happened: `enriched`, `already` or `gone`.
+
+    Its group is decided among the project's earlier interactions, joined only above the calibrated cut
+    (`grouping.decide`), and never across a pair a person dismissed (`groups.conflicts`): then it stays a
+    group of its own. Its embedding goes to the similarity index (`index.store`) in the same transaction.
+    """
+    similarity = similarity or await index.detect(pool)
     loaded = await queries.load(pool, interaction_id)
     if loaded is None:
         return "gone"
@@ -63,16 +70,31 @@ async def enrich(pool: asyncpg.Pool, settings: CellSettings, http: httpx.AsyncCl
             candidates += await queries.sharing(conn, pid, grouping.METHOD, idf.top(sig), oldest,
                                                 [c.interaction_id for c in candidates], OLDER)
         decision = grouping.decide(str(interaction_id), sig, candidates, idf, limits)
+        if decision.matched and await groups.conflicts(conn, pid, interaction_id,
+                                                       [decision.group_id, *decision.merged]):
+            decision = grouping.Decision(group_id=str(interaction_id), similarity=decision.similarity)
         if decision.merged:
             await queries.merge_groups(conn, pid, decision.merged, decision.group_id)
         await queries.store(conn, pid, interaction_id, loaded.created_at, grouping.METHOD, sig, grouping.keys(sig),
-                            decision.group_id, analysis.summary, analysis.labels, decision.confidence)
+                            decision.group_id, analysis.summary, analysis.labels, decision.confidence,
+                            {**analysis.method, "grouping": grouping.METHOD})
+        if sig.embedding:
+            await index.store(conn, similarity, pid, interaction_id, sig.embedding_model, sig.embedding,
+                              loaded.created_at)
     return "enriched"
 
 
 async def enrich_interaction(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
     """`interaction.created`: enrich the new interaction."""
-    await enrich(ctx["pool"], ctx["settings"], ctx["http"], uuid.UUID(payload["interaction_id"]))
+    await enrich(ctx["pool"], ctx["settings"], ctx["http"], uuid.UUID(payload["interaction_id"]), await _index(ctx))
+
+
+async def _index(ctx: dict[str, Any]) -> index.Index:
+    """The similarity index this worker's database offers, read from it once (at the first job)."""
+    found: index.Index | None = ctx.get("similarity_index")
+    if found is None:
+        found = ctx["similarity_index"] = await index.detect(ctx["pool"])
+    return found
 
 
 RESIGN = "enrichment.resign"
@@ -81,9 +103,13 @@ RESIGN_BATCH = 50
 held, so a batch keeps new reports of that project waiting about a second at most."""
 
 
-async def resign(pool: asyncpg.Pool, project_id: uuid.UUID, *, batch: int = RESIGN_BATCH) -> int:
+async def resign(pool: asyncpg.Pool, project_id: uuid.UUID, *, batch: int = RESIGN_BATCH,
+                 similarity: index.Index | None = None) -> int:
     """Re-sign the project's signatures written by an earlier method, a batch per transaction under the
-    project's grouping lock (resumable: a repeat carries on with what is left); returns how many."""
+    project's grouping lock (resumable: a repeat carries on with what is left); returns how many. Each
+    embedding (the one it had, or the one computed now) is put in the similarity index, so interactions
+    enriched before the index existed are suggested too."""
+    similarity = similarity or await index.detect(pool)
     done = 0
     while True:
         async with pool.acquire() as conn, conn.transaction():
@@ -91,7 +117,8 @@ async def resign(pool: asyncpg.Pool, project_id: uuid.UUID, *, batch: int = RESI
             rows = await queries.stale(conn, project_id, grouping.METHOD, batch)
             docs = [document(row.type, row.content, row.content_text, row.logs) for row in rows]
             # One batched forward pass for the batch's signatures that have no embedding (of any model).
-            wanted = [i for i, (row, doc) in enumerate(zip(rows, docs, strict=True)) if not row.embedded and doc.words]
+            wanted = [i for i, (row, doc) in enumerate(zip(rows, docs, strict=True))
+                      if row.embedding is None and doc.words]
             vectors = await asyncio.to_thread(embedding.embed, [docs[i].words for i in wanted]) if wanted else None
             fresh = dict(zip(wanted, vectors, strict=True)) if vectors else {}
             for i, (row, doc) in enumerate(zip(rows, docs, strict=True)):
@@ -99,6 +126,10 @@ async def resign(pool: asyncpg.Pool, project_id: uuid.UUID, *, batch: int = RESI
                 if i in fresh:
                     sig.embedding, sig.embedding_model = fresh[i], embedding.MODEL
                 await queries.resign(conn, project_id, row.interaction_id, grouping.METHOD, sig, grouping.keys(sig))
+                vector, model = (sig.embedding, sig.embedding_model) if sig.embedding else (row.embedding,
+                                                                                            row.embedding_model)
+                if vector:
+                    await index.store(conn, similarity, project_id, row.interaction_id, model, vector, row.created_at)
         done += len(rows)
         if len(rows) < batch:
             return done

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 from cell.enrichment.text import TOPICS, Document, cues, sentences, stem, tokens
 
+METHOD = "local-rules-v1"
+"""`ai_method.labels` of these labels."""
 MAX_LABELS = 6
 
 LABELS = ("crash", "performance", "ui", "payments", "auth", "network-error", "data-loss", "notifications",

@@ -5,13 +5,12 @@ The provider is a cell setting, not a project one: a cell's workers only ever se
 of their own region's configuration, so an EU cell pointed at an EU endpoint keeps EU text in the EU, and
 a cell with no configuration sends nothing anywhere. Duplicate grouping always has the local terms to go
 on; an embedding, when the endpoint gives one, is compared only with embeddings of the same model. Without
-an endpoint's embedding model the worker computes one itself (`embedding`, all-MiniLM-L6-v2 in numpy), off
-the event loop; when that model is not installed, grouping goes by the terms alone.
+an endpoint's embedding model the worker computes one itself (`embedding`, all-MiniLM-L6-v2 in onnxruntime),
+off the event loop; when that model is not installed, grouping goes by the terms alone.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
@@ -38,6 +37,15 @@ SYSTEM_PROMPT = (
 )
 
 
+LOCAL_METHOD = {"summary": summary.METHOD, "labels": labels.METHOD}
+"""The local methods: an extract of the report's own words, and keyword rules with their reasons."""
+
+
+def llm_method(model: str) -> dict[str, str]:
+    """`ai_method` of a summary and labels written by a chat model of the cell's configured endpoint."""
+    return {"summary": f"llm:{model}", "labels": f"llm:{model}"}
+
+
 @dataclass
 class Analysis:
     """What a provider says about one interaction."""
@@ -48,6 +56,8 @@ class Analysis:
     embedding_model: str = ""
     reasons: dict[str, str] = field(default_factory=dict)
     """Why each label was given (local rules), for whoever wonders."""
+    method: dict[str, str] = field(default_factory=lambda: dict(LOCAL_METHOD))
+    """Which method wrote the summary and the labels (the interaction's `ai_method`)."""
 
 
 class ProviderError(Exception):
@@ -70,11 +80,11 @@ def local_analysis(doc: Document) -> Analysis:
 
 async def local_embedding(doc: Document) -> tuple[list[float] | None, str]:
     """The worker's own embedding of the user's words and its model's name; (None, "") when there are no
-    words or the model is not installed. Computed in a thread: ~28 ms of CPU would stall the event loop."""
+    words or the model is not installed. Batched with the other jobs of this worker, off the event loop."""
     if not doc.words:
         return None, ""
-    vectors = await asyncio.to_thread(embedding.embed, [doc.words])
-    return (vectors[0], embedding.MODEL) if vectors else (None, "")
+    vector = await embedding.embed_one(doc.words)
+    return (vector, embedding.MODEL) if vector is not None else (None, "")
 
 
 class LocalProvider:
@@ -120,6 +130,7 @@ class OpenAIProvider:
             chat = await self._chat(text)
             if chat is not None:
                 result.summary, result.labels, result.reasons = chat[0], chat[1], {}
+                result.method = llm_method(self.model)
         if self.embedding_model:
             result.embedding = await self._embed(text)
             result.embedding_model = self.embedding_model

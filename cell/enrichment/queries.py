@@ -119,7 +119,7 @@ async def merge_groups(conn: asyncpg.Connection, project_id: uuid.UUID, merged: 
 
 async def store(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id: uuid.UUID,
                 created_at: datetime, method: str, sig: Signature, keys: list[str], group_id: str,
-                summary: str | None, labels: list[str], confidence: float) -> None:
+                summary: str | None, labels: list[str], confidence: float, ai_method: dict[str, str]) -> None:
     """Write the signature and fill the interaction's ai_* fields (the caller holds the row, see `state`)."""
     await conn.execute(
         """INSERT INTO enrichment_signatures (project_id, interaction_id, group_id, method, terms, log_terms, keys,
@@ -128,9 +128,10 @@ async def store(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id:
         project_id, interaction_id, group_id, method, sig.stored_terms(), sig.log_terms, keys, sig.embedding,
         sig.embedding_model or None, created_at)
     await conn.execute(
-        """UPDATE interactions SET ai_summary = $3, ai_labels = $4, ai_duplicate_group_id = $5, ai_confidence = $6
+        """UPDATE interactions SET ai_summary = $3, ai_labels = $4, ai_duplicate_group_id = $5, ai_confidence = $6,
+                                  ai_method = $7
             WHERE project_id = $1 AND id = $2""",
-        project_id, interaction_id, summary, labels, group_id, confidence)
+        project_id, interaction_id, summary, labels, group_id, confidence, ai_method)
 
 
 @dataclass
@@ -142,8 +143,10 @@ class Stale:
     content: dict[str, Any]
     content_text: str | None
     logs: dict[str, Any] | None
-    embedded: bool
-    """Whether the signature has an embedding (of any model) already."""
+    created_at: datetime
+    embedding: list[float] | None
+    """The signature's embedding, if it has one (of any model)."""
+    embedding_model: str
 
 
 async def stale(conn: asyncpg.Connection, project_id: uuid.UUID, method: str, limit: int) -> list[Stale]:
@@ -151,7 +154,7 @@ async def stale(conn: asyncpg.Connection, project_id: uuid.UUID, method: str, li
     (and their interactions key-share locked, so that erasure waits for the batch)."""
     rows = await conn.fetch(
         f"""SELECT i.id, i.type::text AS type, i.content_json, i.content_text, l.console, l.network, l.errors,
-                  s.embedding IS NOT NULL AS embedded
+                  s.created_at, s.embedding, s.embedding_model
              FROM enrichment_signatures s
              JOIN interactions i ON i.project_id = s.project_id AND i.id = s.interaction_id
              {LOGS}
@@ -159,7 +162,8 @@ async def stale(conn: asyncpg.Connection, project_id: uuid.UUID, method: str, li
             ORDER BY s.created_at DESC LIMIT $3
               FOR NO KEY UPDATE OF s FOR KEY SHARE OF i""", project_id, method, limit)
     return [Stale(r["id"], r["type"], r["content_json"] or {}, r["content_text"],
-                  _logs(r), r["embedded"]) for r in rows]
+                  _logs(r), r["created_at"], list(r["embedding"]) if r["embedding"] is not None else None,
+                  r["embedding_model"] or "") for r in rows]
 
 
 async def resign(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id: uuid.UUID, method: str,

@@ -12,6 +12,8 @@ import re
 
 from cell.enrichment.text import Document, sentences, tokens, topic_of
 
+METHOD = "local-extractive-v1"
+"""`ai_method.summary` of these summaries."""
 MAX_LEN = 280
 PROBLEM_WORDS = frozenset(tokens(
     "crash error fail failed broken cannot unresponsive freeze slow missing wrong blankscreen timeout lost "

@@ -10,7 +10,8 @@ import asyncpg
 
 COLUMNS = """id, project_id, type, source, status, severity, tags, assignee_id, user_id, session_id,
     content_json AS content, technical_context, linked_issue_provider, linked_issue_id, linked_issue_url,
-    ai_summary, ai_labels, ai_duplicate_group_id, ai_confidence, privacy_scope, created_at, updated_at"""
+    ai_summary, ai_labels, ai_duplicate_group_id, ai_confidence, ai_method, duplicate_confirmed, privacy_scope,
+    created_at, updated_at"""
 
 
 def content_text(content: dict[str, Any]) -> str | None:

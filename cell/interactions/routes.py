@@ -14,7 +14,7 @@ from litestar.params import Parameter
 from cell import audit, users
 from cell.auth import READ, WRITE, require
 from cell.context import caller, ctx
-from cell.interactions import queries, search, writer
+from cell.interactions import duplicates, queries, search, writer
 from cell.interactions.types import (
     Interaction,
     InteractionDetail,
@@ -161,4 +161,4 @@ async def triage_interaction(request: Request[Any, Any, Any], project_id: uuid.U
     return msgspec.convert(dict(row), Interaction)
 
 
-ROUTES = [ingest_interaction, list_interactions, get_interaction, triage_interaction]
+ROUTES = [ingest_interaction, list_interactions, get_interaction, triage_interaction, *duplicates.ROUTES]

@@ -94,6 +94,16 @@ class InteractionPatch(msgspec.Struct, kw_only=True):
             check_tags(self.tags)
 
 
+class AiMethod(msgspec.Struct, kw_only=True):
+    """Which method wrote an interaction's enrichment fields, with its version: `local-extractive-v1` or
+    `llm:<model>` for the summary, `local-rules-v1` or `llm:<model>` for the labels, and the grouping
+    method (e.g. `local-v5`), whose automatic cut is calibrated for precision (cell/enrichment/grouping.py)."""
+
+    summary: str | None = None
+    labels: str | None = None
+    grouping: str | None = None
+
+
 class Interaction(msgspec.Struct, kw_only=True):
     """An interaction as the API returns it."""
 
@@ -116,6 +126,10 @@ class Interaction(msgspec.Struct, kw_only=True):
     ai_labels: list[str]
     ai_duplicate_group_id: str | None
     ai_confidence: float | None
+    ai_method: AiMethod | None = None
+    """Which method wrote the ai_* fields; null until the interaction is enriched."""
+    duplicate_confirmed: bool = False
+    """Whether a person put this interaction in its duplicate group (`POST …/duplicate-of`)."""
     privacy_scope: dict[str, Any]
     """What the privacy rules redacted before storage: rule and count, never the values."""
     created_at: datetime

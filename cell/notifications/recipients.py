@@ -1,6 +1,8 @@
 """Who hears that a linked issue closed: the people behind an interaction and its duplicate group.
 
-For the interaction and every member of its `ai_duplicate_group_id` group:
+For the interaction and, when a person confirmed its duplicate group (`duplicate_confirmed`), every
+other confirmed member of its `ai_duplicate_group_id` group (a group the workers formed on their own is a
+guess: it never emails anyone beyond the interaction itself):
 its reporter (the end user who sent it), the voters of the feedback items it
 is linked to, and, for a chat, the end user of the conversation. Only people with a
 usable email address, and once the project has an identity secret only verified
@@ -49,7 +51,7 @@ async def for_interaction(conn: asyncpg.Connection | asyncpg.Pool, project_id: u
              FROM interactions i
              JOIN interactions one ON one.project_id = i.project_id AND one.id = $2
             WHERE i.project_id = $1
-              AND (i.id = one.id OR (one.ai_duplicate_group_id IS NOT NULL
+              AND (i.id = one.id OR (one.duplicate_confirmed AND i.duplicate_confirmed
                                      AND i.ai_duplicate_group_id = one.ai_duplicate_group_id))
             ORDER BY i.id = one.id DESC, i.created_at LIMIT $3""", project_id, interaction_id, MAX_GROUP)
     if not members:

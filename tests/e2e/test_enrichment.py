@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cell.enrichment import grouping
 from common.ids import uuid7
 from relay.devstack import DevStack
 from tests.conftest import Admin, Stack, problem, sql, until
@@ -99,11 +100,23 @@ def _one_problem_three_ways(router: httpx.Client, admin: Admin, project: dict[st
 # The local provider, on the session stack --------------------------------------------------------------------
 
 
-def test_a_bug_a_feedback_post_and_a_chat_about_one_problem_share_a_group(
+def test_a_bug_a_feedback_post_and_a_chat_about_one_problem_are_suggested_and_merged(
         router: httpx.Client, admin: Admin, topo: dict[str, Any]) -> None:
     p = admin.project("eu-west")
     key, reader = admin.key(p, ["ingest"]), admin.key(p, ["read"])
     bug, feedback, chat, other = _one_problem_three_ways(router, admin, p, key)
+    rows = _enriched(router, admin, p, [bug, feedback, chat, other])
+    # Each is suggested the other two first, across types; the unrelated request comes last.
+    for one in (bug, feedback, chat):
+        r = router.get(f"/v1/projects/{p['id']}/interactions/{one}/similar", headers=reader["h"])
+        assert r.status_code == 200, r.text
+        assert [s["interaction"]["id"] for s in r.json()["data"]][2:] == [other], (one, r.json())
+    assert rows[other]["ai_duplicate_group_id"] == other  # unrelated: a group of its own
+    # A person confirms (the workers may have grouped them already: then this confirms their group).
+    for one in (feedback, chat):
+        r = router.post(f"/v1/projects/{p['id']}/interactions/{one}/duplicate-of", headers=admin.h,
+                        json={"interaction_id": bug})
+        assert r.status_code == 200 and r.json()["duplicate_confirmed"] is True, r.text
     rows = _enriched(router, admin, p, [bug, feedback, chat, other])
 
     group = rows[bug]["ai_duplicate_group_id"]
@@ -221,6 +234,7 @@ def test_signatures_of_an_earlier_method_are_re_signed_and_keep_their_group(
     sql(dsn, """UPDATE enrichment_signatures SET method = 'local-v0', terms = '{"zzz": 1.0}', embedding = NULL,
                                                embedding_model = NULL
                  WHERE project_id = $1""", uuid.UUID(p["id"]))
+    sql(dsn, "DELETE FROM interaction_vectors WHERE project_id = $1", uuid.UUID(p["id"]))  # before the index
 
     done = subprocess.run([sys.executable, "-m", "relay", "jobs", "run", "resign", "--project", p["id"],
                            "--state-dir", str(stack.state_dir)], capture_output=True, text=True, timeout=60,
@@ -241,8 +255,12 @@ def test_signatures_of_an_earlier_method_are_re_signed_and_keep_their_group(
     assert {tuple(r) for r in embedded} == {("all-MiniLM-L6-v2", 384)}
     rows = _enriched(router, admin, p, [old["id"], other["id"]])
     assert {i: r["ai_duplicate_group_id"] for i, r in rows.items()} == groups
+    # Re-signing indexed them again: a new report of the same problem is suggested the old one first.
+    assert sql(dsn, "SELECT count(*) FROM interaction_vectors WHERE project_id = $1", uuid.UUID(p["id"]))[0][0] == 2
     new = _bug(router, key, "Can't download invoice PDFs", "The invoice download link shows a 404 error.")
-    assert _enriched(router, admin, p, [new["id"]])[new["id"]]["ai_duplicate_group_id"] == groups[old["id"]]
+    _enriched(router, admin, p, [new["id"]])
+    similar = router.get(f"/v1/projects/{p['id']}/interactions/{new['id']}/similar", headers=admin.h).json()["data"]
+    assert [s["interaction"]["id"] for s in similar] == [old["id"], other["id"]]
 
 
 def test_erasing_a_person_removes_what_enrichment_kept_of_their_words(
@@ -390,6 +408,9 @@ def test_openai_provider_per_cell(ai_stack: Stack, fake_openai: FakeOpenAI) -> N
     # eu-west used the model: its summary, and only labels of the vocabulary, in the vocabulary's order.
     assert rows[first["id"]]["ai_summary"] == "MODEL Checkout crashes after applying a coupon"
     assert rows[first["id"]]["ai_labels"] == ["crash", "payments"]
+    # …and says so: a language model of the region wrote the summary and labels.
+    assert rows[first["id"]]["ai_method"] == {"summary": "llm:eu-chat-1", "labels": "llm:eu-chat-1",
+                                              "grouping": grouping.METHOD}
     # Similar reports meet through the embeddings; the unrelated one stays apart.
     assert rows[second["id"]]["ai_duplicate_group_id"] == rows[first["id"]]["ai_duplicate_group_id"]
     assert rows[unrelated["id"]]["ai_duplicate_group_id"] == unrelated["id"]
@@ -398,6 +419,7 @@ def test_openai_provider_per_cell(ai_stack: Stack, fake_openai: FakeOpenAI) -> N
     assert rows[flaky["id"]]["ai_summary"] == "MODEL FLAKY calendar sync"
     assert rows[garbled["id"]]["ai_summary"] == "GARBLED upload — Uploading an image fails with an error."
     assert "files" in rows[garbled["id"]]["ai_labels"]
+    assert rows[garbled["id"]]["ai_method"]["summary"] == "local-extractive-v1"
     dsn = topo["cells"]["eu-west"]["database_url"]
     embedded = sql(dsn, "SELECT embedding_model, cardinality(embedding) FROM enrichment_signatures "
                         "WHERE interaction_id = $1", uuid.UUID(first["id"]))
@@ -405,6 +427,8 @@ def test_openai_provider_per_cell(ai_stack: Stack, fake_openai: FakeOpenAI) -> N
 
     # us-west enriched locally and sent nothing: the endpoint never saw its text.
     assert us_row["ai_summary"] == "Checkout crashes after applying a coupon"
+    assert us_row["ai_method"] == {"summary": "local-extractive-v1", "labels": "local-rules-v1",
+                                   "grouping": grouping.METHOD}
     assert canary not in fake_openai.texts()
     with fake_openai.lock:
         seen = list(fake_openai.requests)

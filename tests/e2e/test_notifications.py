@@ -146,7 +146,8 @@ def test_issue_closed_tells_each_person_once(router: httpx.Client, admin: Admin,
     d = _ingest(router, key, type="bug", content={"text": "Unrelated"}, user={"external_id": "o", "email": outsider})
     _settled(topo, region, [a, b, c, d])
     group = f"grp-{tag}"
-    sql(db, "UPDATE interactions SET ai_duplicate_group_id = $1 WHERE id = ANY($2::uuid[])", group,
+    sql(db, "UPDATE interactions SET ai_duplicate_group_id = $1, duplicate_confirmed = true "
+            "WHERE id = ANY($2::uuid[])", group,
         [uuid.UUID(x) for x in (a, b, c)])
     sql(db, "UPDATE interactions SET ai_duplicate_group_id = NULL WHERE id = $1", uuid.UUID(d))
 
