@@ -173,12 +173,13 @@ def test_project_export_zip_verifies(router: httpx.Client, admin: Admin, topo: d
     # Every row of the project, and every object, bytes as stored; credentials withheld.
     tables = {t["table"]: t for t in body["tables"]}
     rows = {name: [json.loads(line) for line in archive.read(t["file"]).splitlines()] for name, t in tables.items()}
-    assert [r["id"] for r in rows["projects"]] == [pid] and "secret" not in rows["projects"][0]
+    assert [r["id"] for r in rows["projects"]] == [pid]
+    assert not {"secret", "sealed_secret", "identity_secret"} & set(rows["projects"][0])
     assert {r["id"] for r in rows["interactions"]} >= {person["interaction_id"]}
-    assert all("key_hash" not in k for k in rows["api_keys"]) and len(rows["api_keys"]) == 2
+    assert all("key_hash" not in k and "key_digest" not in k for k in rows["api_keys"]) and len(rows["api_keys"]) == 2
     assert all("secret" not in w for w in rows["webhooks"]) and whsec.encode() not in content.content
     assert [r["id"] for r in rows["replays"]] == [person["replay_id"]]
-    assert tables["projects"]["withheld"] == ["secret"]
+    assert tables["projects"]["withheld"] == ["secret", "sealed_secret", "identity_secret"]
     db = topo["cells"]["us-west"]["database_url"]
     for name in ("interactions", "sessions", "end_users", "media", "privacy_rules", "replays"):
         [count] = sql(db, f"SELECT count(*) FROM {name} WHERE project_id = $1", uuid.UUID(pid))

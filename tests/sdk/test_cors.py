@@ -102,6 +102,6 @@ def test_allowed_origins_refuse_other_origins(relay: httpx.Client, owner: Admin)
 
     # Back to every origin; retention is left as it was.
     r = relay.patch(url, json={"allowed_origins": []}, headers=owner.h)
-    assert r.json() == {"retention_days": None, "allowed_origins": []}
+    assert r.json()["allowed_origins"] == [] and r.json()["retention_days"] is None
     time.sleep(PLACEMENT_TTL)  # any other cell process trusts a project's origins for up to a second
     assert send(SHOP).status_code == 201
