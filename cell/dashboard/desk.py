@@ -30,6 +30,7 @@ class Recent(Generic[K, V]):
     def __init__(self, ttl: float, size: int = 10_000) -> None:
         self.ttl, self.size = ttl, size
         self._kept: dict[K, tuple[float, V]] = {}
+        self._forgotten: dict[K, float] = {}
 
     def get(self, key: K) -> V | None:
         """The value if it is at most `ttl` seconds old."""
@@ -43,15 +44,21 @@ class Recent(Generic[K, V]):
         found = self._kept.get(key)
         return None if found is None else found[1]
 
-    def put(self, key: K, value: V) -> V:
+    def put(self, key: K, value: V, *, read_at: float | None = None) -> V:
+        """Keep `value`; one read at `read_at` (monotonic) before the key was last forgotten is not kept, so a
+        slow read that began before a write never puts the value from before it back."""
+        if read_at is not None and read_at < self._forgotten.get(key, 0.0):
+            return value
         if len(self._kept) >= self.size:
             self._kept.clear()
+            self._forgotten.clear()
         self._kept[key] = (time.monotonic(), value)
         return value
 
     def forget(self, key: K) -> None:
         """Drop an entry this process just made stale (its own writes)."""
         self._kept.pop(key, None)
+        self._forgotten[key] = time.monotonic()
 
 
 HEADERS: Recent[uuid.UUID, dict[str, Any]] = Recent(ttl=5.0)

@@ -11,6 +11,7 @@ against it here again, after the router did.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from pathlib import Path
 from typing import Any, get_args
@@ -62,8 +63,9 @@ def _refresh_counts(pool: asyncpg.Pool, project_id: uuid.UUID) -> None:
         return
 
     async def recount() -> None:
+        began = time.monotonic()
         try:
-            COUNTS.put(project_id, await queries.status_counts(pool, project_id))
+            COUNTS.put(project_id, await queries.status_counts(pool, project_id), read_at=began)
         except (asyncpg.PostgresError, OSError, TimeoutError):
             pass  # the counts shown stay the last ones; the next inbox view tries again
         finally:
@@ -136,8 +138,9 @@ async def inbox(
     if counts is None and (counts := COUNTS.stale(project_id)) is not None:
         _refresh_counts(pool, project_id)  # show the last counts; the next page has fresh ones
     if counts is None:  # never counted, or this process changed a status: count now, beside the list
+        began = time.monotonic()
         found, fresh = await asyncio.gather(listing, queries.status_counts(pool, project_id))
-        counts = COUNTS.put(project_id, fresh)
+        counts = COUNTS.put(project_id, fresh, read_at=began)
     else:
         found = await listing
     active = {k: v for k, v in filters.items() if v}

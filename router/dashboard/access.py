@@ -21,10 +21,10 @@ from common.keys import bearer
 from common.problems import Problem
 from common.web import SECURITY_HEADERS, csrf_token
 from router.members import routes as member_routes
-from router.members.types import MemberIn, MemberList
+from router.members.types import InvitationList, MemberIn, MemberList
 from router.projects import routes as projects
 
-SECTIONS = frozenset({"keys", "members"})
+SECTIONS = frozenset({"keys", "members", "invitations"})
 """The first path segments under `/app/projects/{id}/` that the router renders itself."""
 
 Form = Body(media_type=RequestEncodingType.URL_ENCODED)
@@ -92,6 +92,9 @@ async def _members_page(request: Request[Any, Any, Any], project_id: uuid.UUID, 
                            roles=("viewer", "agent", "admin", "owner"))
     context["errors"] = errors or []
     context["can_manage"] = projects.ROLE_LEVEL.get(context["role"] or "", 0) >= projects.ROLE_LEVEL["admin"]
+    open_: InvitationList | None = (await member_routes.list_invitations.fn(request, project_id)
+                                    if context["can_manage"] else None)
+    context["invitations"] = open_.data if open_ is not None else []
     return _page("members.html", context, status)
 
 
@@ -116,6 +119,18 @@ async def add_member(request: Request[Any, Any, Any], project_id: uuid.UUID, dat
     return Redirect(f"/app/projects/{project_id}/members", status_code=303)
 
 
+@post("/app/projects/{project_id:uuid}/invitations/{invitation_id:uuid}/revoke", include_in_schema=False)
+async def revoke_invitation(request: Request[Any, Any, Any], project_id: uuid.UUID, invitation_id: uuid.UUID) -> Any:
+    """Revoke an open invitation with the API's handler: its link stops working."""
+    try:
+        await member_routes.revoke_invitation.fn(request, project_id, invitation_id)
+    except Problem as problem:
+        if problem.status == 404:
+            raise
+        return await _members_page(request, project_id, _problem_text(problem), problem.status)
+    return Redirect(f"/app/projects/{project_id}/members", status_code=303)
+
+
 @post("/app/projects/{project_id:uuid}/members/{user_id:uuid}/remove", include_in_schema=False)
 async def remove_member(request: Request[Any, Any, Any], project_id: uuid.UUID, user_id: uuid.UUID) -> Any:
     """Remove a member with the API's handler (the last owner stays)."""
@@ -128,4 +143,4 @@ async def remove_member(request: Request[Any, Any, Any], project_id: uuid.UUID, 
     return Redirect(f"/app/projects/{project_id}/members", status_code=303)
 
 
-ROUTES = [create_key, revoke_key, members, add_member, remove_member]
+ROUTES = [create_key, revoke_key, members, add_member, revoke_invitation, remove_member]

@@ -24,6 +24,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from relay.devstack import DevStack
+from tests import mailbox
 from tests.conftest import Admin, sql
 
 CHROMIUM = "/usr/bin/chromium"
@@ -365,15 +366,33 @@ def test_residency_settings_and_members(context: BrowserContext, router: httpx.C
     assert [h["url"] for h in hooks] == ["http://127.0.0.1:9/relay-hook"]
     snap(page, shots, "settings")
 
-    # Members (the router's page): an existing account is added as agent.
+    # Members (the router's page): a colleague is invited as agent, follows the emailed link, signs in and
+    # accepts; then they are a member.
     colleague = Admin(router)
     page.goto(f"{base}/app/projects/{pid}/members")
-    page.get_by_label("Email of their account").fill(colleague.email)
+    page.get_by_label("Email").fill(colleague.email)
     page.get_by_label("Role").select_option("agent")
-    page.get_by_role("button", name="Add member").click()
-    expect(page.get_by_role("row").filter(has_text=colleague.email)).to_contain_text("agent")
+    page.get_by_role("button", name="Invite").click()
+    expect(page.get_by_role("row").filter(has_text=colleague.email)).to_contain_text("agent (invited)")
+    mail = mailbox.wait_for(mailbox.directory_of(router), colleague.email)[-1]
+    link = re.search(r"https?://\S+/app/invitations/\S+", mail.get_content())
+    assert link, mail.get_content()
+    theirs = context.browser.new_context() if context.browser else None
+    assert theirs is not None
+    try:
+        invited = theirs.new_page()
+        invited.goto(base + link.group(0)[link.group(0).index("/app/"):])
+        invited.get_by_label("Email").fill(colleague.email)
+        invited.get_by_label("Password").fill(colleague.password)
+        invited.get_by_role("button", name="Sign in").click()
+        invited.get_by_role("button", name="Accept invitation").click()
+        expect(invited).to_have_url(re.compile(f"/app/projects/{pid}/$"))
+    finally:
+        theirs.close()
     listed = router.get(f"/v1/projects/{pid}/members", headers=admin.h).json()["data"]
     assert {m["email"]: m["role"] for m in listed}[colleague.email] == "agent"
+    page.reload()
+    expect(page.get_by_role("table", name="Open invitations")).to_have_count(0)
 
 
 def test_board_roadmap_surveys_conversations_and_replays(context: BrowserContext, router: httpx.Client,

@@ -320,7 +320,7 @@ def test_retention_deletes_only_old_data_and_its_objects(router: httpx.Client, a
     assert p.get(f"/interactions/{old_bug}")["id"] == old_bug and not p.audit("retention.purged")
 
     r = p.router.patch(f"{p.base}/settings", json={"retention_days": 30}, headers=p.admin.h)
-    assert r.status_code == 200 and r.json() == {"retention_days": 30}, r.text
+    assert r.status_code == 200 and r.json()["retention_days"] == 30, r.text
     outbox_id = _run(stack.state_dir, "retention", p.id)
     until(lambda: _finished(dsn, outbox_id), what="retention")
 
@@ -421,7 +421,7 @@ def test_a_worker_killed_mid_job_finishes_it_after_restart_exactly_once(faults: 
                   FROM unnest($1::uuid[]) WITH ORDINALITY AS o(id, n) WHERE i.id = o.id""",
         [uuid.UUID(i) for i in old])
     r = p.router.patch(f"{p.base}/settings", json={"retention_days": 30}, headers=p.admin.h)
-    assert r.status_code == 200 and r.json() == {"retention_days": 30}, r.text
+    assert r.status_code == 200 and r.json()["retention_days"] == 30, r.text
     until(lambda: _settled(dsn, p.id), 60, "the jobs ingest caused")  # (so that the lock below stalls none)
 
     # A request holds the third oldest: retention deletes a first batch of two, then waits on it.
