@@ -32,7 +32,7 @@ import asyncpg
 import httpx
 
 from bench.harness import MACHINE, Topology, need, project_key, result, start, wrk
-from bench.router import PATH, report_body, signed_headers
+from bench.router import PATH, presigned, report_body
 from common.ids import uuid7
 from common.signing import Actor, sign
 
@@ -143,8 +143,8 @@ def ingest_rounds(topo: Topology, project: dict[str, Any], key: dict[str, Any]) 
     raw_rates, ingest_rates = [], []
     for _ in range(ROUNDS):
         raw_rates.append(asyncio.run(raw_inserts(dsn, uuid.UUID(project["id"]), json.loads(body), SECONDS)))
-        run = wrk(cell_url + PATH, body, {**auth, **signed_headers(topo, key, "us-west")},
-                  seconds=SECONDS, connections=CONCURRENCY)
+        run = wrk(cell_url + PATH, body, auth, seconds=SECONDS, connections=CONCURRENCY,
+                  per_request=presigned(topo, key, "us-west", body, SECONDS))
         assert run.errors == 0, run
         ingest_rates.append(run.rps)
     return raw_rates, ingest_rates
@@ -167,7 +167,7 @@ def measure_ingest(topo: Topology) -> None:
     key["project_id"] = project["id"]
     cell_url = topo.dev.topology["cells"]["us-west"]["url"]
     auth = {"Authorization": f"Bearer {key['key']}", "Content-Type": "application/json"}
-    wrk(cell_url + PATH, report_body(), {**auth, **signed_headers(topo, key, "us-west")}, seconds=2)
+    wrk(cell_url + PATH, report_body(), auth, seconds=2, per_request=presigned(topo, key, "us-west", report_body(), 2))
     print(f"machine: {MACHINE}; {CONCURRENCY} concurrent, {SECONDS}s x {ROUNDS}")
     report_ingest(*ingest_rounds(topo, project, key), "_with_worker")
     worker = topo.dev.part("worker[us-west]").proc

@@ -99,15 +99,39 @@ def _ms(value: str) -> float:
 
 
 def wrk(url: str, body: bytes, headers: dict[str, str], *, seconds: int = 8, connections: int = 32,
-        threads: int = 2) -> WrkResult:
-    """Closed-loop POST load with wrk; throughput and latency percentiles."""
+        threads: int = 2, per_request: list[dict[str, str]] | None = None) -> WrkResult:
+    """Closed-loop POST load with wrk; throughput and latency percentiles.
+
+    `per_request`: header sets each sent with one request only, in turn (a cell refuses a hop signature it has
+    seen: requests straight to a cell need one signature each); once they run out, requests reuse the first
+    and count as errors, so give more than the run can send.
+    """
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     lines = ['wrk.method = "POST"', f"wrk.body = [[{body.decode()}]]"]
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    if per_request:  # one set per line, tab-separated: a Lua table this large would overflow LuaJIT's constants
+        names = list(per_request[0])
+        data = Path(tempfile.mkstemp(suffix=".tsv")[1])
+        data.write_text("".join("\t".join(h[n] for n in names) + "\n" for h in per_request))
+        lines += [f"local names = {{{', '.join(repr(n).replace(chr(39), chr(34)) for n in names)}}}",
+                  "local counter = 1",
+                  "function setup(thread) thread:set('tid', counter); counter = counter + 1 end",
+                  "function init(args)",
+                  "  sets, idx, n = {}, 1, 0",
+                  f"  for line in io.lines('{data}') do",
+                  f"    n = n + 1; if (n - tid) % {threads} == 0 then",
+                  "      local row, i = {}, 1",
+                  "      for field in string.gmatch(line, '[^\\t]+') do row[names[i]] = field; i = i + 1 end",
+                  "      sets[#sets + 1] = row end end end",
+                  "function request() local h = sets[idx] or sets[1]; idx = idx + 1",
+                  "  for k, v in pairs(h) do wrk.headers[k] = v end",
+                  "  return wrk.format() end"]
     script.write_text("\n".join(lines) + "\n")
     out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
                           "-s", str(script), url], check=True, capture_output=True, text=True).stdout
     script.unlink()
+    if per_request:
+        data.unlink()
     if not re.search(r"^\s*50%\s+[\d.]+\w+", out, re.M):
         raise RuntimeError(f"wrk printed no latency distribution:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]

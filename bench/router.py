@@ -9,8 +9,9 @@
 2. The router vs nginx as a plain reverse proxy in front of the same cell: throughput ratio.
 3. A fresh key (its first request pays bcrypt in the cell) vs a warm key.
 
-The cell only answers signed requests; for the direct and nginx runs the benchmark signs the request
-itself (the same HMAC the router computes), so the cell does identical work in all three cases.
+The cell only answers signed requests, each signature once (a nonce); for the direct and nginx runs the
+benchmark signs every request itself (the same HMAC the router computes, wrk sending one presigned set of
+hop headers per request), so the cell does identical work in all three cases.
 """
 
 from __future__ import annotations
@@ -56,17 +57,22 @@ def report_body() -> bytes:
     return raw
 
 
-def signed_headers(topo: Topology, key: dict[str, Any], region: str) -> dict[str, str]:
-    """What the router would add for this key: the hop signature, fresh for the next 30 s."""
+def signed_headers(topo: Topology, key: dict[str, Any], region: str, body: bytes) -> dict[str, str]:
+    """What the router would add for this key and body: a hop signature (its own nonce: a cell takes each
+    signature once), fresh for the next 30 s."""
     secret = json.loads((topo.dev.state_dir / "secrets.json").read_text())[region].encode()
     actor = Actor(kind="key", project_id=key["project_id"], key_prefix=key["key_prefix"])
-    return sign(secret, "POST", PATH, actor)
+    return sign(secret, "POST", PATH, actor, body=body)
 
 
-def nginx(port: int, upstream: str, headers: dict[str, str], workdir: Path) -> subprocess.Popen[bytes]:
-    """nginx as a plain reverse proxy (keep-alive upstream, the hop headers set statically)."""
+def presigned(topo: Topology, key: dict[str, Any], region: str, body: bytes, seconds: float) -> list[dict[str, str]]:
+    """Enough hop signatures for a wrk run of `seconds` straight to a cell (signed now: use them at once)."""
+    return [signed_headers(topo, key, region, body) for _ in range(int(3000 * seconds))]
+
+
+def nginx(port: int, upstream: str, workdir: Path) -> subprocess.Popen[bytes]:
+    """nginx as a plain reverse proxy (keep-alive upstream); the client's requests carry their hop headers."""
     host = upstream.removeprefix("http://")
-    sets = "\n".join(f"            proxy_set_header {k} {v};" for k, v in headers.items())
     conf = workdir / "nginx.conf"
     conf.write_text(f"""
 worker_processes 2;
@@ -85,7 +91,6 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $host;
-{sets}
         }}
     }}
 }}
@@ -157,12 +162,13 @@ def main() -> None:
         runs: dict[str, list[Any]] = {"direct": [], "router": [], "nginx": []}
         wrk(router_url + PATH, body, auth, seconds=2)  # warm up: key verified, pools open
         for _ in range(ROUNDS):
-            hop = signed_headers(topo, key, "us-west")
-            runs["direct"].append(wrk(cell_url + PATH, body, {**auth, **hop}, seconds=SECONDS))
+            runs["direct"].append(wrk(cell_url + PATH, body, auth, seconds=SECONDS,
+                                      per_request=presigned(topo, key, "us-west", body, SECONDS)))
             runs["router"].append(wrk(router_url + PATH, body, auth, seconds=SECONDS))
-            proc = nginx(nginx_port, cell_url, signed_headers(topo, key, "us-west"), work)
+            proc = nginx(nginx_port, cell_url, work)
             try:
-                runs["nginx"].append(wrk(f"http://127.0.0.1:{nginx_port}{PATH}", body, auth, seconds=SECONDS))
+                runs["nginx"].append(wrk(f"http://127.0.0.1:{nginx_port}{PATH}", body, auth, seconds=SECONDS,
+                                         per_request=presigned(topo, key, "us-west", body, SECONDS)))
             finally:
                 proc.terminate()
                 proc.wait()
@@ -174,7 +180,7 @@ def main() -> None:
                   f" p99 {[r.p99_ms for r in rs]} ms non-2xx {errors[name]}")
 
         rate = med["direct"] / 4
-        direct_h = lambda: {**auth, **signed_headers(topo, key, "us-west")}  # noqa: E731 - fresh per request
+        direct_h = lambda: {**auth, **signed_headers(topo, key, "us-west", body)}  # noqa: E731 - fresh per request
         added50, added99 = added_latency(
             lambda: asyncio.run(steady(cell_url + PATH, direct_h, body, rate, STEADY_SECONDS)),
             lambda: asyncio.run(steady(router_url + PATH, lambda: auth, body, rate, STEADY_SECONDS)),
