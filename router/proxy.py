@@ -314,7 +314,7 @@ class Proxy:
                 headers["content-length"] = str(declared + signing.TRAILER_LEN)
             body = signing.signed_stream(cell.secret, headers, _stream(receive, route.max_body))
         else:
-            body = await _read(receive, route.max_body)
+            body = await read_body(receive, route.max_body)
             headers.update(sign(cell.secret, method, target, actor, body=body))
         template = route_template(scope["path"])
         attributes = {"http.request.method": method, "http.route": template, "relay.region": cell.region,
@@ -374,7 +374,8 @@ class Proxy:
                 response.close()  # also when the client went away mid-stream: the pool never leaks
 
 
-async def _read(receive: Receive, limit: int) -> bytes:
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """A whole request body, at most `limit` bytes (413 past it, 400 when the client goes away)."""
     chunks: list[bytes] = []
     total = 0
     while True:

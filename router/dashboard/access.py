@@ -9,6 +9,7 @@ there: admin for changes, owners for owners). A new key is shown once, on the pa
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 import msgspec
@@ -119,28 +120,28 @@ async def add_member(request: Request[Any, Any, Any], project_id: uuid.UUID, dat
     return Redirect(f"/app/projects/{project_id}/members", status_code=303)
 
 
-@post("/app/projects/{project_id:uuid}/invitations/{invitation_id:uuid}/revoke", include_in_schema=False)
-async def revoke_invitation(request: Request[Any, Any, Any], project_id: uuid.UUID, invitation_id: uuid.UUID) -> Any:
-    """Revoke an open invitation with the API's handler: its link stops working."""
+async def _changed(request: Request[Any, Any, Any], project_id: uuid.UUID, change: Awaitable[Any]) -> Any:
+    """Await a membership change made with the API's handler, then show the members page again; a refusal is
+    shown on it (a 404 stays one: nothing of the project is told to a stranger)."""
     try:
-        await member_routes.revoke_invitation.fn(request, project_id, invitation_id)
+        await change
     except Problem as problem:
         if problem.status == 404:
             raise
         return await _members_page(request, project_id, _problem_text(problem), problem.status)
     return Redirect(f"/app/projects/{project_id}/members", status_code=303)
+
+
+@post("/app/projects/{project_id:uuid}/invitations/{invitation_id:uuid}/revoke", include_in_schema=False)
+async def revoke_invitation(request: Request[Any, Any, Any], project_id: uuid.UUID, invitation_id: uuid.UUID) -> Any:
+    """Revoke an open invitation with the API's handler: its link stops working."""
+    return await _changed(request, project_id, member_routes.revoke_invitation.fn(request, project_id, invitation_id))
 
 
 @post("/app/projects/{project_id:uuid}/members/{user_id:uuid}/remove", include_in_schema=False)
 async def remove_member(request: Request[Any, Any, Any], project_id: uuid.UUID, user_id: uuid.UUID) -> Any:
     """Remove a member with the API's handler (the last owner stays)."""
-    try:
-        await member_routes.remove_member.fn(request, project_id, user_id)
-    except Problem as problem:
-        if problem.status == 404:
-            raise
-        return await _members_page(request, project_id, _problem_text(problem), problem.status)
-    return Redirect(f"/app/projects/{project_id}/members", status_code=303)
+    return await _changed(request, project_id, member_routes.remove_member.fn(request, project_id, user_id))
 
 
 ROUTES = [create_key, revoke_key, members, add_member, revoke_invitation, remove_member]

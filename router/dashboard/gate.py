@@ -24,7 +24,7 @@ from common.web import (
     form_token,
     same_token,
 )
-from router.proxy import Receive, Scope
+from router.proxy import Receive, Scope, read_body
 
 MAX_FORM = 256 * 1024
 """Bytes of a dashboard form; none is near it (uploads go through the API)."""
@@ -40,29 +40,13 @@ async def admit(scope: Scope, receive: Receive) -> tuple[Scope, Receive]:
     if scope["method"] not in UNSAFE_METHODS:
         return scope, receive
     expected = csrf_token(token) if token else cookie(headers, PRE_SESSION_COOKIE)
-    body = await _read(receive)
+    body = await read_body(receive, MAX_FORM)
     given = dict(headers).get(CSRF_HEADER)
     content_type = dict(headers).get(b"content-type", b"").decode("latin-1")
     sent = given.decode("latin-1") if given else form_token(body, content_type)
     if not same_token(expected, sent):
         raise Problem(403, "this form is stale or did not come from the dashboard; reload the page and retry")
     return scope, _replay(body, receive)
-
-
-async def _read(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    total = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise Problem(400, "client disconnected")
-        chunk: bytes = message.get("body", b"")
-        total += len(chunk)
-        if total > MAX_FORM:
-            raise Problem(413, f"a dashboard form is at most {MAX_FORM} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
 
 
 def _replay(body: bytes, receive_rest: Receive) -> Receive:
