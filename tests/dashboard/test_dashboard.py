@@ -9,6 +9,8 @@ Screenshots of the main pages at 1280 and 390 px wide are saved under a temporar
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 import struct
@@ -542,3 +544,44 @@ def test_the_replay_plays_in_the_interaction_page(context: BrowserContext, route
     expect(frame).to_have_count(1)
     expect(page.frame_locator("div.replay iframe").get_by_text("Recorded checkout")).to_be_attached()
     snap(page, shots, "interaction-replay")
+
+
+def test_settings_make_an_identity_secret_and_limit_origins(context: BrowserContext, router: httpx.Client,
+                                                            admin: Admin, shots: Path) -> None:
+    base = str(router.base_url).rstrip("/")
+    project = admin.project("eu-west")
+    pid = project["id"]
+    key = admin.key(project, ["ingest"])
+    page = context.new_page()
+    sign_in(page, base, admin.email)
+    page.goto(f"{base}/app/projects/{pid}/settings")
+    expect(page.get_by_text("Pages on every origin may send feedback.")).to_be_visible()
+
+    # The secret is shown once, and it is the one ingest checks a user_hash against.
+    page.get_by_role("button", name="Create identity secret").click()
+    secret = page.get_by_role("status").locator("code.wrap").inner_text().strip()
+    assert secret.startswith("ris_")
+    external_id = f"u-{secrets.token_hex(4)}"
+    user_hash = hmac.new(secret.encode(), external_id.encode(), hashlib.sha256).hexdigest()
+    r = router.post("/v1/ingest/interactions", headers=key["h"], json={
+        "type": "bug", "content": {"text": "signed"},
+        "user": {"external_id": external_id, "email": "v@example.com", "user_hash": user_hash}})
+    assert r.status_code == 201, r.text
+    users = router.get(f"/v1/projects/{pid}/end-users", headers=admin.h, params={"q": external_id}).json()["data"]
+    assert [u["verified"] for u in users if u["external_id"] == external_id] == [True]
+    page.goto(f"{base}/app/projects/{pid}/settings")
+    expect(page.get_by_text(secret)).to_have_count(0)
+
+    # Origins, one a line: saved through the settings PATCH, and ingest from another origin is refused.
+    page.get_by_label("Allowed origins").fill("https://app.example.com\nhttps://shop.example.com:8443/\n")
+    page.get_by_role("button", name="Save origins").click()
+    expect(page.locator("ul.origins")).to_contain_text("https://shop.example.com:8443")
+    stored = router.get(f"/v1/projects/{pid}/settings", headers=admin.h).json()
+    assert stored["allowed_origins"] == ["https://app.example.com", "https://shop.example.com:8443"]
+    page.get_by_label("Allowed origins").fill("not an origin")
+    page.get_by_role("button", name="Save origins").click()
+    expect(page.get_by_role("alert")).to_contain_text("origin")
+    assert router.get(f"/v1/projects/{pid}/settings", headers=admin.h).json()["allowed_origins"] == stored[
+        "allowed_origins"]
+    page.goto(f"{base}/app/projects/{pid}/settings#sdk")
+    snap(page, shots, "settings-sdk")
