@@ -585,3 +585,35 @@ def test_settings_make_an_identity_secret_and_limit_origins(context: BrowserCont
         "allowed_origins"]
     page.goto(f"{base}/app/projects/{pid}/settings#sdk")
     snap(page, shots, "settings-sdk")
+
+
+def test_the_residency_page_lists_the_projects_moves(context: BrowserContext, router: httpx.Client, admin: Admin,
+                                                    shots: Path) -> None:
+    base = str(router.base_url).rstrip("/")
+    project = admin.project("us-west")
+    pid = project["id"]
+    ingest_bug(router, admin.h, pid, "Moving house", "from the US to the EU")
+    page = context.new_page()
+    sign_in(page, base, admin.email)
+    page.goto(f"{base}/app/projects/{pid}/residency")
+    expect(page.get_by_text("This project has always lived in us-west.")).to_be_visible()
+
+    r = router.post(f"/v1/projects/{pid}/move", json={"to_region": "eu-west"}, headers=admin.h)
+    assert r.status_code == 202, r.text
+    move_id = r.json()["move_id"]
+
+    def landed() -> bool:
+        state = router.get(f"/v1/projects/{pid}/move", headers=admin.h).json()["state"]
+        assert state != "failed"
+        return bool(state == "purged")
+
+    until(landed, 120, "the move")
+    response = page.goto(f"{base}/app/projects/{pid}/residency")
+    assert response is not None and response.headers["x-relay-region"] == "eu-west"
+    row = page.locator("#moves tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("us-west")
+    expect(row.locator("td").nth(2)).to_have_text("eu-west")
+    expect(row).to_contain_text(move_id)
+    expect(row).to_contain_text(admin.user["id"])
+    snap(page, shots, "residency-moves")
