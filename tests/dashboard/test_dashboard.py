@@ -478,6 +478,12 @@ def test_an_agent_merges_a_suggested_duplicate_and_unmerges_it(
         seen.goto(url)
         expect(seen.locator("ul.dupes")).to_contain_text("Invoice PDF shows last month's total")
         expect(seen.get_by_role("button", name=re.compile("^(Merge|Unmerge)"))).to_have_count(0)
+        csrf = seen.locator("form.signout input[name=csrf]").get_attribute("value")
+        assert csrf
+        forged = seen.request.post(f"{url}/merge", form={"csrf": csrf, "interaction_id": invoice}, max_redirects=0)
+        assert forged.status == 403 and "role" in forged.json()["detail"]
+        no_token = seen.request.post(f"{url}/unmerge", form={"interaction_id": invoice}, max_redirects=0)
+        assert no_token.status == 403
     finally:
         looking.close()
 
@@ -488,6 +494,7 @@ def test_an_agent_merges_a_suggested_duplicate_and_unmerges_it(
     expect(page.get_by_text("Not in a duplicate group.")).to_be_visible()
     merge = page.get_by_role("button", name="Merge Invoice PDF shows last month's total")
     expect(merge.locator("xpath=..").locator("input[name=csrf]")).to_have_count(1)
+    snap(page, shots, "interaction-suggestions")
     merge.click()
     unmerge = page.get_by_role("button", name="Unmerge Invoice PDF shows last month's total")
     expect(unmerge).to_be_visible()
