@@ -16,7 +16,7 @@ from cell.auth import ADMIN, READ, WRITE, Principal, require
 from cell.context import caller, ctx
 from common.problems import Problem
 from common.signing import Actor
-from common.web import CSRF_FIELD, SECURITY_HEADERS, same_token
+from common.web import CSRF_FIELD, PLAYER_SECURITY_HEADERS, SECURITY_HEADERS, same_token
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -112,7 +112,12 @@ async def form_of(request: Request[Any, Any, Any], seen: Desk) -> dict[str, list
 
 
 def page(template: str, context: dict[str, Any], status: int = 200) -> Template:
-    return Template(template, context=context, status_code=status, headers=SECURITY_HEADERS)
+    """A page's response with the dashboard's security headers (inline styles allowed only where a replay
+    plays: see `PLAYER_SECURITY_HEADERS`). HTML whatever the handler's annotation: one that may also redirect
+    (`-> Any`) would otherwise label the page JSON, and the browser show it as text."""
+    headers = PLAYER_SECURITY_HEADERS if context.get("replays") else SECURITY_HEADERS
+    return Template(template, context=context, status_code=status, headers=headers,
+                    media_type="text/html; charset=utf-8")
 
 
 def choice(value: str | None, kind: Any, name: str) -> Any:

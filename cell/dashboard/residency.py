@@ -3,7 +3,12 @@
 It shows what `GET residency` shows (stores with rows and bytes, findings, the newest signed report), the
 project's own recent audits as signed receipts, a "Verify chain" result computed here over the cell's whole
 receipt chain (only the verdict is shown: other projects' reports stay unseen), "Run audit now" (the API's
-audit, admin), and the project's audit log with filters and a CSV export.
+audit, admin), the project's moves between regions, and the project's audit log with filters and a CSV export.
+
+Moves are driven by the router (`GET …/move` there); what this cell knows of them is the `project.moved`
+entry the target cell writes to the project's audit log when a move lands (from and to which region, by whom,
+the move's id), which travels with the project on later moves. So the page lists those (admins, as the
+log). Canary scans' results are not stored by the cell, so the page has none to show.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from common.problems import Problem
 from common.web import SECURITY_HEADERS
 
 RECENT_AUDITS = 10
+MOVES_SHOWN = 20
 LOG_PAGE = 50
 CSV_MAX_ROWS = 10_000
 """Rows of one CSV export (200 per query, as the API pages): a year of a busy project's changes."""
@@ -73,10 +79,14 @@ async def residency_page(request: Request[Any, Any, Any], project_id: uuid.UUID,
     filters = _filters(action=action, actor_type=actor_type, actor_id=actor_id, target_type=target_type,
                        target_id=target_id, created_after=created_after, created_before=created_before)
     log = await _log_page(request, project_id, filters, cursor or None, LOG_PAGE) if seen.is_admin else None
+    moves = await _log_page(request, project_id, _filters(action="project.moved", actor_type=None, actor_id=None,
+                                                          target_type=None, target_id=None, created_after=None,
+                                                          created_before=None), None, MOVES_SHOWN) \
+        if seen.is_admin else None
     active = {k: v for k, v in filters.items() if v}
     return page("residency.html", seen.context(
         "Residency", "residency", where=where, recent=recent, verdict=verdict, filters=filters, log=log,
-        actor_types=get_args(audit_routes.ActorType), active=active))
+        actor_types=get_args(audit_routes.ActorType), active=active, moves=moves.data if moves else None))
 
 
 @post("/app/projects/{project_id:uuid}/residency/audits", include_in_schema=False)

@@ -32,7 +32,7 @@ from cell.dashboard import workspace
 from cell.dashboard.desk import Desk, Recent, choice, desk, form_of, page
 from cell.integrations import issues
 from cell.integrations import routes as integrations
-from cell.interactions import queries
+from cell.interactions import duplicates, queries
 from cell.interactions import routes as interactions
 from cell.interactions.types import InteractionPatch, InteractionType, Severity, Status
 from cell.media import routes as media
@@ -50,6 +50,8 @@ COUNTS: Recent[uuid.UUID, dict[str, int]] = Recent(ttl=5.0)
 """The inbox's counts per status: refreshed in the background once 5 s old, recounted at once after this
 process changed a status."""
 HEADLINE_WORDS = 12
+SUGGESTIONS = 5
+"""How many `similar` suggestions the interaction page offers to merge."""
 ISSUE_PROVIDERS = ("linear", "jira", "github")
 
 
@@ -197,6 +199,8 @@ async def _detail_context(request: Request[Any, Any, Any], seen: Desk, project_i
             request, project_id, action=None, actor_type=None, actor_id=None, target_type="interaction",
             target_id=str(interaction_id), created_after=None, created_before=None, cursor=None, limit=50)
     trackers = await integrations.list_integrations.fn(request, project_id)
+    near = await duplicates.similar_interactions.fn(request, project_id, interaction_id, limit=SUGGESTIONS)
+    grouped = {g.id for g in group.data} if group else set()
     logs = item.logs
     return seen.context(
         headline(item.content), "inbox", item=item, headline=headline(item.content),
@@ -209,6 +213,8 @@ async def _detail_context(request: Request[Any, Any, Any], seen: Desk, project_i
         replays=recorded.data, group=[g for g in group.data if g.id != item.id] if group else [],
         group_rows=[{"item": g, "headline": headline(g.content)} for g in group.data if g.id != item.id]
         if group else [],
+        suggestions=[{"item": s.interaction, "headline": headline(s.interaction.content), "score": s.score}
+                     for s in near.data if s.interaction.id not in grouped],
         trail=trail.data if trail else None, errors=[],
         trackers=[t.provider for t in trackers.data if t.enabled and t.provider in ISSUE_PROVIDERS])
 
@@ -245,6 +251,35 @@ async def triage(request: HTMXRequest, project_id: uuid.UUID, interaction_id: uu
     if request.htmx:
         context = await _detail_context(request, seen, project_id, interaction_id, saved=True)
         return page("triage.html", context)
+    return Redirect(f"/app/projects/{project_id}/interactions/{interaction_id}", status_code=303)
+
+
+def _picked(fields: dict[str, list[str]]) -> uuid.UUID:
+    """The other interaction a merge or unmerge form names."""
+    try:
+        return uuid.UUID((fields.get("interaction_id") or [""])[0])
+    except ValueError:
+        raise Problem(422, "interaction_id is not an interaction id") from None
+
+
+@post("/app/projects/{project_id:uuid}/interactions/{interaction_id:uuid}/merge", include_in_schema=False)
+async def merge(request: Request[Any, Any, Any], project_id: uuid.UUID, interaction_id: uuid.UUID) -> Redirect:
+    """"Merge" on a suggestion: the API's `duplicate-of` puts both in one confirmed group (audited)."""
+    seen = await desk(request, project_id)
+    fields = await form_of(request, seen)
+    require(seen.principal, level=WRITE)
+    await duplicates.mark_duplicate.fn(request, project_id, interaction_id, duplicates.DuplicateOf(_picked(fields)))
+    return Redirect(f"/app/projects/{project_id}/interactions/{interaction_id}", status_code=303)
+
+
+@post("/app/projects/{project_id:uuid}/interactions/{interaction_id:uuid}/unmerge", include_in_schema=False)
+async def unmerge(request: Request[Any, Any, Any], project_id: uuid.UUID, interaction_id: uuid.UUID) -> Redirect:
+    """"Unmerge" on a member of this interaction's group: the API's `DELETE duplicate-of` takes that member
+    out (a group of its own again); this page stays open."""
+    seen = await desk(request, project_id)
+    fields = await form_of(request, seen)
+    require(seen.principal, level=WRITE)
+    await duplicates.unmark_duplicate.fn(request, project_id, _picked(fields))
     return Redirect(f"/app/projects/{project_id}/interactions/{interaction_id}", status_code=303)
 
 
@@ -285,5 +320,5 @@ async def replay_events(request: Request[Any, Any, Any], project_id: uuid.UUID, 
 
 
 ROUTES = [Router(path="/", exception_handlers={Problem: page_problem_handler}, route_handlers=[
-    inbox, bulk_status, interaction, triage, file_issue, media_content, replay_events, *residency_pages.ROUTES,
-    *settings_pages.ROUTES, *workspace.ROUTES])]
+    inbox, bulk_status, interaction, triage, merge, unmerge, file_issue, media_content, replay_events,
+    *residency_pages.ROUTES, *settings_pages.ROUTES, *workspace.ROUTES])]

@@ -1,5 +1,6 @@
 """The settings page of a project: keys, privacy rules with a live preview, webhooks with their deliveries,
-retention — each through the API's own handlers, so the same roles apply (admin for changes).
+the SDK's identity secret and allowed origins, retention — each through the API's own handlers, so the same
+roles apply (admin for changes).
 
 API keys are listed here (the cell holds their rows) but made and revoked by the router, which owns the
 key directory: those two forms post to `/app/projects/{id}/keys…`, which the router answers itself
@@ -150,8 +151,42 @@ async def set_retention(request: Request[Any, Any, Any], project_id: uuid.UUID) 
     return Redirect(f"/app/projects/{project_id}/settings#retention", status_code=303)
 
 
+@post("/app/projects/{project_id:uuid}/settings/identity-secret", include_in_schema=False)
+async def identity_secret(request: Request[Any, Any, Any], project_id: uuid.UUID) -> Template:
+    """Create (or replace) the identity secret with the API's rotate (admin); the `ris_` secret is shown once."""
+    seen = await desk(request, project_id)
+    await form_of(request, seen)
+    require(seen.principal, level=ADMIN)
+    made = await projects.rotate_identity_secret.fn(request, project_id)
+    return page("settings.html", await _context(request, seen, project_id, new_identity_secret=made.secret), 201)
+
+
+@post("/app/projects/{project_id:uuid}/settings/origins", include_in_schema=False)
+async def set_origins(request: Request[Any, Any, Any], project_id: uuid.UUID) -> Any:
+    """The origins whose pages may call ingest, one a line (none: every origin), with the settings PATCH (admin)."""
+    seen = await desk(request, project_id)
+    fields = await form_of(request, seen)
+    require(seen.principal, level=ADMIN)
+    lines = [line.strip() for line in _one(fields, "allowed_origins").splitlines() if line.strip()]
+    try:
+        data = msgspec.convert({"allowed_origins": lines}, projects.SettingsPatch)
+        await projects.update_settings.fn(request, project_id, data)
+    except msgspec.ValidationError as exc:
+        context = await _context(request, seen, project_id)
+        context["errors"] = [f"Allowed origins: {_message(exc)}"]
+        return page("settings.html", context, 422)
+    except Problem as problem:
+        if problem.status != 422:
+            raise
+        context = await _context(request, seen, project_id)
+        context["errors"] = [f"Allowed origins: {problem.detail or problem.title}"]
+        return page("settings.html", context, 422)
+    return Redirect(f"/app/projects/{project_id}/settings#sdk", status_code=303)
+
+
 def _one(fields: dict[str, list[str]], name: str) -> str:
     return (fields.get(name) or [""])[0]
 
 
-ROUTES = [settings_page, privacy_preview, add_rule, delete_rule, add_webhook, delete_webhook, set_retention]
+ROUTES = [settings_page, privacy_preview, add_rule, delete_rule, add_webhook, delete_webhook, identity_secret,
+          set_origins, set_retention]

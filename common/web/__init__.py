@@ -54,6 +54,14 @@ SECURITY_HEADERS = {
 }
 """Headers of every dashboard page."""
 
+PLAYER_SECURITY_HEADERS = {
+    **SECURITY_HEADERS,
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY.replace(
+        "style-src 'self';", "style-src 'self' 'unsafe-inline';"),
+}
+"""Headers of a page that plays a replay: the player (rrweb) injects its stylesheet and rebuilds the recorded
+page's own `<style>`s and style attributes in its iframe, so styles may be inline there; scripts stay strict."""
+
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 

@@ -9,6 +9,8 @@ Screenshots of the main pages at 1280 and 390 px wide are saved under a temporar
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 import struct
@@ -20,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
+from common.ids import uuid7
 from relay.devstack import DevStack
 from tests import mailbox
-from tests.conftest import Admin, sql
+from tests.conftest import Admin, sql, until
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
@@ -442,3 +446,181 @@ def test_board_roadmap_surveys_conversations_and_replays(context: BrowserContext
     snap(page, shots, "conversation")
     page.goto(f"{base}/app/projects/{pid}/replays")
     expect(page.get_by_text("No replays recorded.")).to_be_visible()
+
+
+def test_an_agent_merges_a_suggested_duplicate_and_unmerges_it(
+        browser: Browser, context: BrowserContext, router: httpx.Client, admin: Admin, shots: Path) -> None:
+    base = str(router.base_url).rstrip("/")
+    project = admin.project("eu-west")
+    key = admin.key(project, ["ingest"])
+    # Two unrelated reports: the workers never group them on their own, so the pair stays a suggestion
+    # (`similar` suggests every other interaction, best first) until a person merges it.
+    ids = []
+    for content in ({"title": "App crashes when I upload a profile photo"},
+                    {"title": "Invoice PDF shows last month's total"}):
+        r = router.post("/v1/ingest/interactions", headers=key["h"], json={"type": "bug", "content": content})
+        assert r.status_code == 201, r.text
+        ids.append(str(r.json()["id"]))
+    crash, invoice = ids
+
+    def suggested() -> bool:
+        r = router.get(f"/v1/projects/{project['id']}/interactions/{crash}/similar", headers=admin.h)
+        return [s["interaction"]["id"] for s in r.json()["data"]] == [invoice]
+
+    until(suggested, 120, "the suggestion")
+    url = f"{base}/app/projects/{project['id']}/interactions/{crash}"
+
+    viewer = admin.member(project, "viewer")
+    looking = browser.new_context()
+    try:
+        seen = looking.new_page()
+        sign_in(seen, base, viewer.email)
+        seen.goto(url)
+        expect(seen.locator("ul.dupes")).to_contain_text("Invoice PDF shows last month's total")
+        expect(seen.get_by_role("button", name=re.compile("^(Merge|Unmerge)"))).to_have_count(0)
+        csrf = seen.locator("form.signout input[name=csrf]").get_attribute("value")
+        assert csrf
+        forged = seen.request.post(f"{url}/merge", form={"csrf": csrf, "interaction_id": invoice}, max_redirects=0)
+        assert forged.status == 403 and "role" in forged.json()["detail"]
+        no_token = seen.request.post(f"{url}/unmerge", form={"interaction_id": invoice}, max_redirects=0)
+        assert no_token.status == 403
+    finally:
+        looking.close()
+
+    agent = admin.member(project, "agent")
+    page = context.new_page()
+    sign_in(page, base, agent.email)
+    page.goto(url)
+    expect(page.get_by_text("Not in a duplicate group.")).to_be_visible()
+    merge = page.get_by_role("button", name="Merge Invoice PDF shows last month's total")
+    expect(merge.locator("xpath=..").locator("input[name=csrf]")).to_have_count(1)
+    snap(page, shots, "interaction-suggestions")
+    merge.click()
+    unmerge = page.get_by_role("button", name="Unmerge Invoice PDF shows last month's total")
+    expect(unmerge).to_be_visible()
+    expect(page.get_by_text("confirmed")).to_be_visible()
+    expect(page.get_by_role("button", name=re.compile("^Merge"))).to_have_count(0)
+    got = {i: router.get(f"/v1/projects/{project['id']}/interactions/{i}", headers=admin.h).json() for i in ids}
+    assert got[crash]["ai_duplicate_group_id"] == got[invoice]["ai_duplicate_group_id"]
+    assert got[crash]["duplicate_confirmed"] and got[invoice]["duplicate_confirmed"]
+    snap(page, shots, "interaction-duplicates")
+
+    unmerge.click()
+    expect(page.get_by_text("Not in a duplicate group.")).to_be_visible()
+    expect(page.get_by_role("button", name=re.compile("^Unmerge"))).to_have_count(0)
+    left = router.get(f"/v1/projects/{project['id']}/interactions/{invoice}", headers=admin.h).json()
+    assert left["ai_duplicate_group_id"] == invoice and left["duplicate_confirmed"] is False
+    trail = router.get(f"/v1/projects/{project['id']}/audit-logs", headers=admin.h,
+                       params={"target_id": crash}).json()["data"]
+    assert "interaction.duplicate_merged" in {e["action"] for e in trail}
+
+
+def test_the_replay_plays_in_the_interaction_page(context: BrowserContext, router: httpx.Client, admin: Admin,
+                                                  shots: Path) -> None:
+    base = str(router.base_url).rstrip("/")
+    project = admin.project("us-west")
+    interaction_id = ingest_bug(router, admin.h, project["id"], "Replay me", "watch what I did")
+    key = admin.key(project, ["ingest"])
+    replay_id, session_id, t0 = uuid7(), uuid7(), 1_760_000_000_000
+    page_node = {"type": 0, "id": 1, "childNodes": [{"type": 2, "tagName": "html", "attributes": {}, "id": 2,
+                 "childNodes": [{"type": 2, "tagName": "head", "attributes": {}, "id": 3, "childNodes": []},
+                                {"type": 2, "tagName": "body", "attributes": {}, "id": 4, "childNodes": [
+                                    {"type": 2, "tagName": "h1", "attributes": {}, "id": 5, "childNodes": [
+                                        {"type": 3, "textContent": "Recorded checkout", "id": 6}]}]}]}]}
+    events = [{"type": 4, "timestamp": t0, "data": {"href": "https://shop.example/checkout", "width": 800,
+                                                    "height": 500}},
+              {"type": 2, "timestamp": t0 + 10, "data": {"node": page_node, "initialOffset": {"left": 0, "top": 0}}},
+              {"type": 3, "timestamp": t0 + 900, "data": {"source": 1, "positions": [
+                  {"x": 10, "y": 10, "id": 5, "timeOffset": 0}]}}]
+    r = router.post(f"/v1/ingest/replays/{replay_id}/chunks/0", params={"session_id": str(session_id)},
+                    content=msgspec.json.encode(events), headers={**key["h"], "Content-Type": "application/json"})
+    assert r.status_code == 201, r.text
+    r = router.post(f"/v1/ingest/replays/{replay_id}/finish", params={"interaction_id": interaction_id},
+                    headers=key["h"])
+    assert r.status_code in (200, 202), r.text
+
+    page = context.new_page()
+    sign_in(page, base, admin.email)
+    response = page.goto(f"{base}/app/projects/{project['id']}/interactions/{interaction_id}")
+    assert response is not None
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self';" in csp and "unsafe-inline" not in csp.split("style-src")[0]
+    player = page.locator("div.replay .relay-player")
+    expect(player).to_be_visible()
+    frame = player.locator("iframe")
+    expect(frame).to_have_count(1)
+    expect(page.frame_locator("div.replay iframe").get_by_text("Recorded checkout")).to_be_attached()
+    snap(page, shots, "interaction-replay")
+
+
+def test_settings_make_an_identity_secret_and_limit_origins(context: BrowserContext, router: httpx.Client,
+                                                            admin: Admin, shots: Path) -> None:
+    base = str(router.base_url).rstrip("/")
+    project = admin.project("eu-west")
+    pid = project["id"]
+    key = admin.key(project, ["ingest"])
+    page = context.new_page()
+    sign_in(page, base, admin.email)
+    page.goto(f"{base}/app/projects/{pid}/settings")
+    expect(page.get_by_text("Pages on every origin may send feedback.")).to_be_visible()
+
+    # The secret is shown once, and it is the one ingest checks a user_hash against.
+    page.get_by_role("button", name="Create identity secret").click()
+    secret = page.get_by_role("status").locator("code.wrap").inner_text().strip()
+    assert secret.startswith("ris_")
+    external_id = f"u-{secrets.token_hex(4)}"
+    user_hash = hmac.new(secret.encode(), external_id.encode(), hashlib.sha256).hexdigest()
+    r = router.post("/v1/ingest/interactions", headers=key["h"], json={
+        "type": "bug", "content": {"text": "signed"},
+        "user": {"external_id": external_id, "email": "v@example.com", "user_hash": user_hash}})
+    assert r.status_code == 201, r.text
+    users = router.get(f"/v1/projects/{pid}/end-users", headers=admin.h, params={"q": external_id}).json()["data"]
+    assert [u["verified"] for u in users if u["external_id"] == external_id] == [True]
+    page.goto(f"{base}/app/projects/{pid}/settings")
+    expect(page.get_by_text(secret)).to_have_count(0)
+
+    # Origins, one a line: saved through the settings PATCH, and ingest from another origin is refused.
+    page.get_by_label("Allowed origins").fill("https://app.example.com\nhttps://shop.example.com:8443/\n")
+    page.get_by_role("button", name="Save origins").click()
+    expect(page.locator("ul.origins")).to_contain_text("https://shop.example.com:8443")
+    stored = router.get(f"/v1/projects/{pid}/settings", headers=admin.h).json()
+    assert stored["allowed_origins"] == ["https://app.example.com", "https://shop.example.com:8443"]
+    page.get_by_label("Allowed origins").fill("not an origin")
+    page.get_by_role("button", name="Save origins").click()
+    expect(page.get_by_role("alert")).to_contain_text("origin")
+    assert router.get(f"/v1/projects/{pid}/settings", headers=admin.h).json()["allowed_origins"] == stored[
+        "allowed_origins"]
+    page.goto(f"{base}/app/projects/{pid}/settings#sdk")
+    snap(page, shots, "settings-sdk")
+
+
+def test_the_residency_page_lists_the_projects_moves(context: BrowserContext, router: httpx.Client, admin: Admin,
+                                                    shots: Path) -> None:
+    base = str(router.base_url).rstrip("/")
+    project = admin.project("us-west")
+    pid = project["id"]
+    ingest_bug(router, admin.h, pid, "Moving house", "from the US to the EU")
+    page = context.new_page()
+    sign_in(page, base, admin.email)
+    page.goto(f"{base}/app/projects/{pid}/residency")
+    expect(page.get_by_text("This project has always lived in us-west.")).to_be_visible()
+
+    r = router.post(f"/v1/projects/{pid}/move", json={"to_region": "eu-west"}, headers=admin.h)
+    assert r.status_code == 202, r.text
+    move_id = r.json()["move_id"]
+
+    def landed() -> bool:
+        state = router.get(f"/v1/projects/{pid}/move", headers=admin.h).json()["state"]
+        assert state != "failed"
+        return bool(state == "purged")
+
+    until(landed, 120, "the move")
+    response = page.goto(f"{base}/app/projects/{pid}/residency")
+    assert response is not None and response.headers["x-relay-region"] == "eu-west"
+    row = page.locator("#moves tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("us-west")
+    expect(row.locator("td").nth(2)).to_have_text("eu-west")
+    expect(row).to_contain_text(move_id)
+    expect(row).to_contain_text(admin.user["id"])
+    snap(page, shots, "residency-moves")
