@@ -51,7 +51,7 @@ _NONCE_BYTES = 16
 class Actor(msgspec.Struct, frozen=True, omit_defaults=True):
     """Who the router says is acting.
 
-    `key`: an API key the cell must still verify in full (the router only saw its prefix).
+    `key`: an API key the router verified in full (prefix and secret); the cell verifies it again (defence in depth).
     `admin`: a dashboard user whose session and membership the router checked; `role` is theirs.
     `router`: the router itself, for provisioning.
     `public`: nobody the router could authenticate, on `/v1/hooks/{project_id}/…` only — inbound
