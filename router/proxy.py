@@ -24,7 +24,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from yarl import URL
 
-from common import metrics, signing, web
+from common import metrics, signing, telemetry, web
 from common.access import READ
 from common.keys import Presented, presented
 from common.problems import Problem, encode
@@ -320,10 +320,13 @@ class Proxy:
         attributes = {"http.request.method": method, "http.route": template, "relay.region": cell.region,
                       "relay.route_class": route.name, "relay.project_id": actor.project_id or "",
                       "relay.key_prefix": actor.key_prefix or ""}
-        with tracer.start_as_current_span("router.forward", kind=SpanKind.CLIENT, attributes=attributes) as span:
-            propagate.inject(headers)
+        if telemetry.tracing():
+            with tracer.start_as_current_span("router.forward", kind=SpanKind.CLIENT, attributes=attributes) as span:
+                propagate.inject(headers)
+                status = await self._relay(send, cell, method, target, headers, body, route, attributes)
+                span.set_attribute("http.response.status_code", status)
+        else:  # no exporter: a no-op span and an empty injection would cost ~15 µs a request for nothing
             status = await self._relay(send, cell, method, target, headers, body, route, attributes)
-            span.set_attribute("http.response.status_code", status)
         if status == 421 and actor.project_id:  # the project moved, or this router's map is stale
             await routing.reload(self._state(), uuid.UUID(actor.project_id))
         return status
