@@ -370,8 +370,9 @@ class Proxy:
             status = problem.status
             raise
         finally:
-            log.info("request", extra={**attributes, "http.response.status_code": status,
-                                       "duration_ms": round((time.monotonic() - started) * 1000, 2)})
+            if log.isEnabledFor(logging.INFO):  # the access line's fields are built only when it is written
+                log.info("request", extra={**attributes, "http.response.status_code": status,
+                                           "duration_ms": round((time.monotonic() - started) * 1000, 2)})
             cell.release(probe)
             if response is not None:
                 response.close()  # also when the client went away mid-stream: the pool never leaks
