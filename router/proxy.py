@@ -323,11 +323,13 @@ class Proxy:
         else:
             body = await read_body(receive, route.max_body)
             headers.update(sign(cell.secret, method, target, actor, body=body))
-        template = route_template(scope["path"])
-        attributes = {"http.request.method": method, "http.route": template, "relay.region": cell.region,
-                      "relay.route_class": route.name, "relay.project_id": actor.project_id or "",
-                      "relay.key_prefix": actor.key_prefix or ""}
-        if telemetry.tracing():
+        traced = telemetry.tracing()
+        # What the span and the access line say; neither enabled (no exporter, level above INFO), nothing to build.
+        attributes = {"http.request.method": method, "http.route": route_template(scope["path"]),
+                      "relay.region": cell.region, "relay.route_class": route.name,
+                      "relay.project_id": actor.project_id or "", "relay.key_prefix": actor.key_prefix or ""
+                      } if traced or log.isEnabledFor(logging.INFO) else None
+        if traced and attributes is not None:
             with tracer.start_as_current_span("router.forward", kind=SpanKind.CLIENT, attributes=attributes) as span:
                 propagate.inject(headers)
                 status = await self._relay(send, cell, method, target, headers, body, route, attributes)
@@ -339,8 +341,10 @@ class Proxy:
         return status
 
     async def _relay(self, send: Send, cell: Cell, method: str, target: str, headers: dict[str, str],
-                     body: bytes | AsyncIterator[bytes] | None, route: RouteClass, attributes: dict[str, str]) -> int:
-        """Send the request to the cell and stream its answer back; returns the status relayed."""
+                     body: bytes | AsyncIterator[bytes] | None, route: RouteClass,
+                     attributes: dict[str, str] | None) -> int:
+        """Send the request to the cell and stream its answer back; returns the status relayed (and writes the
+        access line when `attributes` are given)."""
         probe = cell.admit()
         started = time.monotonic()
         response: aiohttp.ClientResponse | None = None
@@ -377,7 +381,7 @@ class Proxy:
             status = problem.status
             raise
         finally:
-            if log.isEnabledFor(logging.INFO):  # the access line's fields are built only when it is written
+            if attributes is not None and log.isEnabledFor(logging.INFO):  # fields built only when written
                 log.info("request", extra={**attributes, "http.response.status_code": status,
                                            "duration_ms": round((time.monotonic() - started) * 1000, 2)})
             cell.release(probe)
