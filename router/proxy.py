@@ -373,9 +373,18 @@ class Proxy:
             status = response.status
             out = [(k.lower(), v) for k, v in response.raw_headers if k.lower() not in HOP_BY_HOP]
             await send({"type": "http.response.start", "status": status, "headers": out})
+            # With a Content-Length the chunk that completes it is the last (more_body=False): a small answer, the
+            # usual JSON, is one body message rather than two through the CORS wrapper and uvicorn. Nothing waits.
+            left, more = response.content_length, True
             async for chunk in response.content.iter_any():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                if left is not None:
+                    left -= len(chunk)
+                    more = left > 0
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+                if not more:
+                    break
+            if more:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
             return status
         except Problem as problem:
             status = problem.status
