@@ -123,7 +123,7 @@ class Proxy:
         self._state = state
 
     async def ingest(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """`/v1/ingest/…`: routed by the key prefix alone."""
+        """`/v1/ingest/…`: the key verified in full (prefix and secret, from the directory), routed by its project."""
         started = metrics.clock()
         rid = request_id(scope)
         region: str = GLOBAL  # what the metrics will say, as far as the request got
