@@ -53,6 +53,14 @@ async def _context(request: Request[Any, Any, Any], seen: Desk, project_id: uuid
                         sample=PREVIEW_SAMPLE, errors=[], **more)
 
 
+async def _refused(request: Request[Any, Any, Any], seen: Desk, project_id: uuid.UUID, form: str, why: str,
+                   status: int) -> Template:
+    """The settings page again, with why one of its forms was refused (nothing was changed)."""
+    context = await _context(request, seen, project_id)
+    context["errors"] = [f"{form}: {why}"]
+    return page("settings.html", context, status)
+
+
 @get("/app/projects/{project_id:uuid}/settings", include_in_schema=False)
 async def settings_page(request: Request[Any, Any, Any], project_id: uuid.UUID) -> Template:
     """Everything a project's admins configure, on one page."""
@@ -89,9 +97,7 @@ async def add_rule(request: Request[Any, Any, Any], project_id: uuid.UUID) -> An
     try:
         data = msgspec.convert(body, RuleIn)
     except (ValueError, msgspec.ValidationError) as exc:
-        context = await _context(request, seen, project_id)
-        context["errors"] = [f"Privacy rule: {_message(exc)}"]
-        return page("settings.html", context, 422)
+        return await _refused(request, seen, project_id, "Privacy rule", _message(exc), 422)
     await privacy.create_rule.fn(request, project_id, data)
     return Redirect(f"/app/projects/{project_id}/settings#privacy", status_code=303)
 
@@ -115,13 +121,9 @@ async def add_webhook(request: Request[Any, Any, Any], project_id: uuid.UUID) ->
         data = msgspec.convert({"url": _one(fields, "url"), "events": fields.get("events", [])}, WebhookIn)
         made = await webhooks.create_webhook.fn(request, project_id, data)
     except (ValueError, msgspec.ValidationError) as exc:
-        context = await _context(request, seen, project_id)
-        context["errors"] = [f"Webhook: {_message(exc)}"]
-        return page("settings.html", context, 422)
+        return await _refused(request, seen, project_id, "Webhook", _message(exc), 422)
     except Problem as problem:
-        context = await _context(request, seen, project_id)
-        context["errors"] = [f"Webhook: {problem.detail or problem.title}"]
-        return page("settings.html", context, problem.status)
+        return await _refused(request, seen, project_id, "Webhook", problem.detail or problem.title, problem.status)
     return page("settings.html", await _context(request, seen, project_id, new_webhook=made), 201)
 
 
@@ -144,9 +146,7 @@ async def set_retention(request: Request[Any, Any, Any], project_id: uuid.UUID) 
     try:
         data = msgspec.convert({"retention_days": int(raw) if raw else None}, projects.SettingsPatch)
     except (ValueError, msgspec.ValidationError) as exc:
-        context = await _context(request, seen, project_id)
-        context["errors"] = [f"Retention: {_message(exc)}"]
-        return page("settings.html", context, 422)
+        return await _refused(request, seen, project_id, "Retention", _message(exc), 422)
     await projects.update_settings.fn(request, project_id, data)
     return Redirect(f"/app/projects/{project_id}/settings#retention", status_code=303)
 
@@ -172,15 +172,11 @@ async def set_origins(request: Request[Any, Any, Any], project_id: uuid.UUID) ->
         data = msgspec.convert({"allowed_origins": lines}, projects.SettingsPatch)
         await projects.update_settings.fn(request, project_id, data)
     except msgspec.ValidationError as exc:
-        context = await _context(request, seen, project_id)
-        context["errors"] = [f"Allowed origins: {_message(exc)}"]
-        return page("settings.html", context, 422)
+        return await _refused(request, seen, project_id, "Allowed origins", _message(exc), 422)
     except Problem as problem:
         if problem.status != 422:
             raise
-        context = await _context(request, seen, project_id)
-        context["errors"] = [f"Allowed origins: {problem.detail or problem.title}"]
-        return page("settings.html", context, 422)
+        return await _refused(request, seen, project_id, "Allowed origins", problem.detail or problem.title, 422)
     return Redirect(f"/app/projects/{project_id}/settings#sdk", status_code=303)
 
 
