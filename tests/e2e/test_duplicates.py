@@ -115,7 +115,9 @@ def test_a_person_merges_and_unmerges_and_notifications_follow(
         assert r.status_code == 200, r.text
         assert r.json()["duplicate_confirmed"] is True
     group = r.json()["ai_duplicate_group_id"]
-    assert group == min(crash, again)
+    # The group keeps the name of one of the two groups: whichever the workers formed first, when they grouped
+    # the pair on their own before the person did (two workers may enrich the pair in either order).
+    assert group in (crash, again)
     target = router.get(f"/v1/projects/{p['id']}/interactions/{crash}", headers=admin.h).json()
     assert target["ai_duplicate_group_id"] == group and target["duplicate_confirmed"] is True
     listed = router.get(f"/v1/projects/{p['id']}/interactions", headers=admin.h,
