@@ -20,6 +20,15 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("relay.errors")
+SEALED_CANNOT_MOVE = "Sealed Value Cannot Move"
+"""Title of a cell's refusal to let a sealed value travel in a move between regions (it does not open in
+the source, or arrives still sealed in the target, cell/sealed.py): no retry mends that, so the router gives
+the move up (router/moves/wire.py)."""
+
+
+def type_uri(title: str) -> str:
+    """The problem `type` of a title: what a caller matches on rather than the words of a detail."""
+    return "https://relay.dev/problems/" + title.lower().replace(" ", "-").replace("'", "")
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -64,9 +73,8 @@ class Problem(Exception):
 
     def body(self, instance: str | None = None) -> ProblemBody:
         """The problem document for this error."""
-        slug = self.title.lower().replace(" ", "-").replace("'", "")
         return ProblemBody(
-            type=f"https://relay.dev/problems/{slug}", title=self.title, status=self.status,
+            type=type_uri(self.title), title=self.title, status=self.status,
             detail=self.detail, instance=instance, errors=self.errors, region=self.region,
             project_id=self.project_id,
         )

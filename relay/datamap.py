@@ -260,6 +260,7 @@ CLASSES: dict[str, tuple[str, str]] = {
     "projects.settings": (NONE, "project configuration"),
     "projects.secret": (SECRET, "per-project HMAC secret, plain: NULL once sealed (migration 0017)"),
     "projects.sealed_secret": (SECRET, "per-project HMAC secret, sealed with the cell's key ring"),
+    "projects.identity_secret": (SECRET, "identity-verification secret (user_hash), sealed with the cell's key ring"),
     "api_keys.key_hash": (SECRET, "bcrypt hash of a key from before digests, until its next use"),
     "api_keys.key_digest": (SECRET, "HMAC-SHA256 of the key under the key pepper"),
     "api_keys.key_prefix": (NONE, "routing prefix, shown in listings"),

@@ -19,6 +19,7 @@ from pathlib import Path
 from cell import secrets
 from cell.integrations import queries as integrations
 from cell.projects import secret as project_secret
+from cell.users import identity
 from cell.webhooks import queries as webhooks
 from common.pg import create_pool
 from common.settings import SettingsError
@@ -47,6 +48,7 @@ async def rotate(dsn: str, ring: str) -> dict[str, int]:
     try:
         sealed = await project_secret.seal_plain(pool, ring)
         return {"project secrets": sealed + await project_secret.reseal(pool, ring),
+                "identity secrets": await identity.reseal(pool, ring),
                 "webhook secrets": await webhooks.reseal(pool, ring),
                 "integrations": await integrations.reseal(pool, ring)}
     finally:

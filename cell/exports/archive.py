@@ -8,9 +8,10 @@ prefix follow under `objects/…` (their key below `projects/{id}/`), bytes as
 stored; earlier exports are left out. `manifest.json` lists each file with its
 size and SHA-256 and is signed by the region's receipt key (manifest.py).
 
-Credentials are withheld, not exported: the project's HMAC secret, key hashes,
-webhook signing secrets, and sealed values in integration settings. The manifest
-says which.
+Credentials are withheld, not exported: key hashes, a project secret still plain,
+and every value sealed with the cell's key (cell/sealed.py: the project's HMAC and
+identity secrets, webhook signing secrets, integration tokens). The manifest says
+which.
 
 The archive is spooled in a temporary file (memory up to a bound, then local
 disk) and then stored under `projects/{id}/exports/{export id}/` in the region's
@@ -33,17 +34,15 @@ import asyncpg
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cell import secrets
+from cell import sealed
 from cell.exports import manifest
 from cell.moves.schema import Table, ident, read_plan
 from cell.storage import ObjectStore, project_key
 from cell.users.export import copy_object
 
-WITHHELD = {"projects": ("secret", "sealed_secret", "identity_secret"), "api_keys": ("key_hash", "key_digest"),
-            "webhooks": ("secret",)}
-"""Columns never exported: secrets that would let the holder act as the project."""
-SEALED = frozenset({"integrations"})
-"""Tables whose JSON may hold sealed secrets (integration tokens): those values are withheld."""
+WITHHELD = {"projects": ("secret",), "api_keys": ("key_hash", "key_digest")}
+"""Columns never exported besides the sealed ones (cell/sealed.py): secrets that would let the holder act as
+the project."""
 WITHHELD_VALUE = "[withheld]"
 IN_MEMORY = 8 * 1024 * 1024
 WRITE_SIZE = 256 * 1024
@@ -68,21 +67,20 @@ class Built:
     counts: dict[str, Any]
 
 
-def _without_sealed(value: Any) -> Any:
-    """A JSON value with every sealed secret replaced by `[withheld]`."""
-    if secrets.is_sealed(value):
-        return WITHHELD_VALUE
-    if isinstance(value, dict):
-        return {k: _without_sealed(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_sealed(v) for v in value]
-    return value
+def _without_sealed(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A row with every sealed value inside a JSON column (integration tokens) replaced by `[withheld]`."""
+    for field in sealed.fields_of(table):
+        if field.field is not None and field.get(row) is not None:
+            field.put(row, WITHHELD_VALUE)
+    return row
 
 
 async def _dump(conn: asyncpg.Connection, archive: zipfile.ZipFile, table: Table,
                 project_id: uuid.UUID) -> dict[str, Any]:
     """One table's rows of the project as JSON lines into the archive; its manifest entry."""
-    withheld = [*table.excluded, *WITHHELD.get(table.name, ())]
+    columns = [*WITHHELD.get(table.name, ()), *sealed.columns_of(table.name)]
+    withheld = [*table.excluded, *columns]
+    inside = any(f.field is not None for f in sealed.fields_of(table.name))
     name = f"tables/{table.name}.jsonl"
     info = zipfile.ZipInfo(name, date_time=datetime.now(UTC).timetuple()[:6])
     info.compress_type = zipfile.ZIP_DEFLATED
@@ -94,8 +92,8 @@ async def _dump(conn: asyncpg.Connection, archive: zipfile.ZipFile, table: Table
                      WHERE t.{ident(table.owner_column)} = $1 ORDER BY {table.key_tuple}""",
                 project_id, withheld, prefetch=500):
             line: bytes = record[0].encode()
-            if table.name in SEALED:
-                line = msgspec.json.encode(_without_sealed(msgspec.json.decode(line)))
+            if inside:
+                line = msgspec.json.encode(_without_sealed(table.name, msgspec.json.decode(line)))
             buffer += line + b"\n"
             rows += 1
             if len(buffer) >= WRITE_SIZE:
@@ -107,8 +105,8 @@ async def _dump(conn: asyncpg.Connection, archive: zipfile.ZipFile, table: Table
         size += len(buffer)
         await asyncio.to_thread(dst.write, bytes(buffer))
     entry = {"table": table.name, "file": name, "rows": rows, "bytes": size, "sha256": digest.hexdigest()}
-    if WITHHELD.get(table.name) or table.name in SEALED:
-        entry["withheld"] = list(WITHHELD.get(table.name, ())) or ["sealed values"]
+    if columns or inside:
+        entry["withheld"] = columns or ["sealed values"]
     return entry
 
 

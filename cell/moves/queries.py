@@ -2,7 +2,10 @@
 
 Rows travel as JSON text produced and parsed by Postgres (`to_jsonb`,
 `jsonb_populate_recordset`), in UTC, so this module never decodes customer
-data: it hands bytes from the database to the router and back. Every
+data: it hands bytes from the database to the router and back. The one exception
+is the few tables holding values sealed with the cell's key (cell/sealed.py):
+their rows are decoded to open those values for the journey and seal them again
+on arrival, and their checksums hash the opened values apart. Every
 statement names the project (`project_id = $1`, or `id` for `projects`), and
 every write of a move runs with `relay.move = on`, which the guard lets pass.
 """
@@ -18,6 +21,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from cell import sealed
 from cell.moves.schema import Plan, Table, ident
 from cell.moves.types import Changes, Job, ObjectInfo, ObjectSum, PendingJobs, TableSum
 from cell.projects import secret as project_secret
@@ -73,8 +77,10 @@ async def require_state(conn: asyncpg.Connection, project_id: uuid.UUID, *states
 # -- Export and import ----------------------------------------------------------------------------------------
 
 async def export_rows(conn: asyncpg.Connection, table: Table, project_id: uuid.UUID, after: str | None,
-                      limit: int, max_bytes: int) -> tuple[bytes, int, str | None]:
-    """Rows after the cursor in key order, as a JSON array; with the count and the next cursor (None: done)."""
+                      limit: int, max_bytes: int, secret_key: str) -> tuple[bytes, int, str | None]:
+    """Rows after the cursor in key order, as a JSON array; with the count and the next cursor (None: done).
+
+    Sealed values are opened for the target to seal with its own key (`sealed.carry`)."""
     where = f"t.{ident(table.owner_column)} = $1"
     args: list[Any] = [project_id, limit]
     if after is not None:
@@ -94,6 +100,7 @@ async def export_rows(conn: asyncpg.Connection, table: Table, project_id: uuid.U
         size += len(row["row"])
     complete = len(rows) < limit and len(taken) == len(rows)
     cursor = None if complete or not taken else encode_cursor(rows[len(taken) - 1]["key"])
+    taken = sealed.carry(secret_key, project_id, table.name, taken)
     return ("[" + ",".join(taken) + "]").encode(), len(taken), cursor
 
 
@@ -134,9 +141,11 @@ def _upsert_sql(table: Table) -> str:
                       (SELECT count(*) FROM ins) AS written"""
 
 
-async def upsert(conn: asyncpg.Connection, table: Table, project_id: uuid.UUID, region: str, rows: str) -> int:
-    """Write rows (JSON array text) in the caller's move transaction; 422 for another project's rows."""
-    args: list[Any] = [rows, project_id]
+async def upsert(conn: asyncpg.Connection, table: Table, project_id: uuid.UUID, region: str, rows: str,
+                 secret_key: str) -> int:
+    """Write rows (JSON array text) in the caller's move transaction, carried secrets sealed with this cell's
+    key first; 422 for another project's rows."""
+    args: list[Any] = [sealed.seal_carried(secret_key, project_id, table.name, rows), project_id]
     if table.name == "projects":
         args.append(region)
     try:
@@ -158,12 +167,13 @@ async def upsert(conn: asyncpg.Connection, table: Table, project_id: uuid.UUID, 
 
 async def import_rows(pool: asyncpg.Pool, plan: Plan, table: Table, project_id: uuid.UUID, region: str,
                       rows: str, secret_key: str) -> int:
-    """One exported batch into this (target) cell, idempotently; the project's secret sealed with this cell's key."""
+    """One exported batch into this (target) cell, idempotently, its secrets sealed with this cell's key
+    (a project secret still plain in the source, from before migration 0017, too)."""
     async with pool.acquire() as conn, conn.transaction():
         await bypass(conn)
         if table.name != "projects":
             await require_state(conn, project_id, "importing")
-        written = await upsert(conn, table, project_id, region, rows)
+        written = await upsert(conn, table, project_id, region, rows, secret_key)
         if table.name == "projects":
             await project_secret.seal_in(conn, secret_key, project_id)
         return written
@@ -181,22 +191,22 @@ async def delete_keys(conn: asyncpg.Connection, table: Table, project_id: uuid.U
 # -- Change capture -----------------------------------------------------------------------------------------------
 
 async def read_changes(pool: asyncpg.Pool, plan: Plan, project_id: uuid.UUID, tables: list[str] | None,
-                       limit: int, max_bytes: int) -> bytes:
+                       limit: int, max_bytes: int, secret_key: str) -> bytes:
     """The oldest logged changes, each resolved to the row as it is now (or its key, when it is gone).
 
     One snapshot reads the log and the rows, so a change and its row agree. Changes of tables the plan
     does not copy are acknowledged with nothing to apply. A batch past `max_bytes` is read again with half
-    as many changes (down to one).
+    as many changes (down to one). Sealed values are opened, as in an export (`sealed.carry`).
     """
     while True:
-        body, read = await _read_changes(pool, plan, project_id, tables, limit)
+        body, read = await _read_changes(pool, plan, project_id, tables, limit, secret_key)
         if len(body) <= max_bytes or read <= 1:
             return body
         limit = read // 2
 
 
 async def _read_changes(pool: asyncpg.Pool, plan: Plan, project_id: uuid.UUID, tables: list[str] | None,
-                        limit: int) -> tuple[bytes, int]:
+                        limit: int, secret_key: str) -> tuple[bytes, int]:
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         await _utc(conn)
         log = await conn.fetch(
@@ -224,7 +234,7 @@ async def _read_changes(pool: asyncpg.Pool, plan: Plan, project_id: uuid.UUID, t
                                         WHERE {owner} AND ({table.key_tuple}) = ({table.key_of('x')}))""",
                 project_id, given)
             name = msgspec.json.encode(table.name).decode()
-            found = ",".join(r["row"] for r in rows)
+            found = ",".join(sealed.carry(secret_key, project_id, table.name, [r["row"] for r in rows]))
             deleted = ",".join(r["key"] for r in gone)
             parts.append(f'{{"table":{name},"rows":[{found}],"deleted":[{deleted}]}}')
     seqs = ",".join(str(e["seq"]) for e in log)
@@ -233,8 +243,9 @@ async def _read_changes(pool: asyncpg.Pool, plan: Plan, project_id: uuid.UUID, t
 
 
 async def apply_changes(pool: asyncpg.Pool, plan: Plan, project_id: uuid.UUID, region: str,
-                        changes: Changes) -> tuple[int, int]:
-    """Apply a batch of changes to the target in one transaction: deletes children first, then upserts."""
+                        changes: Changes, secret_key: str) -> tuple[int, int]:
+    """Apply a batch of changes to the target in one transaction: deletes children first, then upserts (carried
+    secrets sealed with this cell's key)."""
     by_name = {c.table: c for c in changes.tables}
     written = deleted = 0
     async with pool.acquire() as conn, conn.transaction():
@@ -249,7 +260,7 @@ async def apply_changes(pool: asyncpg.Pool, plan: Plan, project_id: uuid.UUID, r
             entry = by_name.get(table.name)
             if entry is not None and entry.rows:
                 written += await upsert(conn, table, project_id, region,
-                                        "[" + ",".join(bytes(r).decode() for r in entry.rows) + "]")
+                                        "[" + ",".join(bytes(r).decode() for r in entry.rows) + "]", secret_key)
     return written, deleted
 
 
@@ -262,18 +273,31 @@ async def ack_changes(pool: asyncpg.Pool, project_id: uuid.UUID, seqs: list[int]
 
 # -- Checksums and objects ------------------------------------------------------------------------------------
 
-async def table_sums(pool: asyncpg.Pool, plan: Plan, project_id: uuid.UUID) -> dict[str, TableSum]:
-    """Per table: the project's row count and the sum of 64-bit hashes of each row's canonical JSON text."""
+async def table_sums(pool: asyncpg.Pool, plan: Plan, project_id: uuid.UUID, secret_key: str,
+                     nonce: str) -> dict[str, TableSum]:
+    """Per table: the project's row count and the sum of 64-bit hashes of each row's canonical JSON text.
+
+    Values sealed with the cell's key differ between cells by design, so they leave the row text and a table
+    holding them adds `+` and a keyed digest of the opened values (`sealed.digest`, keyed with `nonce`).
+    """
     sums: dict[str, TableSum] = {}
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         await _utc(conn)
         for table in plan.tables:
+            hashed = f"{sealed.without_sealed(table.name, table.row_jsonb)}::text"
+            owner = f"t.{ident(table.owner_column)} = $1"
             row = await conn.fetchrow(
                 f"""SELECT count(*) AS n,
-                           coalesce(sum(('x' || left(md5({table.row_json}), 16))::bit(64)::bigint), 0)::text AS h
-                      FROM {table.sql} t WHERE t.{ident(table.owner_column)} = $1""", project_id)
+                           coalesce(sum(('x' || left(md5({hashed}), 16))::bit(64)::bigint), 0)::text AS h
+                      FROM {table.sql} t WHERE {owner}""", project_id)
             assert row is not None
-            sums[table.name] = TableSum(rows=row["n"], hash=row["h"])
+            h: str = row["h"]
+            if sealed.fields_of(table.name):
+                rows = await conn.fetch(f"SELECT {table.key_json} AS key, {table.row_json} AS row"
+                                        f" FROM {table.sql} t WHERE {owner}", project_id)
+                h += "+" + str(sealed.digest(secret_key, project_id, table.name,
+                                             ((r["key"], r["row"]) for r in rows), nonce))
+            sums[table.name] = TableSum(rows=row["n"], hash=h)
     return sums
 
 

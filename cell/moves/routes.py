@@ -43,7 +43,6 @@ from cell.moves.types import (
     TableInfo,
     Written,
 )
-from cell.projects import secret as project_secret
 from cell.projects.routes import require_router
 from cell.storage import TooLarge
 from common.problems import Problem
@@ -106,7 +105,9 @@ async def begin(request: Request[Any, Any, Any], project_id: uuid.UUID) -> Place
 @get(BASE + "/tables/{table:str}/rows")
 async def export_rows(request: Request[Any, Any, Any], project_id: uuid.UUID, table: str, after: str | None = None,
                       limit: int = 500, max_bytes: int = 4 * MiB) -> Response[bytes]:
-    """Source: the next batch of a table's rows in key order, as a JSON array; `X-Relay-Next` is the cursor."""
+    """Source: the next batch of a table's rows in key order, as a JSON array; `X-Relay-Next` is the cursor.
+
+    Values sealed with this cell's key travel opened, for the target to seal with its own (cell/sealed.py)."""
     require_router(request)
     if not 1 <= limit <= 10_000 or not 1 <= max_bytes <= MAX_BATCH_BYTES // 2:
         raise Problem(422, "limit or max_bytes out of range")
@@ -114,9 +115,8 @@ async def export_rows(request: Request[Any, Any, Any], project_id: uuid.UUID, ta
     found = (await _plan(request)).table(table)
     async with ctx(request).pool.acquire() as conn:
         body, count, cursor = await queries.export_rows(
-            conn, found, project_id, queries.decode_cursor(after) if after else None, limit, max_bytes)
-        if found.name == "projects":  # its secret travels itself: sealed_secret opens only with this cell's key
-            body = await project_secret.carry(conn, ctx(request).settings.secret_key, project_id, body)
+            conn, found, project_id, queries.decode_cursor(after) if after else None, limit, max_bytes,
+            ctx(request).settings.secret_key)
     headers = {"x-relay-count": str(count)}
     if cursor is not None:
         headers["x-relay-next"] = cursor
@@ -140,8 +140,9 @@ async def read_changes(request: Request[Any, Any, Any], project_id: uuid.UUID, d
     """Source: the oldest logged changes, each as the row now is (or the key of a row now gone)."""
     require_router(request)
     await _require(request, project_id, *queries.MOVING)
-    body = await queries.read_changes(ctx(request).pool, await _plan(request), project_id, data.tables, data.limit,
-                                      data.max_bytes)
+    c = ctx(request)
+    body = await queries.read_changes(c.pool, await _plan(request), project_id, data.tables, data.limit,
+                                      data.max_bytes, c.settings.secret_key)
     return Response(body, media_type="application/json")
 
 
@@ -155,7 +156,7 @@ async def apply_changes(request: Request[Any, Any, Any], project_id: uuid.UUID) 
     except msgspec.DecodeError as exc:
         raise Problem(422, f"not a batch of changes: {exc}") from None
     written, deleted = await queries.apply_changes(c.pool, await _plan(request), project_id, c.settings.region,
-                                                   changes)
+                                                   changes, c.settings.secret_key)
     return Written(written=written, deleted=deleted)
 
 
@@ -167,12 +168,17 @@ async def ack_changes(request: Request[Any, Any, Any], project_id: uuid.UUID, da
 
 
 @get(BASE + "/checksums")
-async def checksums(request: Request[Any, Any, Any], project_id: uuid.UUID, objects: str = "hash") -> Checksums:
-    """Both sides: rows and a hash per table, and the objects (`objects=size` skips reading their bytes)."""
+async def checksums(request: Request[Any, Any, Any], project_id: uuid.UUID, objects: str = "hash",
+                    nonce: str = "") -> Checksums:
+    """Both sides: rows and a hash per table, and the objects (`objects=size` skips reading their bytes).
+
+    The router sends both cells the same fresh `nonce`: it keys the digest of the opened secrets."""
     require_router(request)
+    if len(nonce) > 128:
+        raise Problem(422, "nonce is at most 128 characters")
     c = ctx(request)
     place = await _placement(request, project_id)
-    tables = await queries.table_sums(c.pool, await _plan(request), project_id)
+    tables = await queries.table_sums(c.pool, await _plan(request), project_id, c.settings.secret_key, nonce)
     listed = await queries.list_objects(c.store, project_id, with_hash=objects == "hash")
     return Checksums(state=place.state, tables=tables, objects=queries.object_sum(listed))
 

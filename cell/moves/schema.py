@@ -14,7 +14,8 @@ by a later migration moves without anyone touching this code. Left out:
 
 Every value leaves the database as `to_jsonb(row)` minus generated columns
 (e.g. `interactions.search`), in UTC, and comes back in through
-`jsonb_populate_recordset`, so types survive the trip without Python knowing them.
+`jsonb_populate_recordset`, so types survive the trip without Python knowing them. Values sealed with the
+cell's key are the exception: they travel opened and are sealed again by the target (cell/sealed.py).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from common.problems import Problem
 
 SKIP = frozenset({"outbox", "dead_letters", "move_changes", "moved_projects"})
 """Tables with a project_id that a move does not copy (see the module docstring)."""
-CELL_COLUMNS = ("region", "state", "epoch", "sealed_secret")
-"""Columns of `projects` that describe the project's place in this cell, not the project; `sealed_secret` is
-sealed with this cell's key, so a move carries the secret itself instead (cell/projects/secret.py)."""
+CELL_COLUMNS = ("region", "state", "epoch")
+"""Columns of `projects` that describe the project's place in this cell, not the project. (Values sealed with
+this cell's key, such as `projects.sealed_secret`, do move: opened and sealed again, see cell/sealed.py.)"""
 GUARD = "relay_move_guard"
 
 
@@ -82,9 +83,14 @@ class Table:
         return ", ".join(f"t.{ident(c)}" for c in self.key)
 
     @property
+    def row_jsonb(self) -> str:
+        """SQL: the row as exported, as jsonb: without generated or cell-only columns."""
+        return f"(to_jsonb(t) - '{{{','.join(self.excluded)}}}'::text[])"
+
+    @property
     def row_json(self) -> str:
         """The row as exported: JSON text without generated or cell-only columns."""
-        return f"(to_jsonb(t) - '{{{','.join(self.excluded)}}}'::text[])::text"
+        return f"{self.row_jsonb}::text"
 
     @property
     def key_json(self) -> str:

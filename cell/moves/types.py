@@ -77,7 +77,8 @@ class Ack(msgspec.Struct, kw_only=True):
 
 
 class TableSum(msgspec.Struct, kw_only=True):
-    """Rows of a project in one table, and an order-independent hash of their canonical text."""
+    """Rows of a project in one table, and an order-independent hash of their canonical text (for a table holding
+    sealed values: of the text without them, `+` a keyed digest of the values opened, cell/sealed.py)."""
 
     rows: int
     hash: str

@@ -4,16 +4,15 @@ Sealed at rest with the cell's key ring (cell/secrets.py, purpose `project:secre
 tokens and webhook secrets: a dump of `projects` shows no key that would let someone mint conversation
 tokens or reverse `ip_hash` by enumerating addresses. Rows from before migration 0017 hold it in plain
 `secret`; `seal_plain` seals them (the cell runs it at start), and `reseal` moves every sealed one to the
-ring's newest key (`relay secrets rotate`).
+ring's newest key (`relay secrets rotate`). A move between regions opens it in the source and seals it
+again in the target, like every value in cell/sealed.py.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import secrets as random
 import uuid
-from typing import Any
 
 import asyncpg
 
@@ -77,19 +76,9 @@ async def reseal(pool: asyncpg.Pool, secret_key: str) -> int:
     return changed
 
 
-async def carry(conn: asyncpg.Connection, secret_key: str, project_id: uuid.UUID, rows: bytes) -> bytes:
-    """A move's export of the `projects` row with the secret itself in `secret` (hex, as JSON holds bytea),
-    for the target to seal with its own key: `sealed_secret` is this cell's alone (a cell-only column)."""
-    secret = await project_secret(conn, secret_key, project_id)
-    exported: list[dict[str, Any]] = json.loads(rows)
-    for row in exported:
-        if row.get("id") == str(project_id) and secret is not None:
-            row["secret"] = "\\x" + secret.hex()
-    return json.dumps(exported, separators=(",", ":")).encode()
-
-
 async def seal_in(conn: asyncpg.Connection, secret_key: str, project_id: uuid.UUID) -> None:
-    """Seal the project's plain secret in the caller's transaction (a move's import, on the target)."""
+    """Seal the project's plain secret in the caller's transaction (a move's import, on the target, of a source
+    row still plain from before 0017; a sealed one travels as every sealed value does, cell/sealed.py)."""
     plain = await conn.fetchval("SELECT secret FROM projects WHERE id = $1", project_id)
     if plain is not None:
         await conn.execute("UPDATE projects SET sealed_secret = $2, secret = NULL WHERE id = $1",

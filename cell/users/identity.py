@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from cell.secrets import SecretError, seal, unseal
+from cell.secrets import reseal as reseal_one
 from common.problems import Problem
 
 PURPOSE = "identity-secret"
@@ -79,3 +80,16 @@ async def rotate(conn: asyncpg.Connection, secret_key: str, project_id: uuid.UUI
         "UPDATE projects SET identity_secret = $2, updated_at = now() WHERE id = $1 RETURNING true",
         project_id, seal(secret_key, project_id, PURPOSE, secret))
     return secret if done else None
+
+
+async def reseal(pool: asyncpg.Pool, secret_key: str) -> int:
+    """Seal every project's identity secret again with the key ring's newest key (`relay secrets rotate`); the
+    number changed. Without it, dropping the old key from the ring would silently stop verifying anybody."""
+    changed = 0
+    for row in await pool.fetch("SELECT id, identity_secret FROM projects WHERE identity_secret IS NOT NULL"):
+        again = reseal_one(secret_key, row["id"], PURPOSE, row["identity_secret"])
+        if again is not None:
+            await pool.execute("UPDATE projects SET identity_secret = $2 WHERE id = $1 AND identity_secret = $3",
+                               row["id"], again, row["identity_secret"])
+            changed += 1
+    return changed

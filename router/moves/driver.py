@@ -17,7 +17,10 @@
   signed by the source cell is stored with the move.
 
 Bytes go from one cell to the other through this process's memory only, batch
-by batch; nothing of a project's data is written here or logged. Only one
+by batch; nothing of a project's data is written here or logged. Values sealed
+with the source cell's key (tokens, signing secrets) pass opened and the target
+seals them with its own (cell/sealed.py); one that does not open in the source
+is a refusal no retry mends, so the move is abandoned with that error. Only one
 router drives a move at a time: it holds a session advisory lock on the move's
 id for as long as it drives, released by Postgres if the router dies, so
 another router picks the move up within a poll. Every step is idempotent, so a
@@ -29,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 import uuid
 from typing import Any
@@ -386,15 +390,19 @@ class Drive:
             await self.save("activated")
         await self.flip(flip_epoch)
 
-    async def checksums(self, cell: Cell, *, objects: str) -> _Checksums:
-        response = await call(cell, "GET", self.path("checksums"), params={"objects": objects},
+    async def checksums(self, cell: Cell, *, objects: str, nonce: str = "") -> _Checksums:
+        response = await call(cell, "GET", self.path("checksums"), params={"objects": objects, "nonce": nonce},
                               what="computing checksums")
         return msgspec.json.decode(response.content, type=_Checksums)
 
     async def verify(self) -> None:
-        """Both cells count and hash every table and every object; any difference stops the move."""
-        source, target = await asyncio.gather(self.checksums(self.source, objects="hash"),
-                                              self.checksums(self.target, objects="hash"))
+        """Both cells count and hash every table and every object; any difference stops the move.
+
+        Secrets, sealed with each cell's own key, are compared opened, by an HMAC keyed with a nonce of this
+        comparison (cell/sealed.py)."""
+        nonce = secrets.token_urlsafe(24)
+        source, target = await asyncio.gather(self.checksums(self.source, objects="hash", nonce=nonce),
+                                              self.checksums(self.target, objects="hash", nonce=nonce))
         mismatched = sorted(name for name, s in source.tables.items() if target.tables.get(name) != s)
         mismatched += sorted(set(target.tables) - set(source.tables))
         if source.objects != target.objects:

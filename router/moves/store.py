@@ -71,13 +71,19 @@ async def save(pool: asyncpg.Pool, move_id: uuid.UUID, progress: Progress, step:
 
 
 async def failed_attempt(pool: asyncpg.Pool, move_id: uuid.UUID, error: str) -> int:
-    """Count a failed attempt at the current step; the number of attempts so far."""
+    """Count a failed attempt at the current step; the number of attempts so far.
+
+    While an abandoned move is undone, its error stays the reason it was abandoned (undo failures are logged).
+    """
     attempts: int = await pool.fetchval(
-        """UPDATE moves SET attempts = attempts + 1, last_error = $2, updated_at = now() WHERE id = $1
-           RETURNING attempts""", move_id, error[:1000])
+        """UPDATE moves SET attempts = attempts + 1, updated_at = now(),
+                            last_error = CASE WHEN state = 'aborting' THEN last_error ELSE $2 END
+            WHERE id = $1 RETURNING attempts""", move_id, error[:1000])
     return attempts
 
 
 async def succeeded(pool: asyncpg.Pool, move_id: uuid.UUID) -> None:
-    """A step went through: the retry count starts again (the last error stays visible until then)."""
-    await pool.execute("UPDATE moves SET attempts = 0, last_error = NULL WHERE id = $1 AND attempts > 0", move_id)
+    """A step went through: the retry count starts again (the last error stays visible until then); an
+    abandoned move keeps the reason it was abandoned for good."""
+    await pool.execute("UPDATE moves SET attempts = 0, last_error = CASE WHEN state IN ('aborting', 'failed')"
+                       " THEN last_error END WHERE id = $1 AND attempts > 0", move_id)

@@ -14,11 +14,14 @@ from typing import Any
 import httpx
 import msgspec
 
+from common.problems import SEALED_CANNOT_MOVE, type_uri
 from common.signing import Actor, sign, signed_stream
 from router.cells import Cell
 
 ROUTER = Actor(kind="router")
 TIMEOUT = httpx.Timeout(120.0, connect=3.0)
+FINAL = frozenset({type_uri(SEALED_CANNOT_MOVE)})
+"""Problem types a cell answers a move with when no retry can help (a secret that does not open)."""
 
 
 class StepError(Exception):
@@ -61,14 +64,17 @@ async def call(cell: Cell, method: str, url: str, *, json: Any = None,
 
 
 def refusal(cell: Cell, response: httpx.Response, what: str) -> StepError:
-    """The cell's refusal as an error naming the status and the cell's own detail (never a body of data)."""
-    detail = ""
+    """The cell's refusal as an error naming the status and the cell's own detail (never a body of data);
+    `Fatal` when its problem type says retrying cannot help."""
+    detail = kind = ""
     if response.headers.get("content-type", "").startswith("application/problem+json"):
         try:
-            detail = str(msgspec.json.decode(response.content).get("detail") or "")
+            problem = msgspec.json.decode(response.content)
+            detail, kind = str(problem.get("detail") or ""), str(problem.get("type") or "")
         except (msgspec.DecodeError, AttributeError):
-            detail = ""
-    return StepError(f"{cell.region} answered {response.status_code} {what}: {detail}".strip().rstrip(":"))
+            detail = kind = ""
+    error = Fatal if kind in FINAL else StepError
+    return error(f"{cell.region} answered {response.status_code} {what}: {detail}".strip().rstrip(":"))
 
 
 async def copy_object(source: Cell, target: Cell, project_id: Any, key: str) -> int:

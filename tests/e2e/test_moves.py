@@ -26,14 +26,20 @@ import httpx
 import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from standardwebhooks import Webhook as Verifier
 
+from cell import sealed
+from cell import secrets as at_rest
 from cell.residency import receipts
 from cell.storage import ObjectStore
 from common.ids import uuid7
 from common.signing import Actor, sign
 from relay import residency
 from relay.devstack import ROOT
-from tests.conftest import Admin, Stack, problem, sql
+from tests.conftest import Admin, Stack, problem, sql, until
+from tests.e2e.test_identity import _hash
+from tests.e2e.test_webhook_delivery import Receiver
+from tests.fakes.github import FakeGitHub
 from tests.services import StorePostgres
 
 BATCH_ROWS = 20
@@ -473,3 +479,165 @@ def test_the_cli_moves_a_project_and_it_can_come_back(moving: dict[str, Any]) ->
     assert sql(us, "SELECT count(*) AS n FROM moved_projects WHERE project_id = $1", p)[0]["n"] == 0
     assert sql(eu, "SELECT region FROM moved_projects WHERE project_id = $1", p)[0]["region"] == "us-west"
     assert sql(eu, "SELECT count(*) AS n FROM interactions WHERE project_id = $1", p)[0]["n"] == 0
+
+
+def _sealed_values(dsn: str, pid: str) -> list[tuple[str, tuple[str, ...], dict[str, Any], str]]:
+    """Every value of the project that looks sealed, in any table: (table, JSON path, its row, the value)."""
+    found: list[tuple[str, tuple[str, ...], dict[str, Any], str]] = []
+    tables = [r["table_name"] for r in sql(dsn, """SELECT table_name FROM information_schema.columns
+                                                    WHERE table_schema = 'public' AND column_name = 'project_id'""")]
+    for table in ["projects", *tables]:
+        owner = "id" if table == "projects" else "project_id"
+        for r in sql(dsn, f'SELECT to_jsonb(t)::text AS row FROM "{table}" t WHERE "{owner}" = $1', uuid.UUID(pid)):
+            row = json.loads(r["row"])
+            for column, value in row.items():
+                inner = value.items() if isinstance(value, dict) else [(None, value)]
+                for name, v in inner:
+                    if at_rest.is_sealed(v):
+                        found.append((table, (column,) if name is None else (column, name), row, v))
+    return found
+
+
+def test_secrets_sealed_with_the_source_key_open_in_the_target(moving: dict[str, Any]) -> None:
+    """Integration tokens, webhook signing secrets and the identity secret are sealed with each cell's own key:
+    a move opens them in the source and seals them in the target, those written during the copy too."""
+    stack, router, topo = moving["stack"], moving["router"], moving["topo"]
+    control = topo["router"]["database_url"]
+    us, eu = topo["cells"]["us-west"]["database_url"], topo["cells"]["eu-west"]["database_url"]
+    keys = _secrets(stack)
+    assert keys["us-west:secret_key"] != keys["eu-west:secret_key"]  # as in production: one key per region
+    owner = Admin(router)
+    project = owner.project("us-west")
+    pid, base = project["id"], f"/v1/projects/{project['id']}"
+    sdk, writer = owner.key(project, ["ingest"]), owner.key(project, ["write"])
+    github, receiver = FakeGitHub(), Receiver()
+    try:
+        for n in range(8 * BATCH_ROWS):  # enough rows that the copy lasts while the test writes
+            r = router.post("/v1/ingest/interactions", headers=sdk["h"], json={
+                "type": "bug", "content": {"text": f"report {n}"}, "logs": {"console": [{"message": f"line {n}"}]}})
+            assert r.status_code == 201, r.text
+        token = "ghp_" + uuid.uuid4().hex
+        github.allow(token)
+        config = {"owner": "acme", "repo": f"app-{uuid.uuid4().hex[:6]}", "token": token,
+                  "webhook_secret": uuid.uuid4().hex, "api_url": github.url}
+        r = router.put(f"{base}/integrations/github", headers=owner.h, json={"config": config})
+        assert r.status_code == 201, r.text
+        r = router.post(f"{base}/webhooks", headers=owner.h,
+                        json={"url": receiver.url("/before"), "events": ["interaction.created"]})
+        assert r.status_code == 201, r.text
+        before_hook = r.json()
+        r = router.post(f"{base}/identity-secret", headers=owner.h)
+        assert r.status_code == 201, r.text
+        identity = r.json()["secret"]
+        r = router.patch(f"{base}/settings", headers=owner.h, json={"identity_verification": "required"})
+        assert r.status_code == 200, r.text
+        planted = _sealed_values(us, pid)
+        assert {(t, p) for t, p, _, _ in planted} == {
+            ("projects", ("sealed_secret",)), ("projects", ("identity_secret",)), ("webhooks", ("secret",)),
+            ("integrations", ("config", "token")), ("integrations", ("config", "webhook_secret"))}
+
+        r = router.post(f"{base}/move", json={"to_region": "eu-west"}, headers=owner.h)
+        assert r.status_code == 202, r.text
+        move_id = uuid.UUID(r.json()["move_id"])
+
+        def copied() -> dict[str, Any]:
+            row = sql(control, "SELECT state, progress FROM moves WHERE id = $1", move_id)[0]
+            return {"state": row["state"], **{t["name"]: t for t in json.loads(row["progress"]).get("tables", [])}}
+
+        deadline = time.monotonic() + 60
+        while not all(copied().get(t, {}).get("done") for t in ("webhooks", "integrations")):
+            assert copied()["state"] == "copying" and time.monotonic() < deadline, copied()
+            time.sleep(0.02)
+        # Both tables are copied: what changes now reaches the target through the change log only.
+        r = router.post(f"{base}/webhooks", headers=owner.h,
+                        json={"url": receiver.url("/during"), "events": ["interaction.created"]})
+        assert r.status_code == 201, r.text
+        during_hook = r.json()
+        token = "ghp_" + uuid.uuid4().hex
+        github.allow(token)
+        r = router.put(f"{base}/integrations/github", headers=owner.h, json={"config": {**config, "token": token}})
+        assert r.status_code == 200, r.text
+
+        move = _wait_move(router, pid, owner.h)
+        assert move["state"] == "purged" and move["error"] is None, move
+        verify = move["progress"]["verify"]
+        assert verify["ok"] and verify["mismatched"] == [], verify
+        assert move["progress"]["changes_applied"] >= 2
+
+        # In eu-west every sealed value of the project is sealed with eu-west's key, none with us-west's.
+        arrived = _sealed_values(eu, pid)
+        assert {(t, p) for t, p, _, _ in arrived} == {(t, p) for t, p, _, _ in planted}
+        assert len([a for a in arrived if a[0] == "webhooks"]) == 2
+        registry = {(f.table, f.path): f for f in sealed.FIELDS if f.table != "integrations"} | {
+            (f.table, f.path): f for f in sealed.fields_of("integrations") if f.purpose({"provider": "github"})}
+        for table, where, row, value in arrived:
+            purpose = registry[table, where].purpose(row)
+            assert purpose is not None
+            at_rest.unseal(keys["eu-west:secret_key"], uuid.UUID(pid), purpose, value)
+            with pytest.raises(at_rest.SecretError):
+                at_rest.unseal(keys["us-west:secret_key"], uuid.UUID(pid), purpose, value)
+
+        # A delivery from eu-west verifies with each webhook's secret as shown at its creation.
+        r = router.post("/v1/ingest/interactions", headers=sdk["h"], json={"type": "bug", "content": {"text": "after"}})
+        assert r.status_code == 201 and r.headers["x-relay-region"] == "eu-west", r.text
+        iid = r.json()["id"]
+        def deliveries(path: str) -> list[dict[str, Any]]:
+            return [q for q in receiver.at(path) if iid.encode() in q["body"]]
+
+        for hook, path in ((before_hook, "/before"), (during_hook, "/during")):
+            [delivered] = until(lambda: deliveries(path), 30, path)  # noqa: B023
+            payload = Verifier(hook["secret"]).verify(delivered["body"], delivered["headers"])
+            assert payload["type"] == "interaction.created" and payload["data"]["id"] == iid
+
+        # The issue is filed with the token set during the move, the one the provider knows.
+        r = router.post(f"{base}/interactions/{iid}/links", headers=writer["h"], json={"provider": "github"})
+        assert r.status_code == 202, r.text
+        calls = until(lambda: github.calls("POST", f"/repos/acme/{config['repo']}/issues"), 30, "the issue")
+        assert calls[0].headers["authorization"] == f"Bearer {token}"
+        link = until(lambda: [d for d in router.get(f"{base}/interactions/{iid}/links", headers=owner.h).json()["data"]
+                              if d["kind"] == "issue"], 30, "the link")
+        assert link[0]["provider"] == "github"
+
+        # Identity verification is required, and a user_hash made with the secret of before proves the user.
+        user = f"alice-{uuid.uuid4().hex[:6]}"
+        r = router.post("/v1/ingest/interactions", headers=sdk["h"], json={
+            "type": "bug", "content": {"text": "x"}, "user": {"external_id": user, "user_hash": _hash(identity, user)}})
+        assert r.status_code == 201 and r.headers["x-relay-region"] == "eu-west", r.text
+        problem(router.post("/v1/ingest/interactions", headers=sdk["h"], json={
+            "type": "bug", "content": {"text": "x"}, "user": {"external_id": user, "user_hash": _hash("ris_x", user)}}),
+            401)
+    finally:
+        github.close()
+        receiver.close()
+
+
+def test_a_secret_that_does_not_open_in_the_source_stops_the_move(moving: dict[str, Any]) -> None:
+    """A value the source cannot open is never copied as garbage: the move is given up, saying which."""
+    router, topo = moving["router"], moving["topo"]
+    us, eu = topo["cells"]["us-west"]["database_url"], topo["cells"]["eu-west"]["database_url"]
+    owner = Admin(router)
+    project = owner.project("us-west")
+    pid = project["id"]
+    sdk = owner.key(project, ["ingest"])
+    r = router.post(f"/v1/projects/{pid}/webhooks", headers=owner.h,
+                    json={"url": "http://127.0.0.1:9/hook", "events": ["interaction.created"]})
+    assert r.status_code == 201, r.text
+    hook = r.json()["id"]
+    foreign = at_rest.seal("another-cells-key-not-in-the-us-west-ring", uuid.UUID(pid), f"webhook:{hook}:secret",
+                           "whsec_c2VjcmV0IGZyb20gZWxzZXdoZXJl")
+    sql(us, "UPDATE webhooks SET secret = $2 WHERE id = $1", uuid.UUID(hook), foreign)
+
+    r = router.post(f"/v1/projects/{pid}/move", json={"to_region": "eu-west"}, headers=owner.h)
+    assert r.status_code == 202, r.text
+    move = _wait_move(router, pid, owner.h, timeout=60)
+    assert move["state"] == "failed", move
+    assert f"webhooks.secret of row {hook} does not open with this cell's key ring" in move["error"], move
+    assert "abandoned" in move["error"] and "whsec_" not in move["error"] and foreign not in move["error"]
+    # The project stays where it was, serving; the target holds nothing of it.
+    assert router.get(f"/v1/projects/{pid}", headers=owner.h).json()["region"] == "us-west"
+    r = router.post("/v1/ingest/interactions", headers=sdk["h"], json={"type": "bug", "content": {"text": "still"}})
+    assert r.status_code == 201 and r.headers["x-relay-region"] == "us-west", r.text
+    assert _rows_naming(eu, pid) == {}
+    logs = "".join(p.read_text(errors="replace") for p in moving["stack"].dev.log_dir.glob("*") if p.is_file())
+    assert "does not open" in logs  # the router logged the refusal, without the value
+    assert foreign not in logs and "whsec_c2VjcmV0IGZyb20gZWxzZXdoZXJl" not in logs

@@ -3,11 +3,13 @@
 On a private system: a project's secret (conversation tokens, ip_hash) is never stored in plain; a plain
 one from before migration 0017 is sealed when the cell starts and keeps its value (tokens issued with it
 still work); then the cell's key ring gets a new key in front, old values keep opening, `relay secrets
-rotate` re-seals every sealed value (project secrets, webhook secrets) with it, and the old key can go.
+rotate` re-seals every sealed value (project, identity and webhook secrets) with it, and the old key can go.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -69,6 +71,19 @@ def test_project_secrets_are_sealed_and_the_key_rotates(pg: StorePostgres, scrat
         webhook = router.post(f"/v1/projects/{pid}/webhooks", headers=admin.h,
                               json={"url": "http://127.0.0.1:9/hook", "events": ["interaction.created"]})
         assert webhook.status_code == 201, webhook.text
+        made = router.post(f"/v1/projects/{pid}/identity-secret", headers=admin.h)
+        assert made.status_code == 201, made.text
+        identity = made.json()["secret"]
+        required = router.patch(f"/v1/projects/{pid}/settings", headers=admin.h,
+                                json={"identity_verification": "required"})
+        assert required.status_code == 200, required.text
+
+        def proven(secret: str) -> int:
+            user = f"u-{secrets.token_hex(4)}"
+            user_hash = hmac.new(secret.encode(), user.encode(), hashlib.sha256).hexdigest()
+            return router.post("/v1/ingest/interactions", headers=key["h"], json={
+                "type": "bug", "content": {"text": "x"}, "user": {"external_id": user, "user_hash": user_hash}},
+            ).status_code
 
         # A new key in front of the ring: the cell seals the plain secret at start, with the newest key.
         first = json.loads((stack.dev.state_dir / "secrets.json").read_text())[f"{REGION}:secret_key"]
@@ -90,13 +105,17 @@ def test_project_secrets_are_sealed_and_the_key_rotates(pg: StorePostgres, scrat
 
         # … until `relay secrets rotate` re-seals every one of them with v2; then v1 can leave the ring.
         counts = _rotate(stack, ring)
-        assert counts["webhook secrets"] >= 1
-        assert _rotate(stack, ring)["webhook secrets"] == 0  # idempotent
+        assert counts["webhook secrets"] >= 1 and counts["identity secrets"] >= 1
+        again = _rotate(stack, ring)
+        assert again["webhook secrets"] == again["identity secrets"] == 0  # idempotent
+        [project_row] = _rows(topo, "SELECT identity_secret FROM projects WHERE id = $1", pid)
+        assert project_row["identity_secret"].startswith("v2:")
         [hook] = _rows(topo, "SELECT secret FROM webhooks WHERE project_id = $1", pid)
         assert hook["secret"].startswith("v2:")
         router.close()
         router = _restart(stack, ring.split(",")[0])  # the new key alone
         assert messages(old_token) == 200
+        assert proven(identity) == 201 and proven("ris_not-the-secret") == 401  # still verifies, with v2 alone
         shown = router.get(f"/v1/projects/{pid}/webhooks/{webhook.json()['id']}", headers=admin.h)
         assert shown.status_code == 200, shown.text
         router.close()
