@@ -64,6 +64,18 @@ async def _rename(conn: asyncpg.Connection, project_id: uuid.UUID, groups: list[
             WHERE project_id = $1 AND group_id = ANY($2::text[]) AND group_id <> $3""", project_id, groups, into)
 
 
+async def _settle(conn: asyncpg.Connection, project_id: uuid.UUID, groups: list[str]) -> None:
+    """A confirmed member left without another confirmed member in its group is no longer a confirmed
+    duplicate (whatever unconfirmed members the workers added stay with it): a person confirmed it together
+    with others, and they are gone."""
+    await conn.execute(
+        """UPDATE interactions i SET duplicate_confirmed = false, updated_at = now()
+            WHERE i.project_id = $1 AND i.ai_duplicate_group_id = ANY($2::text[]) AND i.duplicate_confirmed
+              AND NOT EXISTS (SELECT 1 FROM interactions o
+                               WHERE o.project_id = $1 AND o.ai_duplicate_group_id = i.ai_duplicate_group_id
+                                 AND o.id <> i.id AND o.duplicate_confirmed)""", project_id, groups)
+
+
 async def merge(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id: uuid.UUID,
                 other_id: uuid.UUID) -> Change:
     """Put `interaction_id` and `other_id` (and the groups they are in) in one group, both confirmed.
@@ -102,8 +114,8 @@ async def merge(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id:
 async def unmerge(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id: uuid.UUID) -> Change:
     """Take an interaction out of its group: it becomes a group of its own, unconfirmed, and a dismissal is
     recorded with each member it leaves, so no worker puts it back. The rest of the group stays together
-    (renamed after its smallest id when it was named after this one); a member left alone is no longer a
-    confirmed duplicate. Nothing to undo is no error (a repeat)."""
+    (renamed after its smallest id when it was named after this one); a member left as the group's only
+    confirmed one is no longer a confirmed duplicate. Nothing to undo is no error (a repeat)."""
     await lock_project(conn, project_id)
     rows = await _rows(conn, project_id, [interaction_id])
     if not rows:
@@ -125,11 +137,10 @@ async def unmerge(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_i
             WHERE project_id = $1 AND id = $2""", project_id, interaction_id, own)
     await conn.execute("UPDATE enrichment_signatures SET group_id = $3 WHERE project_id = $1 AND interaction_id = $2",
                        project_id, interaction_id, own)
+    rest = str(min(others)) if group == own else group
     if group == own:  # the rest was named after the one leaving
-        await _rename(conn, project_id, [group], str(min(others)))
-    if len(others) == 1:
-        await conn.execute("UPDATE interactions SET duplicate_confirmed = false WHERE project_id = $1 AND id = $2",
-                           project_id, others[0])
+        await _rename(conn, project_id, [group], rest)
+    await _settle(conn, project_id, [rest])
     await conn.executemany(
         """INSERT INTO duplicate_dismissals (project_id, interaction_id, other_id) VALUES ($1, $2, $3)
            ON CONFLICT DO NOTHING""",
@@ -158,12 +169,7 @@ async def leaving(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_i
 async def left(conn: asyncpg.Connection, project_id: uuid.UUID, gone: Leaving) -> list[demand.Moved]:
     """After the deletion: a confirmed member left without another confirmed one is no longer a confirmed
     duplicate (as `unmerge` leaves it), and the items reaching the groups are recounted."""
-    await conn.execute(
-        """UPDATE interactions i SET duplicate_confirmed = false, updated_at = now()
-            WHERE i.project_id = $1 AND i.ai_duplicate_group_id = ANY($2::text[]) AND i.duplicate_confirmed
-              AND NOT EXISTS (SELECT 1 FROM interactions o
-                               WHERE o.project_id = $1 AND o.ai_duplicate_group_id = i.ai_duplicate_group_id
-                                 AND o.id <> i.id AND o.duplicate_confirmed)""", project_id, gone.groups)
+    await _settle(conn, project_id, gone.groups)
     return await demand.sync(conn, project_id, gone.items)
 
 

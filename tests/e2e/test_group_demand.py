@@ -8,6 +8,7 @@ from the definition in cell/feedback/demand.py (not with the cell's SQL).
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import random
@@ -16,7 +17,9 @@ from typing import Any
 
 import httpx
 
+from cell.maintenance.counters import reconcile
 from common.ids import uuid7
+from common.pg import create_pool
 from tests.conftest import Admin, problem, sql
 from tests.e2e.test_duplicates import CRASH, CRASH_AGAIN, REGION, _enriched
 from tests.e2e.test_feedback import Board
@@ -102,6 +105,18 @@ class Group(Board):
             assert item["vote_count"] == len(own) + len(group), item
 
 
+def _reconcile(dsn: str, project_id: str) -> dict[str, int]:
+    """The counters' reconciliation job on one project, as the worker runs it: what it repaired."""
+    async def run() -> dict[str, int]:
+        pool = await create_pool(dsn, 2)
+        try:
+            return await reconcile(pool, uuid.UUID(project_id))
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())
+
+
 def test_a_merge_moves_links_and_reporters_with_the_group_and_an_unmerge_takes_them_back(
         router: httpx.Client, admin: Admin, topo: dict[str, Any]) -> None:
     g = Group(router, admin, topo)
@@ -184,6 +199,13 @@ def test_a_merge_moves_links_and_reporters_with_the_group_and_an_unmerge_takes_t
     assert g.counts(h) == (2, 2)
     g.recount()
 
+    # The counters' safety net recounts toward the same definition: nothing to repair, and a drifted count
+    # comes back to what the group reaches (not to the number of direct links).
+    assert _reconcile(g.dsn, g.id) == {}
+    sql(g.dsn, "UPDATE feedback_items SET linked_interaction_count = 1 WHERE id = $1", uuid.UUID(f))
+    assert _reconcile(g.dsn, g.id) == {"feedback_items.linked_interaction_count": 1}
+    assert g.counts(f) == (3, 2)
+
     # A viewer cannot move anything.
     viewer = g.admin.member(g.project, "viewer")
     problem(g.merge(c, a, viewer.h), 403)
@@ -245,4 +267,26 @@ def test_counts_stay_exact_under_concurrent_merges_unmerges_links_and_votes(
         assert g.unmerge(iid).status_code == 200
     assert sql(g.dsn, "SELECT count(*) AS n FROM feedback_votes WHERE project_id = $1 AND from_group",
                uuid.UUID(g.id))[0]["n"] == 0
+    g.recount()
+
+
+def test_a_report_left_as_its_groups_only_confirmed_member_brings_no_demand(
+        router: httpx.Client, admin: Admin, topo: dict[str, Any]) -> None:
+    g = Group(router, admin, topo)
+    a = g.report("alice", CRASH)
+    _enriched(router, g.admin, g.project, [a])
+    copy = g.report("dana", CRASH)  # the same words: the workers put it in Alice's group on their own
+    b = g.report("bob", CRASH_AGAIN)
+    rows = _enriched(router, g.admin, g.project, [a, copy, b])
+    assert rows[copy]["ai_duplicate_group_id"] == a and rows[copy]["duplicate_confirmed"] is False
+    f = g.item()["id"]
+    g.link(f, a)
+    assert g.merge(b, a).status_code == 200
+    # The workers' guess reaches nothing and counts nobody; the person's merge reaches Bob's report.
+    assert g.counts(f) == (2, 2)
+    g.recount()
+    # Bob's report leaves: Alice's is still grouped with the workers' copy, but no longer confirmed.
+    assert g.unmerge(b).status_code == 200
+    assert router.get(f"{g.base}/interactions/{a}", headers=g.admin.h).json()["duplicate_confirmed"] is False
+    assert g.counts(f) == (1, 0)
     g.recount()
