@@ -97,13 +97,17 @@ async def sync(conn: asyncpg.Connection, project_id: uuid.UUID, item_ids: list[u
            FOR NO KEY UPDATE""", project_id, ids)]
     if not ids:
         return []
+    # The end users who voted themselves are read once and joined (a correlated lookup per reached interaction
+    # would scan the item's votes again for each).
     reached = await conn.fetch(
-        f"""SELECT r.feedback_item_id, count(*) AS linked,
+        f"""WITH own AS (SELECT DISTINCT feedback_item_id, user_id FROM feedback_votes
+                          WHERE project_id = $1 AND feedback_item_id = ANY($2::uuid[]) AND NOT from_group
+                            AND user_id IS NOT NULL)
+            SELECT r.feedback_item_id, count(*) AS linked,
                    coalesce(array_agg(DISTINCT r.user_id) FILTER (
-                       WHERE r.confirmed AND r.user_id IS NOT NULL AND NOT EXISTS (
-                           SELECT 1 FROM feedback_votes v WHERE v.feedback_item_id = r.feedback_item_id
-                              AND v.user_id = r.user_id AND NOT v.from_group)), '{{}}') AS wanted
+                       WHERE r.confirmed AND r.user_id IS NOT NULL AND o.user_id IS NULL), '{{}}') AS wanted
               FROM ({REACHED}) r
+              LEFT JOIN own o ON o.feedback_item_id = r.feedback_item_id AND o.user_id = r.user_id
              WHERE r.project_id = $1 AND r.feedback_item_id = ANY($2::uuid[])
              GROUP BY r.feedback_item_id""", project_id, ids)
     linked = {r["feedback_item_id"]: r["linked"] for r in reached}
