@@ -38,7 +38,7 @@ from cell.interactions.types import InteractionPatch, InteractionType, Severity,
 from cell.media import routes as media
 from cell.replays import routes as replays
 from common.problems import Problem
-from common.web import page_problem_handler, template_config
+from common.web import SECURITY_HEADERS, page_problem_handler, template_config
 
 TEMPLATES = template_config(Path(__file__).parent / "templates")
 
@@ -255,7 +255,7 @@ async def triage(request: HTMXRequest, project_id: uuid.UUID, interaction_id: uu
 
 
 def _picked(fields: dict[str, list[str]]) -> uuid.UUID:
-    """The other interaction a merge or unmerge form names."""
+    """The other interaction a merge, unmerge or dismiss form names."""
     try:
         return uuid.UUID((fields.get("interaction_id") or [""])[0])
     except ValueError:
@@ -280,6 +280,21 @@ async def unmerge(request: Request[Any, Any, Any], project_id: uuid.UUID, intera
     fields = await form_of(request, seen)
     require(seen.principal, level=WRITE)
     await duplicates.unmark_duplicate.fn(request, project_id, _picked(fields))
+    return Redirect(f"/app/projects/{project_id}/interactions/{interaction_id}", status_code=303)
+
+
+@post("/app/projects/{project_id:uuid}/interactions/{interaction_id:uuid}/dismiss", request_class=HTMXRequest,
+      include_in_schema=False)
+async def dismiss(request: HTMXRequest, project_id: uuid.UUID, interaction_id: uuid.UUID) -> Response[Any]:
+    """"Not a duplicate" on a suggestion: the API's dismiss says the suggestion is wrong (audited), so it is not
+    suggested again and no worker groups the pair. htmx swaps the suggestion out with the empty answer; without
+    JavaScript the page is shown again, without it."""
+    seen = await desk(request, project_id)
+    fields = await form_of(request, seen)
+    require(seen.principal, level=WRITE)
+    await duplicates.dismiss_suggestion.fn(request, project_id, interaction_id, _picked(fields))
+    if request.htmx:
+        return Response("", media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
     return Redirect(f"/app/projects/{project_id}/interactions/{interaction_id}", status_code=303)
 
 
@@ -320,5 +335,5 @@ async def replay_events(request: Request[Any, Any, Any], project_id: uuid.UUID, 
 
 
 ROUTES = [Router(path="/", exception_handlers={Problem: page_problem_handler}, route_handlers=[
-    inbox, bulk_status, interaction, triage, merge, unmerge, file_issue, media_content, replay_events,
+    inbox, bulk_status, interaction, triage, merge, unmerge, dismiss, file_issue, media_content, replay_events,
     *residency_pages.ROUTES, *settings_pages.ROUTES, *workspace.ROUTES])]

@@ -4,6 +4,14 @@
 inserted or deleted the row they count, and only when it did: an `ON CONFLICT DO
 NOTHING` that did nothing, or a delete that found nothing, leaves them alone, so
 they stay exact under any number of concurrent votes, links and retries.
+
+Both follow confirmed duplicate groups (cell/feedback/demand.py): an item counts
+the interactions it reaches through its links and their confirmed groups, and its
+votes include one group vote per end user who reported a reached, confirmed
+interaction without voting themselves. So a link or an unlink recounts the item
+under the project's grouping lock, and a vote or an un-vote by such an end user
+trades their group vote for their own and back (the count moves by one at most,
+never twice for one person).
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from cell.enrichment.queries import lock_project
+from cell.feedback import demand
 from cell.interactions.queries import Filters
 from cell.paging import decode_cursor, encode_cursor
 from common.ids import uuid7
@@ -158,9 +168,13 @@ async def add_vote(conn: asyncpg.Connection, project_id: uuid.UUID, item_id: uui
 
     UNIQUE (feedback_item_id, session_id), and for votes of verified end users the unique index on
     (feedback_item_id, user_id), make the second of two concurrent votes wait for the first and then insert
-    nothing, so it counts nothing.
+    nothing, so it counts nothing. An end user whose report the item reaches through a confirmed group already
+    counts once (a group vote): their own vote replaces it, and the count stays. The item's row is locked
+    first, so a merge's recount (`demand.sync`) either ran before or sees this vote.
     """
     verified = verified and user_id is not None
+    await conn.execute("SELECT 1 FROM feedback_items WHERE project_id = $1 AND id = $2 FOR NO KEY UPDATE",
+                       project_id, item_id)
     vote = await conn.fetchrow(
         f"""INSERT INTO feedback_votes (id, project_id, feedback_item_id, user_id, session_id, verified)
             VALUES ($1, $2, $3, $4, $5, $6)
@@ -169,15 +183,21 @@ async def add_vote(conn: asyncpg.Connection, project_id: uuid.UUID, item_id: uui
         uuid7(), project_id, item_id, user_id, session_id, verified,
     )
     if vote is not None:
+        replaced = 0
+        if user_id is not None:
+            replaced = await conn.fetchval(
+                """WITH gone AS (DELETE FROM feedback_votes WHERE project_id = $1 AND feedback_item_id = $2
+                                   AND user_id = $3 AND from_group RETURNING 1)
+                   SELECT count(*) FROM gone""", project_id, item_id, user_id)
         count: int = await conn.fetchval(
-            """UPDATE feedback_items SET vote_count = vote_count + 1
-                WHERE project_id = $1 AND id = $2 RETURNING vote_count""", project_id, item_id,
+            """UPDATE feedback_items SET vote_count = vote_count + 1 - $3
+                WHERE project_id = $1 AND id = $2 RETURNING vote_count""", project_id, item_id, replaced,
         )
         return vote, count, True
     existing = await conn.fetchrow(
         f"""SELECT {VOTE_COLUMNS},
                    (SELECT vote_count FROM feedback_items WHERE project_id = $1 AND id = $2) AS vote_count
-              FROM feedback_votes WHERE project_id = $1 AND feedback_item_id = $2
+              FROM feedback_votes WHERE project_id = $1 AND feedback_item_id = $2 AND NOT from_group
                AND (session_id = $3 OR (verified AND $5 AND user_id = $4))
              ORDER BY session_id = $3 DESC LIMIT 1""",
         project_id, item_id, session_id, user_id, verified,
@@ -189,20 +209,38 @@ async def add_vote(conn: asyncpg.Connection, project_id: uuid.UUID, item_id: uui
 
 async def remove_vote(conn: asyncpg.Connection, project_id: uuid.UUID, item_id: uuid.UUID,
                       session_id: uuid.UUID) -> int | None:
-    """Withdraw the session's vote; the item's count afterwards, or None when there is no such item."""
-    removed = await conn.fetchval(
+    """Withdraw the session's vote; the item's count afterwards, or None when there is no such item.
+
+    When the voter still reports an interaction the item reaches through a confirmed group, and has no other
+    vote of their own for it, their group vote comes back in its place: the count stays. The item's row is
+    locked before the groups are read (see `add_vote`).
+    """
+    locked = await conn.fetchval(
+        "SELECT vote_count FROM feedback_items WHERE project_id = $1 AND id = $2 FOR NO KEY UPDATE",
+        project_id, item_id)
+    if locked is None:
+        return None
+    removed = await conn.fetchrow(
         """DELETE FROM feedback_votes WHERE project_id = $1 AND feedback_item_id = $2 AND session_id = $3
-           RETURNING id""", project_id, item_id, session_id,
+              AND NOT from_group RETURNING id, user_id""", project_id, item_id, session_id,
     )
-    if removed is not None:
-        count: int | None = await conn.fetchval(
-            """UPDATE feedback_items SET vote_count = vote_count - 1
-                WHERE project_id = $1 AND id = $2 RETURNING vote_count""", project_id, item_id,
-        )
-    else:
-        count = await conn.fetchval(
-            "SELECT vote_count FROM feedback_items WHERE project_id = $1 AND id = $2", project_id, item_id,
-        )
+    if removed is None:
+        count: int = locked
+        return count
+    restored = 0
+    voter = removed["user_id"]
+    if voter is not None and not await conn.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM feedback_votes WHERE project_id = $1 AND feedback_item_id = $2
+                                 AND user_id = $3)""", project_id, item_id, voter) \
+            and await demand.wants(conn, project_id, item_id, voter):
+        restored = await conn.fetchval(
+            """WITH made AS (INSERT INTO feedback_votes (id, project_id, feedback_item_id, user_id, from_group)
+                             VALUES ($1, $2, $3, $4, true) ON CONFLICT DO NOTHING RETURNING 1)
+               SELECT count(*) FROM made""", uuid7(), project_id, item_id, voter)
+    count = await conn.fetchval(
+        """UPDATE feedback_items SET vote_count = vote_count - 1 + $3
+            WHERE project_id = $1 AND id = $2 RETURNING vote_count""", project_id, item_id, restored,
+    )
     return count
 
 
@@ -215,14 +253,21 @@ async def page_votes(pool: asyncpg.Pool, project_id: uuid.UUID, item_id: uuid.UU
 # Links to interactions --------------------------------------------------------
 
 
-async def link(conn: asyncpg.Connection, project_id: uuid.UUID, item_id: uuid.UUID,
-               interaction_id: uuid.UUID) -> tuple[asyncpg.Record, int, bool] | None:
+async def link(conn: asyncpg.Connection, project_id: uuid.UUID, item_id: uuid.UUID, interaction_id: uuid.UUID, *,
+               fresh: bool = False) -> tuple[asyncpg.Record, int, bool] | None:
     """Link an interaction to an item: the link, the item's count and whether this call made it.
 
     None when the item or the interaction is not the project's. That is checked
     first: the unique pair is tested before the foreign keys, so another
     project's existing link would otherwise answer as a conflict.
+
+    A link can bring the interaction's confirmed group with it, so the item is recounted
+    (`demand.sync`) under the project's grouping lock. `fresh`: the interaction was created
+    in this transaction (a suggestion's words), so it is in no group yet and nobody else can
+    see it: the link counts exactly one, without the lock.
     """
+    if not fresh:
+        await lock_project(conn, project_id)
     owned = await conn.fetchval(
         """SELECT EXISTS (SELECT 1 FROM feedback_items WHERE project_id = $1 AND id = $2)
               AND EXISTS (SELECT 1 FROM interactions WHERE project_id = $1 AND id = $3)""",
@@ -242,7 +287,13 @@ async def link(conn: asyncpg.Connection, project_id: uuid.UUID, item_id: uuid.UU
     except asyncpg.ForeignKeyViolationError:
         return None
     if row is not None:
-        count: int = await conn.fetchval(
+        if not fresh:
+            await demand.sync(conn, project_id, [item_id])
+            count: int = await conn.fetchval(
+                "SELECT linked_interaction_count FROM feedback_items WHERE project_id = $1 AND id = $2",
+                project_id, item_id)
+            return row, count, True
+        count = await conn.fetchval(
             """UPDATE feedback_items SET linked_interaction_count = linked_interaction_count + 1
                 WHERE project_id = $1 AND id = $2 RETURNING linked_interaction_count""", project_id, item_id,
         )
@@ -261,17 +312,19 @@ async def link(conn: asyncpg.Connection, project_id: uuid.UUID, item_id: uuid.UU
 
 async def unlink(conn: asyncpg.Connection, project_id: uuid.UUID, item_id: uuid.UUID,
                  interaction_id: uuid.UUID) -> int | None:
-    """Remove a link; the item's count afterwards, or None when there was no such link."""
+    """Remove a link; the item's count afterwards, or None when there was no such link. The item is recounted
+    under the grouping lock: the link may have been all that reached a confirmed group, or one of several."""
+    await lock_project(conn, project_id)
     removed = await conn.fetchval(
         """DELETE FROM feedback_links WHERE project_id = $1 AND feedback_item_id = $2 AND interaction_id = $3
            RETURNING id""", project_id, item_id, interaction_id,
     )
     if removed is None:
         return None
+    await demand.sync(conn, project_id, [item_id])
     count: int = await conn.fetchval(
-        """UPDATE feedback_items SET linked_interaction_count = linked_interaction_count - 1
-            WHERE project_id = $1 AND id = $2 RETURNING linked_interaction_count""", project_id, item_id,
-    )
+        "SELECT linked_interaction_count FROM feedback_items WHERE project_id = $1 AND id = $2",
+        project_id, item_id)
     return count
 
 

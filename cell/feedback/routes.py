@@ -131,7 +131,7 @@ async def suggest_item(request: Request[Any, Any, Any], data: SuggestionIn) -> R
             })
             if data.session_id is not None:
                 await interactions.count_on_session(conn, pid, data.session_id)
-            linked = await queries.link(conn, pid, item_id, interaction_id)
+            linked = await queries.link(conn, pid, item_id, interaction_id, fresh=True)
             assert linked is not None  # both rows were just written in this transaction
             await enqueue(conn, pid, "interaction.created", {"interaction_id": str(interaction_id)})
     except _Replay as replay:

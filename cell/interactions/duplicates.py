@@ -9,7 +9,9 @@ person dismissed are left out. An interaction not enriched yet (or without words
 /dismiss` says a suggestion is wrong: it is not suggested again, and no worker groups the pair later.
 All three are idempotent (a repeat changes nothing and writes no second audit entry), need role `agent`
 (keys: `write`), and are audited in the transaction that makes the change; a change also queues
-`interaction.updated` for webhooks.
+`interaction.updated` for webhooks. A merge or an unmerge moves the counts of the feedback items linked to
+the group with it, in the same transaction (cell/feedback/demand.py: the interactions an item reaches and
+the votes of the group's reporters); the audit entry lists each item that changed (`feedback_items`).
 """
 
 from __future__ import annotations
@@ -116,7 +118,8 @@ async def mark_duplicate(request: Request[Any, Any, Any], project_id: uuid.UUID,
         if change.changed:
             await _updated(conn, principal, project_id, interaction_id, "interaction.duplicate_merged",
                            {"duplicate_of": str(data.interaction_id), "group_id": change.group_id,
-                            "groups_before": list(change.before)})
+                            "groups_before": list(change.before),
+                            "feedback_items": [m.as_json() for m in change.moved]})
         row = await queries.get(conn, project_id, interaction_id)
     assert row is not None
     return msgspec.convert(dict(row), Interaction)
@@ -131,7 +134,8 @@ async def unmark_duplicate(request: Request[Any, Any, Any], project_id: uuid.UUI
         change = await groups.unmerge(conn, project_id, interaction_id)
         if change.changed:
             await _updated(conn, principal, project_id, interaction_id, "interaction.duplicate_unmerged",
-                           {"group_before": change.before[0] if change.before else None})
+                           {"group_before": change.before[0] if change.before else None,
+                            "feedback_items": [m.as_json() for m in change.moved]})
         row = await queries.get(conn, project_id, interaction_id)
     assert row is not None
     return msgspec.convert(dict(row), Interaction)

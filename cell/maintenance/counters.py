@@ -25,6 +25,7 @@ import asyncpg
 
 from cell import audit
 from cell.auth import Principal
+from cell.feedback import demand
 
 log = logging.getLogger("relay.maintenance")
 
@@ -42,11 +43,13 @@ class Counter:
 
     table: str
     child: str
+    """The counted rows: a table, or a parenthesised query with `project_id` and the `fk` column."""
     fk: str
     values: tuple[tuple[str, str, str], ...]
 
     @property
     def name(self) -> str:
+        """How results and audit entries name the counter: `table.column`."""
         return f"{self.table}.{self.values[0][0]}"
 
     def _aggregates(self, where: str) -> str:
@@ -81,7 +84,8 @@ class Counter:
 COUNT = "count(*)"
 COUNTERS = (
     Counter("feedback_items", "feedback_votes", "feedback_item_id", (("vote_count", COUNT, "0"),)),
-    Counter("feedback_items", "feedback_links", "feedback_item_id", (("linked_interaction_count", COUNT, "0"),)),
+    # An item counts the interactions it reaches: linked, or in a linked interaction's confirmed group.
+    Counter("feedback_items", f"({demand.REACHED})", "feedback_item_id", (("linked_interaction_count", COUNT, "0"),)),
     Counter("surveys", "survey_responses", "survey_id", (("response_count", COUNT, "0"),)),
     # A conversation's last message time is its newest message's; one without messages keeps its own.
     Counter("conversations", "messages", "conversation_id",

@@ -6,7 +6,9 @@ in this order, each in batches of `batch` rows:
 - interactions created before the cutoff, with the replays attached to them and
   the object bytes of both (media, replay chunks); their logs and media rows go
   by cascade; the links, survey responses and session counts that counted them
-  are decremented in the same transaction, so counters stay exact;
+  are decremented in the same transaction, so counters stay exact (feedback
+  items that reached them through confirmed duplicate groups are recounted,
+  with their group votes: cell/feedback/demand.py);
 - replays created before the cutoff, with their chunks;
 - conversations with no message since the cutoff (messages by cascade);
 - sessions not seen since the cutoff (their replays with them);
@@ -39,6 +41,8 @@ import asyncpg
 from obstore.exceptions import BaseError as ObjectStoreError
 
 from cell import audit
+from cell.enrichment.queries import lock_project
+from cell.interactions import groups
 from cell.maintenance.counters import system_principal
 from cell.storage import ObjectStore
 from cell.users import Footprint
@@ -89,6 +93,9 @@ async def _ids(conn: asyncpg.Connection, query: str, *args: Any) -> list[uuid.UU
 
 async def _interactions(conn: asyncpg.Connection, store: ObjectStore, project_id: uuid.UUID, cutoff: datetime,
                         limit: int) -> Batch | None:
+    # The grouping lock before any row lock (as merges take them): the feedback items reaching these
+    # interactions, through links or confirmed duplicate groups, are recounted once they are gone.
+    await lock_project(conn, project_id)
     ids = await _ids(conn, """SELECT id FROM interactions WHERE project_id = $1 AND created_at < $2
                                ORDER BY created_at, id LIMIT $3 FOR UPDATE""", project_id, cutoff, limit)
     if not ids:
@@ -96,6 +103,7 @@ async def _interactions(conn: asyncpg.Connection, store: ObjectStore, project_id
     replays = await _ids(conn, "SELECT id FROM replays WHERE project_id = $1 AND interaction_id = ANY($2::uuid[])"
                                " ORDER BY id FOR UPDATE", project_id, ids)
     keys = await _keys(conn, store, project_id, ids, replays)
+    gone = await groups.leaving(conn, project_id, ids)
     media: int = await conn.fetchval(
         "SELECT count(*) FROM media WHERE project_id = $1 AND interaction_id = ANY($2::uuid[])", project_id, ids)
     counts = {"interactions": len(ids), "media": media, "replays": len(replays)}
@@ -111,6 +119,7 @@ async def _interactions(conn: asyncpg.Connection, store: ObjectStore, project_id
                        project_id, ids)
     await delete_counted(conn, project_id, "DELETE FROM interactions WHERE project_id = $1 AND id = ANY($2::uuid[])"
                          " RETURNING session_id", [ids], "sessions", "interaction_count")
+    await groups.left(conn, project_id, gone)
     return Batch(counts, keys)
 
 

@@ -1,7 +1,9 @@
 """Erasing an end user: every row about the person and every object holding their bytes.
 
 One transaction locks the person's rows, collects the object keys they point at,
-deletes the rows (keeping the counters of what survives exact), records an audit
+deletes the rows (keeping the counters of what survives exact: feedback items that
+reached their interactions through links or confirmed duplicate groups are recounted,
+cell/feedback/demand.py), records an audit
 entry with counts only, and writes an `objects.delete` outbox row with the keys.
 After the commit the API deletes the objects at once and marks that row
 dispatched; if it cannot (a crash, the store down), the row stays pending and a
@@ -21,6 +23,8 @@ from obstore.exceptions import BaseError as ObjectStoreError
 
 from cell import audit
 from cell.auth import Principal
+from cell.enrichment.queries import lock_project
+from cell.interactions import groups
 from cell.storage import ObjectStore, project_key
 from cell.users import Footprint, footprint
 
@@ -91,10 +95,12 @@ async def erase(conn: asyncpg.Connection, store: ObjectStore, principal: Princip
 
     Returns the id of the `objects.delete` outbox row and the object keys to delete once committed.
     """
+    await lock_project(conn, project_id)  # before any row lock: merges take it first, then interactions
     found = await footprint(conn, project_id, user_id, lock=True)
     if found is None:
         return None
     keys = await object_keys(conn, store, project_id, found)
+    gone = await groups.leaving(conn, project_id, found.interaction_ids)
     sessions, interactions = found.session_ids, found.interaction_ids
     counts = {
         "sessions": len(sessions), "interactions": len(interactions),
@@ -127,6 +133,7 @@ async def erase(conn: asyncpg.Connection, store: ObjectStore, principal: Princip
         """DELETE FROM interactions WHERE project_id = $1 AND id = ANY($2::uuid[])
            RETURNING CASE WHEN session_id = ANY($3::uuid[]) THEN NULL ELSE session_id END""",
         [interactions, sessions], "sessions", "interaction_count")
+    counts["feedback_items_recounted"] = len(await groups.left(conn, project_id, gone))
     await conn.execute(
         "DELETE FROM integration_links WHERE project_id = $1 AND internal_id = ANY($2::uuid[])",
         project_id, [*interactions, *found.conversation_ids])

@@ -477,7 +477,7 @@ def test_an_agent_merges_a_suggested_duplicate_and_unmerges_it(
         sign_in(seen, base, viewer.email)
         seen.goto(url)
         expect(seen.locator("ul.dupes")).to_contain_text("Invoice PDF shows last month's total")
-        expect(seen.get_by_role("button", name=re.compile("^(Merge|Unmerge)"))).to_have_count(0)
+        expect(seen.get_by_role("button", name=re.compile("^(Merge|Unmerge|Not a duplicate)"))).to_have_count(0)
         csrf = seen.locator("form.signout input[name=csrf]").get_attribute("value")
         assert csrf
         forged = seen.request.post(f"{url}/merge", form={"csrf": csrf, "interaction_id": invoice}, max_redirects=0)
@@ -513,6 +513,78 @@ def test_an_agent_merges_a_suggested_duplicate_and_unmerges_it(
     trail = router.get(f"/v1/projects/{project['id']}/audit-logs", headers=admin.h,
                        params={"target_id": crash}).json()["data"]
     assert "interaction.duplicate_merged" in {e["action"] for e in trail}
+
+
+def test_an_agent_says_a_suggestion_is_not_a_duplicate_with_and_without_javascript(
+        browser: Browser, context: BrowserContext, router: httpx.Client, admin: Admin, shots: Path) -> None:
+    base = str(router.base_url).rstrip("/")
+    project = admin.project("eu-west")
+    api = f"/v1/projects/{project['id']}"
+    key = admin.key(project, ["ingest"])
+    ids = []
+    for content in ({"title": "App crashes when I upload a profile photo"},
+                    {"title": "Invoice PDF shows last month's total"},
+                    {"title": "Add a dark theme for the dashboard"}):
+        r = router.post("/v1/ingest/interactions", headers=key["h"], json={"type": "bug", "content": content})
+        assert r.status_code == 201, r.text
+        ids.append(str(r.json()["id"]))
+    crash, invoice, dark = ids
+
+    def suggested() -> list[str]:
+        return [s["interaction"]["id"] for s in router.get(f"{api}/interactions/{crash}/similar",
+                                                           headers=admin.h).json()["data"]]
+
+    until(lambda: set(suggested()) == {invoice, dark}, 120, "the suggestions")
+    url = f"{base}/app/projects/{project['id']}/interactions/{crash}"
+
+    viewer = admin.member(project, "viewer")
+    looking = browser.new_context()
+    try:
+        seen = looking.new_page()
+        sign_in(seen, base, viewer.email)
+        seen.goto(url)
+        expect(seen.locator("ul.dupes")).to_contain_text("Invoice PDF shows last month's total")
+        expect(seen.get_by_role("button", name=re.compile("^Not a duplicate"))).to_have_count(0)
+        csrf = seen.locator("form.signout input[name=csrf]").get_attribute("value")
+        forged = seen.request.post(f"{url}/dismiss", form={"csrf": csrf or "", "interaction_id": invoice},
+                                   max_redirects=0)
+        assert forged.status == 403 and "role" in forged.json()["detail"]
+    finally:
+        looking.close()
+    agent = admin.member(project, "agent")
+
+    # With JavaScript, htmx posts the form (CSRF token included) and takes the suggestion out in place.
+    page = context.new_page()
+    sign_in(page, base, agent.email)
+    page.goto(url)
+    wrong = page.get_by_role("button", name="Not a duplicate: Invoice PDF shows last month's total")
+    expect(wrong.locator("xpath=..").locator("input[name=csrf]")).to_have_count(1)
+    page.evaluate("window.stayed = true")
+    wrong.click()
+    expect(page.locator("ul.dupes li", has_text="Invoice PDF shows last month's total")).to_have_count(0)
+    expect(page.locator("ul.dupes li", has_text="Add a dark theme for the dashboard")).to_have_count(1)
+    assert page.evaluate("window.stayed === true")  # swapped in place, not a new page
+    assert suggested() == [dark]
+    page.reload()
+    expect(page.get_by_text("Invoice PDF shows last month's total")).to_have_count(0)
+
+    # Without JavaScript the form posts and the page comes back without the suggestion.
+    plain = browser.new_context(java_script_enabled=False)
+    try:
+        bare = plain.new_page()
+        sign_in(bare, base, agent.email)
+        bare.goto(url)
+        bare.get_by_role("button", name="Not a duplicate: Add a dark theme for the dashboard").click()
+        expect(bare.get_by_role("heading", name="Duplicates")).to_be_visible()
+        expect(bare.get_by_text("Add a dark theme for the dashboard")).to_have_count(0)
+        assert bare.url == url
+    finally:
+        plain.close()
+    assert suggested() == []
+    trail = router.get(f"{api}/audit-logs", headers=admin.h, params={"target_id": crash}).json()["data"]
+    dismissed = [e for e in trail if e["action"] == "interaction.suggestion_dismissed"]
+    assert sorted(e["meta"]["other_id"] for e in dismissed) == sorted([invoice, dark])
+    assert {e["actor_id"] for e in dismissed} == {agent.user["id"]}
 
 
 def test_the_replay_plays_in_the_interaction_page(context: BrowserContext, router: httpx.Client, admin: Admin,

@@ -1,0 +1,66 @@
+"""What a worker may not do to groups people decided (cell/interactions/groups.py `conflicts`), on real Postgres:
+join a pair a person dismissed, or join two groups a person confirmed separately (only a person's merge does;
+feedback items count the people of confirmed groups, cell/feedback/demand.py)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from cell.interactions import groups
+from common.ids import uuid7
+from common.pg import create_pool
+from tests.services import StorePostgres
+
+
+@pytest.fixture(scope="module")
+def dsn(pg: StorePostgres) -> str:
+    return pg.migrated("groups_unit", "cell")
+
+
+@pytest.fixture
+async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await create_pool(dsn, 2)
+    yield p
+    await p.close()
+
+
+async def _interaction(conn: asyncpg.Connection, pid: uuid.UUID, group: str | None, confirmed: bool) -> uuid.UUID:
+    iid = uuid7()
+    await conn.execute(
+        """INSERT INTO interactions (id, project_id, type, source, content_text, ai_duplicate_group_id,
+                                     duplicate_confirmed)
+           VALUES ($1, $2, 'bug', 'sdk', 'words', $3, $4)""", iid, pid, group or str(iid), confirmed)
+    return iid
+
+
+async def test_a_worker_never_joins_two_confirmed_groups_or_a_dismissed_pair(pool: asyncpg.Pool) -> None:
+    pid = uuid7()
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO projects (id, name, region, secret) VALUES ($1, 'p', 'eu-west', '\\x00')",
+                           pid)
+        a = await _interaction(conn, pid, None, True)
+        await _interaction(conn, pid, str(a), True)  # a person's group {a, …}
+        b = await _interaction(conn, pid, None, True)
+        await _interaction(conn, pid, str(b), True)  # another person's group {b, …}
+        c = await _interaction(conn, pid, None, False)
+        await _interaction(conn, pid, str(c), False)  # the workers' own group {c, …}
+        new = await _interaction(conn, pid, None, False)
+        # Joining one confirmed group, alone or with the workers' own: allowed.
+        assert not await groups.conflicts(conn, pid, new, [str(a)])
+        assert not await groups.conflicts(conn, pid, new, [str(a), str(c)])
+        # Joining two confirmed groups: refused, whichever way round.
+        assert await groups.conflicts(conn, pid, new, [str(a), str(b)])
+        assert await groups.conflicts(conn, pid, new, [str(c), str(b), str(a)])
+        # A new interaction a person already confirmed into a group counts as that group.
+        confirmed_new = await _interaction(conn, pid, str(b), True)
+        assert await groups.conflicts(conn, pid, confirmed_new, [str(a)])
+        # A dismissed pair: refused even among the workers' own groups.
+        d = await _interaction(conn, pid, None, False)
+        low, high = sorted((c, d))
+        await conn.execute("INSERT INTO duplicate_dismissals (project_id, interaction_id, other_id) "
+                           "VALUES ($1, $2, $3)", pid, low, high)
+        assert await groups.conflicts(conn, pid, new, [str(c), str(d)])
