@@ -19,10 +19,12 @@ its `k` (10) is the published default, which is also the best of those tried on 
 bench/enrichment.py (see its docstring for the figures and what was seen of the blind parts). The
 cosine still orders the `CANDIDATES` that are re-ranked, and it is the score a suggestion shows.
 
-r(x) is kept as new vectors arrive, in the enrichment job's transaction under the project's lock
-(`store`): the new row's list is its cosines to its nearest rows, and each of its `REVERSE` nearest rows
-takes the new cosine into its own list when it is among that row's `HUB_K` best. Rows erased later stay
-in their neighbours' lists (r a little high there until those rows are stored again).
+In the HNSW column r(x) is kept as new vectors arrive, in the enrichment job's transaction under the
+project's lock (`store`, one more index query and one update per stored vector): the new row's list is
+its cosines to its nearest rows, and each of its `REVERSE` nearest rows takes the new cosine into its own
+list when it is among that row's `HUB_K` best. Rows erased later stay in their neighbours' lists (r a
+little high there until those rows are stored again). The exact scan reads the vectors anyway, so it
+computes its candidates' r from them (`exact`) and nothing is kept for vectors stored as bytes.
 """
 
 from __future__ import annotations
@@ -136,32 +138,30 @@ def rank(candidates: Sequence[Neighbour], k: int) -> list[Neighbour]:
 
 async def store(conn: asyncpg.Connection, index: Index, project_id: uuid.UUID, interaction_id: uuid.UUID,
                 model: str, vector: list[float], created_at: datetime) -> None:
-    """Index an interaction's vector (again: a re-signed interaction replaces its entry), with its hubness
-    from its nearest rows, and take its cosine into theirs. Run under the project's enrichment lock (the
-    job's transaction), so two stores of one project do not update the same lists at once."""
+    """Index an interaction's vector (again: a re-signed interaction replaces its entry). In the HNSW column,
+    with its neighbour cosines and hubness from its nearest rows, and its cosine taken into theirs; run
+    under the project's enrichment lock (the job's transaction), so two stores of one project do not update
+    the same lists at once. A vector kept as bytes has no list: the exact scan computes the hubness of its
+    candidates from the vectors it reads anyway (`exact`)."""
     v = unit(vector)
+    if not (index.hnsw and len(v) == DIMENSIONS):
+        await conn.execute(
+            """INSERT INTO interaction_vectors (project_id, interaction_id, model, unit, created_at)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (project_id, interaction_id) DO UPDATE SET model = excluded.model, unit = excluded.unit""",
+            project_id, interaction_id, model, v.astype("<f4").tobytes(), created_at)
+        return
     near = await nearest(conn, index, project_id, model, v, [interaction_id], max(REVERSE, HUB_K))
     own = sorted((n.cosine for n in near), reverse=True)[:HUB_K]
-    if index.hnsw and len(v) == DIMENSIONS:
-        inserted = await conn.fetchval(
-            """INSERT INTO interaction_vectors (project_id, interaction_id, model, embedding, created_at,
-                                                neighbour_cosines, hubness)
-               VALUES ($1, $2, $3, $4::vector, $5, $6, $7)
-               ON CONFLICT (project_id, interaction_id)
-               DO UPDATE SET model = excluded.model, embedding = excluded.embedding, unit = NULL,
-                             neighbour_cosines = excluded.neighbour_cosines, hubness = excluded.hubness
-               RETURNING xmax = 0""",
-            project_id, interaction_id, model, literal(v), created_at, own, hubness(own))
-    else:
-        inserted = await conn.fetchval(
-            """INSERT INTO interaction_vectors (project_id, interaction_id, model, unit, created_at,
-                                                neighbour_cosines, hubness)
-               VALUES ($1, $2, $3, $4, $5, $6, $7)
-               ON CONFLICT (project_id, interaction_id)
-               DO UPDATE SET model = excluded.model, unit = excluded.unit,
-                             neighbour_cosines = excluded.neighbour_cosines, hubness = excluded.hubness
-               RETURNING xmax = 0""",
-            project_id, interaction_id, model, v.astype("<f4").tobytes(), created_at, own, hubness(own))
+    inserted = await conn.fetchval(
+        """INSERT INTO interaction_vectors (project_id, interaction_id, model, embedding, created_at,
+                                            neighbour_cosines, hubness)
+           VALUES ($1, $2, $3, $4::vector, $5, $6, $7)
+           ON CONFLICT (project_id, interaction_id)
+           DO UPDATE SET model = excluded.model, embedding = excluded.embedding, unit = NULL,
+                         neighbour_cosines = excluded.neighbour_cosines, hubness = excluded.hubness
+           RETURNING xmax = 0""",
+        project_id, interaction_id, model, literal(v), created_at, own, hubness(own))
     if not inserted:
         return  # stored again (re-signed): its neighbours have its cosine already
     # The rows near the new one: its cosine joins their lists where it is among their HUB_K best.
@@ -276,10 +276,10 @@ async def nearest(conn: asyncpg.Connection, index: Index, project_id: uuid.UUID,
             await conn.execute("RESET enable_sort")
         return [Neighbour(r["interaction_id"], float(r["cosine"]), r["hubness"]) for r in rows]
     rows = await conn.fetch(
-        """SELECT interaction_id, unit, hubness FROM interaction_vectors
+        """SELECT interaction_id, unit FROM interaction_vectors
             WHERE project_id = $1 AND model = $2 AND unit IS NOT NULL
             ORDER BY created_at DESC LIMIT $3""", project_id, model, EXACT_LIMIT)
-    return exact(query, [(r["interaction_id"], r["unit"], r["hubness"]) for r in rows], set(exclude), k)
+    return exact(query, [(r["interaction_id"], r["unit"]) for r in rows], set(exclude), k)
 
 
 async def similar(conn: asyncpg.Connection, index: Index, project_id: uuid.UUID, model: str, query: Vector,
@@ -290,14 +290,25 @@ async def similar(conn: asyncpg.Connection, index: Index, project_id: uuid.UUID,
     return rank(await nearest(conn, index, project_id, model, query, exclude, max(CANDIDATES, k)), k)
 
 
-def exact(query: Vector, stored: list[tuple[uuid.UUID, bytes, float | None]], exclude: set[uuid.UUID],
+def exact(query: Vector, stored: list[tuple[uuid.UUID, bytes]], exclude: set[uuid.UUID],
           k: int) -> list[Neighbour]:
-    """The `k` stored vectors (float32 bytes, with their hubness) closest to `query` by cosine, closest
-    first."""
-    kept = [(i, raw, r) for i, raw, r in stored if i not in exclude and len(raw) == 4 * len(query)]
-    if not kept or k <= 0:
+    """The `k` stored vectors (float32 bytes) closest to `query` by cosine, closest first, each with its
+    hubness among the stored vectors (the mean cosine to its `HUB_K` nearest of them): what the HNSW path
+    keeps per row, computed here from the vectors at hand (k × n products, a fraction of the scan)."""
+    rows = [(i, raw) for i, raw in stored if len(raw) == 4 * len(query)]
+    if not rows or k <= 0:
         return []
-    matrix = np.frombuffer(b"".join(raw for _, raw, _ in kept), dtype="<f4").reshape(len(kept), len(query))
+    matrix = np.frombuffer(b"".join(raw for _, raw in rows), dtype="<f4").reshape(len(rows), len(query))
     scores = matrix @ query.astype(np.float32)
-    top = np.argsort(-scores, kind="stable")[:k]
-    return [Neighbour(kept[i][0], float(scores[i]), kept[i][2]) for i in top]
+    allowed = scores.copy()
+    allowed[[n for n, (i, _) in enumerate(rows) if i in exclude]] = -np.inf
+    top = [int(n) for n in np.argsort(-allowed, kind="stable")[:k] if allowed[n] != -np.inf]
+    if not top:
+        return []
+    near = matrix[top] @ matrix.T
+    near[np.arange(len(top)), top] = -np.inf  # not its own neighbour
+    width = min(HUB_K, len(rows) - 1)
+    if width <= 0:
+        return [Neighbour(rows[n][0], float(scores[n])) for n in top]
+    hubs = -np.partition(-near, width - 1, axis=1)[:, :width]
+    return [Neighbour(rows[n][0], float(scores[n]), float(r)) for n, r in zip(top, hubs.mean(axis=1), strict=True)]
