@@ -32,7 +32,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
@@ -73,6 +73,9 @@ class Neighbour:
     interaction_id: uuid.UUID
     cosine: float
     hubness: float | None = None
+    score: float | None = None
+    """Set by `rank`: cos − (r(x) − r(q))/2, the cosine corrected for both sides' hubness, what a
+    suggestion shows (its order is CSLS's, r(q) being one for all)."""
 
 
 @dataclass(frozen=True)
@@ -120,17 +123,16 @@ def hubness(cosines: Sequence[float]) -> float | None:
     return float(np.mean(cosines)) if len(cosines) else None
 
 
-def rank(candidates: Sequence[Neighbour], k: int) -> list[Neighbour]:
-    """The `k` best of the candidates by CSLS, cos − r/2, best first (ties: the higher cosine). A candidate
-    without a hubness is given the others' mean, so it is neither favoured nor pushed down. The SQL of
-    `RANKED` computes the same."""
+def rank(candidates: Sequence[Neighbour], k: int, query_hubness: float | None = None) -> list[Neighbour]:
+    """The `k` best of the candidates by CSLS, cos − r(x)/2, best first (ties: the higher cosine), each with
+    its `score`. A candidate (or the query) without a hubness is given the candidates' mean, so it is
+    neither favoured nor pushed down. The SQL of `ranked_sql` computes the same."""
     known = [c.hubness for c in candidates if c.hubness is not None]
     neutral = float(np.mean(known)) if known else 0.0
-
-    def score(c: Neighbour) -> tuple[float, float]:
-        return (c.cosine - (neutral if c.hubness is None else c.hubness) / 2, c.cosine)
-
-    return sorted(candidates, key=score, reverse=True)[:max(k, 0)]
+    r_q = neutral if query_hubness is None else query_hubness
+    scored = [replace(c, score=c.cosine - ((neutral if c.hubness is None else c.hubness) - r_q) / 2)
+              for c in candidates]
+    return sorted(scored, key=lambda c: (c.score, c.cosine), reverse=True)[:max(k, 0)]
 
 
 # Writing ------------------------------------------------------------------------------------------------------
@@ -225,13 +227,14 @@ def ranked_sql(exact_scan: bool) -> str:
     """The HNSW path of `GET …/similar` as one statement: the interaction's own vector and model, the
     suggestions a person dismissed, its `CANDIDATES` nearest rows by cosine from the index (or, for a small
     project, an exact scan: `+ 0` keeps the planner off the index), re-ranked by CSLS as `rank` does.
-    Parameters: $1 project, $2 interaction, $3 how many; columns interaction_id, cosine, score. Empty when
+    Parameters: $1 project, $2 interaction, $3 how many; columns interaction_id, cosine, score (`rank`'s).
+    Empty when
     the interaction has no vector in the HNSW column. Run it after `SET LOCAL hnsw.ef_search` (`settings`)."""
     distance = "v.embedding <#> (SELECT embedding FROM q)"
     order = f"({distance}) + 0" if exact_scan else distance
     return f"""
         WITH q AS MATERIALIZED (
-            SELECT model, embedding FROM interaction_vectors
+            SELECT model, embedding, hubness FROM interaction_vectors
              WHERE project_id = $1 AND interaction_id = $2 AND embedding IS NOT NULL),
         dismissed AS MATERIALIZED (
             SELECT coalesce(array_agg(id), '{{}}') AS ids FROM (
@@ -246,7 +249,8 @@ def ranked_sql(exact_scan: bool) -> str:
                AND v.interaction_id <> $2 AND v.interaction_id <> ALL ((SELECT ids FROM dismissed)::uuid[])
              ORDER BY {order} LIMIT {CANDIDATES})
         SELECT interaction_id, cosine,
-               cosine - coalesce(hubness, avg(hubness) OVER (), 0) / 2 AS score
+               cosine - (coalesce(hubness, avg(hubness) OVER (), 0)
+                         - coalesce((SELECT hubness FROM q), avg(hubness) OVER (), 0)) / 2 AS score
           FROM candidates ORDER BY score DESC, cosine DESC LIMIT $3"""
 
 
@@ -282,12 +286,34 @@ async def nearest(conn: asyncpg.Connection, index: Index, project_id: uuid.UUID,
     return exact(query, [(r["interaction_id"], r["unit"]) for r in rows], set(exclude), k)
 
 
-async def similar(conn: asyncpg.Connection, index: Index, project_id: uuid.UUID, model: str, query: Vector,
-                  exclude: list[uuid.UUID], k: int) -> list[Neighbour]:
-    """The `k` suggestions for `query`: its `CANDIDATES` nearest by cosine, re-ranked by CSLS (`rank`).
-    The path of a vector outside the HNSW column (no pgvector, or another model's dimensions); the HNSW
-    path runs `ranked_sql` as one statement."""
-    return rank(await nearest(conn, index, project_id, model, query, exclude, max(CANDIDATES, k)), k)
+async def similar(conn: asyncpg.Connection, index: Index, project_id: uuid.UUID, interaction_id: uuid.UUID,
+                  model: str, query: Vector, exclude: list[uuid.UUID], k: int) -> list[Neighbour]:
+    """The `k` suggestions for an interaction's vector `query`: its `CANDIDATES` nearest by cosine (without
+    itself and those in `exclude`), re-ranked by CSLS (`rank`). The path of a vector outside the HNSW column
+    (no pgvector, or another model's dimensions); the HNSW path runs `ranked_sql` as one statement, which
+    this matches there."""
+    if index.hnsw and len(query) == DIMENSIONS:
+        near = await nearest(conn, index, project_id, model, query, [interaction_id, *exclude], max(CANDIDATES, k))
+        own = await conn.fetchval("SELECT hubness FROM interaction_vectors WHERE project_id = $1 "
+                                  "AND interaction_id = $2", project_id, interaction_id)
+        return rank(near, k, own)
+    rows = await conn.fetch(
+        """SELECT interaction_id, unit FROM interaction_vectors
+            WHERE project_id = $1 AND model = $2 AND unit IS NOT NULL
+            ORDER BY created_at DESC LIMIT $3""", project_id, model, EXACT_LIMIT)
+    stored = [(r["interaction_id"], r["unit"]) for r in rows]
+    near = exact(query, stored, {interaction_id, *exclude}, max(CANDIDATES, k))
+    return rank(near, k, exact_hubness(query, stored, interaction_id))
+
+
+def exact_hubness(query: Vector, stored: list[tuple[uuid.UUID, bytes]], itself: uuid.UUID) -> float | None:
+    """r(q) over the stored vectors: the mean cosine of `query` to its `HUB_K` nearest, other than itself."""
+    others = [raw for i, raw in stored if i != itself and len(raw) == 4 * len(query)]
+    if not others:
+        return None
+    scores = np.frombuffer(b"".join(others), dtype="<f4").reshape(len(others), len(query)) @ query.astype(np.float32)
+    width = min(HUB_K, len(others))
+    return float(-np.partition(-scores, width - 1)[:width].mean())
 
 
 def exact(query: Vector, stored: list[tuple[uuid.UUID, bytes]], exclude: set[uuid.UUID],

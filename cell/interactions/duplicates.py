@@ -36,8 +36,9 @@ DETAIL_COLUMNS = [c.strip().split()[-1] for c in queries.COLUMNS.split(",")]
 
 
 class Similar(msgspec.Struct):
-    """One suggestion: an interaction as `GET …/interactions/{id}` shows it, and how similar it is (the
-    cosine of the two sentence embeddings, 0–1)."""
+    """One suggestion: an interaction as `GET …/interactions/{id}` shows it, and how similar it is, 0–1: the
+    cosine of the two sentence embeddings corrected for hubness, cos − (r(x) − r(q))/2 (`index.rank`), which
+    orders the list."""
 
     interaction: InteractionDetail
     score: float
@@ -94,7 +95,7 @@ async def suggest(conn: asyncpg.Connection, which: index.Index, project_id: uuid
             await conn.execute(index.settings(exact_scan))
             rows = await conn.fetch(
                 f"""WITH ranked AS ({index.ranked_sql(exact_scan)})
-                    SELECT r.cosine, {queries.COLUMNS}, l.console AS log_console, l.network AS log_network,
+                    SELECT r.score, {queries.COLUMNS}, l.console AS log_console, l.network AS log_network,
                            l.errors AS log_errors, l.found AS has_logs
                       FROM ranked r JOIN interactions ON project_id = $1 AND id = r.interaction_id
                       LEFT JOIN LATERAL (
@@ -104,7 +105,7 @@ async def suggest(conn: asyncpg.Connection, which: index.Index, project_id: uuid
                      ORDER BY r.score DESC, r.cosine DESC""",
                 project_id, interaction_id, size)
         if rows:
-            return [_suggestion(row, row["cosine"], row if row["has_logs"] else None, "log_") for row in rows]
+            return [_suggestion(row, row["score"], row if row["has_logs"] else None, "log_") for row in rows]
     if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM interactions WHERE project_id = $1 AND id = $2)",
                                project_id, interaction_id):
         return None
@@ -112,8 +113,8 @@ async def suggest(conn: asyncpg.Connection, which: index.Index, project_id: uuid
     if found is None or (which.hnsw and len(found[1]) == index.DIMENSIONS):
         return []  # not enriched (or no words); or in the HNSW column, where the statement above found none
     model, vector = found
-    exclude = [interaction_id, *await groups.dismissed_with(conn, project_id, interaction_id)]
-    near = await index.similar(conn, which, project_id, model, vector, exclude, size)
+    exclude = await groups.dismissed_with(conn, project_id, interaction_id)
+    near = await index.similar(conn, which, project_id, interaction_id, model, vector, exclude, size)
     ids = [n.interaction_id for n in near]
     rows = await conn.fetch(f"SELECT {queries.COLUMNS} FROM interactions WHERE project_id = $1 AND id = ANY($2)",
                             project_id, ids)
@@ -123,16 +124,16 @@ async def suggest(conn: asyncpg.Connection, which: index.Index, project_id: uuid
         project_id, ids)
     by_id = {r["id"]: r for r in rows}
     logs_of = {r["interaction_id"]: r for r in logs}
-    return [_suggestion(by_id[n.interaction_id], n.cosine, logs_of.get(n.interaction_id), "")
+    return [_suggestion(by_id[n.interaction_id], n.score or 0.0, logs_of.get(n.interaction_id), "")
             for n in near if n.interaction_id in by_id]  # one erased meanwhile is left out
 
 
-def _suggestion(row: asyncpg.Record, cosine: float, logs: asyncpg.Record | None, prefix: str) -> Similar:
+def _suggestion(row: asyncpg.Record, score: float, logs: asyncpg.Record | None, prefix: str) -> Similar:
     """One suggestion from an interaction's row (and its first logs row, its columns named `prefix`…)."""
     detail = msgspec.convert({k: row[k] for k in DETAIL_COLUMNS}, InteractionDetail)
     if logs is not None:
         detail.logs = msgspec.convert({k: logs[prefix + k] for k in ("console", "network", "errors")}, LogsOut)
-    return Similar(detail, round(min(1.0, max(0.0, cosine)), 4))
+    return Similar(detail, round(min(1.0, max(0.0, score)), 4))
 
 
 async def _updated(conn: Any, principal: Principal, project_id: uuid.UUID, interaction_id: uuid.UUID,

@@ -130,14 +130,19 @@ def _exact_lists(vectors: np.ndarray) -> np.ndarray:
 
 async def _suggestions(dsn: str, which: index.Index, pid: uuid.UUID, iid: uuid.UUID,
                        k: int) -> tuple[list[uuid.UUID] | None, list[uuid.UUID]]:
-    """What the handler suggests (`duplicates.suggest`), and what `index.similar` ranks for the same vector."""
+    """What the handler suggests (`duplicates.suggest`), and what `index.similar` ranks for the same vector;
+    where both have suggestions, their scores agree and fall in the order shown."""
     pool = await create_pool(dsn, 1)
     try:
         async with pool.acquire() as conn:
             found = await duplicates.suggest(conn, which, pid, iid, k)
             vector = await index.vector_of(conn, which, pid, iid)
-            exclude = [iid, *await groups.dismissed_with(conn, pid, iid)]
-            python = [] if vector is None else await index.similar(conn, which, pid, "m", vector[1], exclude, k)
+            exclude = await groups.dismissed_with(conn, pid, iid)
+            python = [] if vector is None else await index.similar(conn, which, pid, iid, "m", vector[1], exclude, k)
+        if found and [s.interaction.id for s in found] == [n.interaction_id for n in python]:
+            assert [s.score for s in found] == [round(min(1.0, max(0.0, n.score or 0.0)), 4) for n in python]
+        if found:
+            assert [s.score for s in found] == sorted((s.score for s in found), reverse=True)
         return (None if found is None else [s.interaction.id for s in found]), [n.interaction_id for n in python]
     finally:
         await pool.close()

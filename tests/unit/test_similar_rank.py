@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from cell.enrichment import index
 from cell.enrichment.index import Neighbour
 
@@ -35,3 +37,11 @@ def test_neighbour_lists_keep_the_best_k() -> None:
     assert cosines == [0.9, 0.5, *[0.2] * (index.HUB_K - 2)]
     assert index.remember(cosines, 0.05) == cosines  # below the k-th: no change
     assert index.hubness([0.5, 0.3]) == 0.4 and index.hubness([]) is None
+
+
+def test_the_score_shown_is_the_cosine_corrected_for_both_sides_hubness() -> None:
+    ranked = index.rank([Neighbour(A, 0.62, hubness=0.60), Neighbour(B, 0.58, hubness=0.30)], 2, query_hubness=0.40)
+    assert [n.score for n in ranked] == [pytest.approx(0.58 + 0.05), pytest.approx(0.62 - 0.10)]
+    # A row as crowded as the query keeps its cosine; without the query's hubness, the candidates' mean.
+    assert index.rank([Neighbour(A, 0.5, hubness=0.4)], 1, 0.4)[0].score == pytest.approx(0.5)
+    assert index.rank([Neighbour(A, 0.5, 0.2), Neighbour(B, 0.4, 0.6)], 2)[1].score == pytest.approx(0.4 - 0.1)
