@@ -283,7 +283,7 @@ async def nearest(conn: asyncpg.Connection, index: Index, project_id: uuid.UUID,
         """SELECT interaction_id, unit FROM interaction_vectors
             WHERE project_id = $1 AND model = $2 AND unit IS NOT NULL
             ORDER BY created_at DESC LIMIT $3""", project_id, model, EXACT_LIMIT)
-    return exact(query, [(r["interaction_id"], r["unit"]) for r in rows], set(exclude), k)
+    return exact(query, [(r["interaction_id"], r["unit"]) for r in rows], set(exclude), k)[0]
 
 
 async def similar(conn: asyncpg.Connection, index: Index, project_id: uuid.UUID, interaction_id: uuid.UUID,
@@ -301,40 +301,33 @@ async def similar(conn: asyncpg.Connection, index: Index, project_id: uuid.UUID,
         """SELECT interaction_id, unit FROM interaction_vectors
             WHERE project_id = $1 AND model = $2 AND unit IS NOT NULL
             ORDER BY created_at DESC LIMIT $3""", project_id, model, EXACT_LIMIT)
-    stored = [(r["interaction_id"], r["unit"]) for r in rows]
-    near = exact(query, stored, {interaction_id, *exclude}, max(CANDIDATES, k))
-    return rank(near, k, exact_hubness(query, stored, interaction_id))
+    near, own = exact(query, [(r["interaction_id"], r["unit"]) for r in rows], {interaction_id, *exclude},
+                      max(CANDIDATES, k), itself=interaction_id)
+    return rank(near, k, own)
 
 
-def exact_hubness(query: Vector, stored: list[tuple[uuid.UUID, bytes]], itself: uuid.UUID) -> float | None:
-    """r(q) over the stored vectors: the mean cosine of `query` to its `HUB_K` nearest, other than itself."""
-    others = [raw for i, raw in stored if i != itself and len(raw) == 4 * len(query)]
-    if not others:
-        return None
-    scores = np.frombuffer(b"".join(others), dtype="<f4").reshape(len(others), len(query)) @ query.astype(np.float32)
-    width = min(HUB_K, len(others))
-    return float(-np.partition(-scores, width - 1)[:width].mean())
-
-
-def exact(query: Vector, stored: list[tuple[uuid.UUID, bytes]], exclude: set[uuid.UUID],
-          k: int) -> list[Neighbour]:
-    """The `k` stored vectors (float32 bytes) closest to `query` by cosine, closest first, each with its
-    hubness among the stored vectors (the mean cosine to its `HUB_K` nearest of them): what the HNSW path
-    keeps per row, computed here from the vectors at hand (k × n products, a fraction of the scan)."""
+def exact(query: Vector, stored: list[tuple[uuid.UUID, bytes]], exclude: set[uuid.UUID], k: int, *,
+          itself: uuid.UUID | None = None) -> tuple[list[Neighbour], float | None]:
+    """The `k` stored vectors (float32 bytes) closest to `query` by cosine, closest first, without those in
+    `exclude`, each with its hubness among the stored vectors (the mean cosine to its `HUB_K` nearest of
+    them): what the HNSW path keeps per row, computed here from the vectors at hand. Also the query's own
+    hubness among them, not counting the stored vector `itself`. Two products: the query against all, then
+    the k found and the query against all (k × n, a fraction of the scan)."""
     rows = [(i, raw) for i, raw in stored if len(raw) == 4 * len(query)]
     if not rows or k <= 0:
-        return []
+        return [], None
     matrix = np.frombuffer(b"".join(raw for _, raw in rows), dtype="<f4").reshape(len(rows), len(query))
-    scores = matrix @ query.astype(np.float32)
+    q = query.astype(np.float32)
+    scores = matrix @ q
     allowed = scores.copy()
     allowed[[n for n, (i, _) in enumerate(rows) if i in exclude]] = -np.inf
     top = [int(n) for n in np.argsort(-allowed, kind="stable")[:k] if allowed[n] != -np.inf]
-    if not top:
-        return []
-    near = matrix[top] @ matrix.T
-    near[np.arange(len(top)), top] = -np.inf  # not its own neighbour
+    products = np.vstack([q[None, :], matrix[top]]) @ matrix.T
+    products[np.arange(1, len(top) + 1), top] = -np.inf  # a row is not its own neighbour
+    products[0, [n for n, (i, _) in enumerate(rows) if i == itself]] = -np.inf
     width = min(HUB_K, len(rows) - 1)
     if width <= 0:
-        return [Neighbour(rows[n][0], float(scores[n])) for n in top]
-    hubs = -np.partition(-near, width - 1, axis=1)[:, :width]
-    return [Neighbour(rows[n][0], float(scores[n]), float(r)) for n, r in zip(top, hubs.mean(axis=1), strict=True)]
+        return [Neighbour(rows[n][0], float(scores[n])) for n in top], None
+    hubs = (-np.partition(-products, width - 1, axis=1)[:, :width]).mean(axis=1)
+    return [Neighbour(rows[n][0], float(scores[n]), float(r)) for n, r in zip(top, hubs[1:], strict=True)], \
+        float(hubs[0])
