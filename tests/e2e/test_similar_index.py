@@ -64,7 +64,12 @@ async def _fill(dsn: str, n: int) -> tuple[index.Index, uuid.UUID, list[uuid.UUI
             at = start + timedelta(seconds=k)
             await conn.execute("INSERT INTO interactions (id, project_id, type, created_at) VALUES ($1, $2, 'bug', $3)",
                                iid, pid, at)
-            await index.store(conn, which, pid, iid, "m", [float(x) for x in vectors[k]], at)
+            if k % 2:  # as the enrichment job stores: inside its transaction (the index's own is a savepoint)
+                async with conn.transaction():
+                    await index.store(conn, which, pid, iid, "m", [float(x) for x in vectors[k]], at)
+                    assert await conn.fetchval("SHOW enable_sort") == "on"  # not left off for the job
+            else:
+                await index.store(conn, which, pid, iid, "m", [float(x) for x in vectors[k]], at)
         return which, pid, ids, vectors
     finally:
         await conn.close()
@@ -248,4 +253,23 @@ def test_the_embedded_server_ranks_by_csls_in_one_statement(embedded: str, monke
     for i in (3, 17, 150):
         handler, python = asyncio.run(_suggestions(embedded, which, pid, ids[i], 5))
         assert handler is not None and len(set(handler) & set(python)) >= 4, i
+
+    async def store_one_more() -> tuple[str, list[float]]:
+        """As the job stores into a large project: in its transaction, the sort left on afterwards."""
+        conn = await asyncpg.connect(embedded)
+        try:
+            iid = uuid.uuid4()
+            await conn.execute("INSERT INTO interactions (id, project_id, type) VALUES ($1, $2, 'bug')", iid, pid)
+            async with conn.transaction():
+                await index.store(conn, which, pid, iid, "m", [float(x) for x in vectors[42]], datetime.now(UTC))
+                setting = await conn.fetchval("SHOW enable_sort")
+            mine = await conn.fetchval("SELECT neighbour_cosines FROM interaction_vectors WHERE interaction_id = $1",
+                                       iid)
+            return setting, list(mine)
+        finally:
+            await conn.close()
+
+    setting, mine = asyncio.run(store_one_more())
+    assert setting == "on"
+    assert mine[0] == pytest.approx(1.0, abs=1e-4) and len(mine) == index.HUB_K  # ids[42] is its twin
     index._large.clear()
