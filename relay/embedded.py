@@ -171,8 +171,9 @@ class PostgresServer:
     """
 
     def __init__(self, data_dir: Path, port: int | None = None, *, durable: bool = True,
-                 host: str = "127.0.0.1", netns: str | None = None) -> None:
+                 host: str = "127.0.0.1", netns: str | None = None, settings: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir.resolve()
+        self.settings = settings or {}  # over the defaults of `start` (`-c name=value`): a benchmark's memory
         self.port = port or free_port()
         self.durable = durable
         self.host = host
@@ -209,7 +210,8 @@ class PostgresServer:
             self.proc = subprocess.Popen(
                 [str(self.bin / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
                  "-c", f"listen_addresses={self.host}", "-c", f"unix_socket_directories={self.data_dir}",
-                 "-c", "max_connections=300", "-c", "shared_buffers=128MB", *speed],
+                 "-c", "max_connections=300", "-c", "shared_buffers=128MB", *speed,
+                 *(arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}"))],
                 stdout=out, stderr=subprocess.STDOUT, preexec_fn=child_setup(self.netns, self.user),
             )
         wait_port(self.port, self.proc, timeout, "postgres", log, self.host)
@@ -229,8 +231,9 @@ class RedisServer:
     """A redis-server on host:port (in network namespace `netns` if given), its data in `data_dir`."""
 
     def __init__(self, data_dir: Path, port: int | None = None, *, persist: bool = True,
-                 host: str = "127.0.0.1", netns: str | None = None) -> None:
+                 host: str = "127.0.0.1", netns: str | None = None, settings: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir.resolve()
+        self.settings = settings or {}  # over the defaults of `start` (`-c name=value`): a benchmark's memory
         self.port = port or free_port()
         self.persist = persist
         self.host = host

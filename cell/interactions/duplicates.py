@@ -19,6 +19,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import asyncpg
 import msgspec
 from litestar import Request, Response, delete, get, post
 
@@ -32,11 +33,14 @@ from cell.outbox import add as enqueue
 from common.problems import Problem
 
 DEFAULT_LIMIT, MAX_LIMIT = 10, 50
+DETAIL_COLUMNS = [c.strip().split()[-1] for c in queries.COLUMNS.split(",")]
+"""The names of `queries.COLUMNS` (what GET shows of an interaction)."""
 
 
 class Similar(msgspec.Struct):
-    """One suggestion: an interaction as `GET …/interactions/{id}` shows it, and how similar it is (the
-    cosine of the two sentence embeddings, 0–1)."""
+    """One suggestion: an interaction as `GET …/interactions/{id}` shows it, and how similar it is, 0–1: the
+    cosine of the two sentence embeddings corrected for hubness, cos − (r(x) − r(q))/2 (`index.rank`), which
+    orders the list."""
 
     interaction: InteractionDetail
     score: float
@@ -72,33 +76,66 @@ async def similar_interactions(request: Request[Any, Any, Any], project_id: uuid
         raise Problem(422, f"limit must be between 1 and {MAX_LIMIT}")
     context = ctx(request)
     async with context.pool.acquire() as conn:
-        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM interactions WHERE project_id = $1 AND id = $2)",
-                                   project_id, interaction_id):
-            raise Problem(404, "no such interaction")
-        found = await index.vector_of(conn, context.index, project_id, interaction_id)
-        if found is None:
-            return SimilarList([])
-        model, vector = found
-        exclude = [interaction_id, *await groups.dismissed_with(conn, project_id, interaction_id)]
-        near = await index.nearest(conn, context.index, project_id, model, vector, exclude, size)
-        ids = [n.interaction_id for n in near]
-        rows = await conn.fetch(f"SELECT {queries.COLUMNS} FROM interactions WHERE project_id = $1 AND id = ANY($2)",
-                                project_id, ids)
-        logs = await conn.fetch(
-            """SELECT DISTINCT ON (interaction_id) interaction_id, console, network, errors FROM interaction_logs
-                WHERE project_id = $1 AND interaction_id = ANY($2) ORDER BY interaction_id, created_at""",
-            project_id, ids)
+        found = await suggest(conn, context.index, project_id, interaction_id, size)
+    if found is None:
+        raise Problem(404, "no such interaction")
+    return SimilarList(found)
+
+
+async def suggest(conn: asyncpg.Connection, which: index.Index, project_id: uuid.UUID, interaction_id: uuid.UUID,
+                  size: int) -> list[Similar] | None:
+    """The handler's database work (also what bench/similar.py times): the `size` best suggestions, each
+    the interaction as GET shows it with its logs; None when the project has no such interaction.
+
+    With pgvector, one statement does it all (`index.ranked_sql` joined to the rows and their first logs)
+    in a transaction that sets the HNSW search; whether the interaction exists is asked only when nothing
+    came back. Without pgvector (or for another model's vectors), the vector is read and ranked in numpy
+    (`index.similar`), then the rows are read."""
+    if which.hnsw:
+        exact_scan = await index.small(conn, project_id)
+        async with conn.transaction():
+            await conn.execute(index.settings(exact_scan))
+            rows = await conn.fetch(
+                f"""WITH ranked AS ({index.ranked_sql(exact_scan)})
+                    SELECT r.score, {queries.COLUMNS}, l.console AS log_console, l.network AS log_network,
+                           l.errors AS log_errors, l.found AS has_logs
+                      FROM ranked r JOIN interactions ON project_id = $1 AND id = r.interaction_id
+                      LEFT JOIN LATERAL (
+                          SELECT console, network, errors, true AS found FROM interaction_logs
+                           WHERE interaction_logs.project_id = $1 AND interaction_id = r.interaction_id
+                           ORDER BY interaction_logs.created_at LIMIT 1) l ON true
+                     ORDER BY r.score DESC, r.cosine DESC""",
+                project_id, interaction_id, size)
+        if rows:
+            return [_suggestion(row, row["score"], row if row["has_logs"] else None, "log_") for row in rows]
+    if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM interactions WHERE project_id = $1 AND id = $2)",
+                               project_id, interaction_id):
+        return None
+    found = await index.vector_of(conn, which, project_id, interaction_id)
+    if found is None or (which.hnsw and len(found[1]) == index.DIMENSIONS):
+        return []  # not enriched (or no words); or in the HNSW column, where the statement above found none
+    model, vector = found
+    exclude = await groups.dismissed_with(conn, project_id, interaction_id)
+    near = await index.similar(conn, which, project_id, interaction_id, model, vector, exclude, size)
+    ids = [n.interaction_id for n in near]
+    rows = await conn.fetch(f"SELECT {queries.COLUMNS} FROM interactions WHERE project_id = $1 AND id = ANY($2)",
+                            project_id, ids)
+    logs = await conn.fetch(
+        """SELECT DISTINCT ON (interaction_id) interaction_id, console, network, errors FROM interaction_logs
+            WHERE project_id = $1 AND interaction_id = ANY($2) ORDER BY interaction_id, created_at""",
+        project_id, ids)
     by_id = {r["id"]: r for r in rows}
     logs_of = {r["interaction_id"]: r for r in logs}
-    suggestions = []
-    for n in near:
-        if n.interaction_id not in by_id:
-            continue  # erased meanwhile
-        detail = msgspec.convert(dict(by_id[n.interaction_id]), InteractionDetail)
-        if (log_row := logs_of.get(n.interaction_id)) is not None:
-            detail.logs = msgspec.convert({k: log_row[k] for k in ("console", "network", "errors")}, LogsOut)
-        suggestions.append(Similar(detail, round(min(1.0, max(0.0, n.cosine)), 4)))
-    return SimilarList(suggestions)
+    return [_suggestion(by_id[n.interaction_id], n.score or 0.0, logs_of.get(n.interaction_id), "")
+            for n in near if n.interaction_id in by_id]  # one erased meanwhile is left out
+
+
+def _suggestion(row: asyncpg.Record, score: float, logs: asyncpg.Record | None, prefix: str) -> Similar:
+    """One suggestion from an interaction's row (and its first logs row, its columns named `prefix`…)."""
+    detail = msgspec.convert({k: row[k] for k in DETAIL_COLUMNS}, InteractionDetail)
+    if logs is not None:
+        detail.logs = msgspec.convert({k: logs[prefix + k] for k in ("console", "network", "errors")}, LogsOut)
+    return Similar(detail, round(min(1.0, max(0.0, score)), 4))
 
 
 async def _updated(conn: Any, principal: Principal, project_id: uuid.UUID, interaction_id: uuid.UUID,
