@@ -19,7 +19,9 @@ vectors — short or generic reports, the app's own vocabulary — are near ever
 top of every list; r(x) measures exactly that closeness and takes it back. It needs no other model, and
 its `k` (10) is the published default, which is also the best of those tried on the tuning parts of
 bench/enrichment.py (see its docstring for the figures and what was seen of the blind parts). The
-cosine still orders the `CANDIDATES` that are re-ranked, and it is the score a suggestion shows.
+cosine still picks the `CANDIDATES` that are re-ranked. The score a suggestion shows is
+cos(q, x) − (r(x) − r(q))/2, clamped to 0–1: r(q) is the same for every row of one list, so it does not
+change the order, and it keeps the score near the cosine, so scores fall in the list's order.
 
 In the HNSW column r(x) is kept as new vectors arrive, in the enrichment job's transaction under the
 project's lock (`store`, one more index query and one update per stored vector): the new row's list is
