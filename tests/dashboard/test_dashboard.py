@@ -277,6 +277,13 @@ def test_an_agent_changes_many_at_once_and_csrf_guards_the_owner_too(
     forged = page.request.post(f"{base}/app/projects/{project['id']}/interactions/status",
                                form={"status": "closed", "ids": ids[2]}, max_redirects=0)
     assert forged.status == 403
+    # A change made elsewhere (the API, another process) shows in the counts at the next page, not seconds later.
+    r = router.patch(f"/v1/projects/{project['id']}/interactions/{ids[2]}", json={"status": "closed"},
+                     headers=admin.h)
+    assert r.status_code == 200, r.text
+    page.reload()
+    expect(page.locator(".counts")).to_contain_text("closed 1")
+    expect(page.locator(".counts")).to_contain_text("new 0")
 
 
 def test_another_projects_page_is_404(context: BrowserContext, router: httpx.Client, admin: Admin) -> None:
