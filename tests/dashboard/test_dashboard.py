@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import uuid
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -630,6 +631,15 @@ def test_the_residency_page_lists_the_projects_moves(context: BrowserContext, ro
     sign_in(page, base, admin.email)
     page.goto(f"{base}/app/projects/{pid}/residency")
     expect(page.get_by_text("This project has always lived in us-west.")).to_be_visible()
+    # While a move copies the project out, the page says so from the project's state in this cell.
+    us = stack.topology["cells"]["us-west"]["database_url"]
+    db(us, "UPDATE projects SET state = 'copying' WHERE id = $1", uuid.UUID(pid))
+    try:
+        page.reload()
+        expect(page.get_by_role("status")).to_contain_text("A move out of us-west is under way")
+        expect(page.locator("ol.steps [aria-current=step]")).to_contain_text("Copying rows and files")
+    finally:
+        db(us, "UPDATE projects SET state = 'active' WHERE id = $1", uuid.UUID(pid))
 
     r = router.post(f"/v1/projects/{pid}/move", json={"to_region": "eu-west"}, headers=admin.h)
     assert r.status_code == 202, r.text
