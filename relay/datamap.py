@@ -376,6 +376,10 @@ CLASSES: dict[str, tuple[str, str]] = {
     "moves.last_error": (NONE, "what stopped a step, never row content"),
     "moves.receipt": (NONE, "the source cell's signed deletion receipt: counts and hashes"),
     "residency_reports.public_key": (NONE, ""),
+    "canary_results.missing_slots": (NONE, "which kinds of planted marker a scan did not find at home"),
+    "canary_results.stores": (NONE, "the stores a canary scan read and how many markers each held"),
+    "canary_results.breaches": (NONE, "where a marker was found outside home: store, table.column, row id or "
+                                      "object key; never a marker"),
     "projects.erasure": (NONE, "an erasure's counts while it runs (rows per table, objects, bytes)"),
     "replays.privacy_scope": (NONE, "which privacy rules redacted how much from the events; never the values"),
     "sessions.privacy_scope": (NONE, "which privacy rules redacted how much from the user agent and device"),

@@ -16,7 +16,9 @@
   Redis, and the router's control database and Redis. A marker anywhere but in
   its project's home region is a breach (exit 1). Where the home region is
   scanned too, every marker must be found there (exit 3 otherwise): a scanner
-  that finds nothing at home proves nothing elsewhere.
+  that finds nothing at home proves nothing elsewhere. Each project's result
+  is recorded in its home cell's `canary_results` (where markers were looked
+  for and found, never a marker), for the dashboard's residency page.
 - `verify` checks a receipt chain, from the region's database or an export
   (`export --region R`), and names the first broken link (exit 1).
 
@@ -125,6 +127,8 @@ def add_parser(sub: Any) -> None:
     scan.add_argument("--no-router", action="store_true", help="do not scan the router's stores")
     scan.add_argument("--no-redis", action="store_true", help="do not scan Redis")
     scan.add_argument("--json", action="store_true", help="print the findings as JSON")
+    scan.add_argument("--no-record", action="store_true",
+                      help="do not record each project's result in its home cell (the residency page shows them)")
     where(scan)
 
 
@@ -660,12 +664,85 @@ async def scan(topo: dict[str, Any], plants: list[Plant], *, regions: list[str] 
     }
 
 
+def project_results(plants: list[Plant], result: dict[str, Any]) -> list[dict[str, Any]]:
+    """A scan's verdict per project whose home was scanned, as `canary_results` keeps it: the stores read with
+    how many of the project's markers each held, each breach by slot and place, and the slots missing at home.
+    Markers are replaced by `[marker]` wherever a place's name holds one (a Redis key named after an end user,
+    say): a stored marker would be found at home by the next scan and prove nothing."""
+    by_project: dict[str, list[Plant]] = {}
+    for p in plants:
+        by_project.setdefault(p.project_id, []).append(p)
+    homes = {p["project_id"]: p["home"] for p in result["plants"]}
+    scanned_regions = {s["region"] for s in result["stores"] if s["region"] is not None}
+    markers = sorted({m for p in plants for m in p.markers.values()}, key=len, reverse=True)
+
+    def hidden(text: str) -> str:
+        for m in markers:
+            text = text.replace(m, "[marker]")
+        return text
+
+    out = []
+    for project_id, planted in by_project.items():
+        home = homes[project_id]
+        if home not in scanned_regions:
+            continue
+        mine = {m for p in planted for m in p.markers.values()}
+        stores = [{"store": s["store"], "kind": s["kind"], "region": s["region"],
+                   "hits": sum(1 for h in s["hits"] if h["project_id"] == project_id)} for s in result["stores"]]
+        breaches = [{"store": b["store"], "slot": b["slot"], "where": hidden(b["where"])}
+                    for b in result["breaches"] if b["project_id"] == project_id]
+        missing = sorted({m["slot"] for m in result["control"]["missing"] if m["project_id"] == project_id})
+        found = {h["marker"] for s in result["stores"] if s["region"] == home for h in s["hits"]} & mine
+        dates = [p.planted_at for p in planted if p.planted_at]
+        out.append({"project_id": project_id, "home": home, "ok": not breaches and not missing,
+                    "markers": len(mine), "found_home": len(found), "missing_slots": missing, "stores": stores,
+                    "breaches": breaches, "planted_at": max(dates) if dates else None})
+    return out
+
+
+async def record(topo: dict[str, Any], plants: list[Plant], result: dict[str, Any]) -> dict[str, str]:
+    """Keep each project's result in its home cell (`canary_results`); what could not be kept, per region."""
+    from datetime import datetime
+
+    import asyncpg
+
+    from common.ids import uuid7
+
+    failed: dict[str, str] = {}
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for r in project_results(plants, result):
+        rows.setdefault(r["home"], []).append(r)
+    for region, results in sorted(rows.items()):
+        try:
+            conn = await _connect(topo["cells"][region]["database_url"])
+        except (ResidencyError, KeyError) as exc:
+            failed[region] = str(exc)
+            continue
+        try:
+            for r in results:
+                planted = datetime.fromisoformat(r["planted_at"].replace("Z", "+00:00")) if r["planted_at"] else None
+                await conn.execute(
+                    """INSERT INTO canary_results (id, project_id, planted_at, ok, markers, found_home, missing_slots,
+                                                   stores, breaches)
+                       SELECT $1, id, $3, $4, $5, $6, $7, $8, $9 FROM projects WHERE id = $2""",
+                    uuid7(), uuid.UUID(r["project_id"]), planted, r["ok"], r["markers"], r["found_home"],
+                    r["missing_slots"], r["stores"], r["breaches"])
+        except (asyncpg.PostgresError, OSError) as exc:  # an old schema, a dropped connection: said, not raised
+            failed[region] = f"{type(exc).__name__}: {exc}"
+        finally:
+            await conn.close()
+    return failed
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     """`relay residency canary scan`: 0 when nothing is out of place, 1 on a breach, 3 when home lacks markers."""
     topo = topology(args)
     plants = load_plants(_canaries_path(args, args.canaries))
     result = asyncio.run(scan(topo, plants, regions=args.region, router=not args.no_router,
                               redis=not args.no_redis))
+    if not args.no_record:
+        for region, error in asyncio.run(record(topo, plants, result)).items():
+            print(f"relay residency: the result was not recorded in {region}: {error}", file=sys.stderr)
     if args.json:
         print(json.dumps(result))
     else:

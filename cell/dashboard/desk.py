@@ -23,14 +23,13 @@ V = TypeVar("V")
 
 
 class Recent(Generic[K, V]):
-    """What a page shows beside its data and may show a few seconds late (a project's name in the header,
-    the counts per status): kept per process for `ttl` seconds, so a page costs its own query and no more.
-    Bounded: past `size` entries it starts again empty."""
+    """What a page shows beside its data and may show a few seconds late (a project's name and region in the
+    header): kept per process for `ttl` seconds, so a page costs its own query and no more. Bounded: past
+    `size` entries it starts again empty."""
 
     def __init__(self, ttl: float, size: int = 10_000) -> None:
         self.ttl, self.size = ttl, size
         self._kept: dict[K, tuple[float, V]] = {}
-        self._forgotten: dict[K, float] = {}
 
     def get(self, key: K) -> V | None:
         """The value if it is at most `ttl` seconds old."""
@@ -39,26 +38,12 @@ class Recent(Generic[K, V]):
             return None
         return found[1]
 
-    def stale(self, key: K) -> V | None:
-        """The value however old (to show while a fresh one is fetched), until forgotten."""
-        found = self._kept.get(key)
-        return None if found is None else found[1]
-
-    def put(self, key: K, value: V, *, read_at: float | None = None) -> V:
-        """Keep `value`; one read at `read_at` (monotonic) before the key was last forgotten is not kept, so a
-        slow read that began before a write never puts the value from before it back."""
-        if read_at is not None and read_at < self._forgotten.get(key, 0.0):
-            return value
+    def put(self, key: K, value: V) -> V:
+        """Keep `value`."""
         if len(self._kept) >= self.size:
             self._kept.clear()
-            self._forgotten.clear()
         self._kept[key] = (time.monotonic(), value)
         return value
-
-    def forget(self, key: K) -> None:
-        """Drop an entry this process just made stale (its own writes)."""
-        self._kept.pop(key, None)
-        self._forgotten[key] = time.monotonic()
 
 
 HEADERS: Recent[uuid.UUID, dict[str, Any]] = Recent(ttl=5.0)

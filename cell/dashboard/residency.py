@@ -3,12 +3,16 @@
 It shows what `GET residency` shows (stores with rows and bytes, findings, the newest signed report), the
 project's own recent audits as signed receipts, a "Verify chain" result computed here over the cell's whole
 receipt chain (only the verdict is shown: other projects' reports stay unseen), "Run audit now" (the API's
-audit, admin), the project's moves between regions, and the project's audit log with filters and a CSV export.
+audit, admin), the latest canary scans, the project's moves between regions, and the project's audit log with
+filters and a CSV export (admins).
 
-Moves are driven by the router (`GET …/move` there); what this cell knows of them is the `project.moved`
-entry the target cell writes to the project's audit log when a move lands (from and to which region, by whom,
-the move's id), which travels with the project on later moves. So the page lists those (admins, as the
-log). Canary scans' results are not stored by the cell, so the page has none to show.
+Moves are driven by the router (`GET …/move` there); what this cell knows of them is the project's state here
+(a move out of this region under way: `copying`, then `fencing`, then `fenced`) and the `project.moved` entry
+the target cell writes to the project's audit log when a move lands (from and to which region, by whom, the
+move's id), which travels with the project on later moves. Both are shown read-only to every member (the
+compliance officer may be a viewer); who requested a move (a team member's id) only to admins, as the log.
+Canary scans (`relay residency canary scan`) record each project's result in its home cell
+(`canary_results`, migration 0025): the newest are shown to every member.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import uuid
 from datetime import datetime
 from typing import Any, get_args
 
+import asyncpg
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.response import Redirect, Template
@@ -35,6 +40,9 @@ from common.web import SECURITY_HEADERS
 
 RECENT_AUDITS = 10
 MOVES_SHOWN = 20
+CANARIES_SHOWN = 5
+MOVE_STEPS = ("copying", "fencing", "fenced")
+"""A move out of this region, in order: rows copied while served, writes drained, writes refused (the flip)."""
 LOG_PAGE = 50
 CSV_MAX_ROWS = 10_000
 """Rows of one CSV export (200 per query, as the API pages): a year of a busy project's changes."""
@@ -64,6 +72,28 @@ def _filters(**given: str | None) -> dict[str, str]:
     return {k: (v or "").strip()[:255] for k, v in given.items()}
 
 
+async def moves_of(pool: asyncpg.Pool, project_id: uuid.UUID) -> tuple[str, list[dict[str, Any]]]:
+    """The project's state here (a move under way shows as one of `MOVE_STEPS`) and the moves that landed,
+    newest first: the `project.moved` entries of its audit log (read by the index on the log's target)."""
+    async with pool.acquire() as conn:
+        state = await conn.fetchval("SELECT state FROM projects WHERE id = $1", project_id)
+        rows = await conn.fetch(
+            """SELECT created_at, actor_type::text AS actor_type, actor_id, meta FROM audit_logs
+                WHERE project_id = $1 AND target_type = 'project' AND target_id = $1::text
+                  AND action = 'project.moved'
+                ORDER BY created_at DESC LIMIT $2""", project_id, MOVES_SHOWN)
+    return str(state or "active"), [dict(r) for r in rows]
+
+
+async def canaries_of(pool: asyncpg.Pool, project_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The project's newest canary scan results (`relay residency canary scan` records them), newest first."""
+    rows = await pool.fetch(
+        """SELECT scanned_at, planted_at, ok, markers, found_home, missing_slots, stores, breaches
+             FROM canary_results WHERE project_id = $1 ORDER BY scanned_at DESC LIMIT $2""",
+        project_id, CANARIES_SHOWN)
+    return [dict(r) for r in rows]
+
+
 @get("/app/projects/{project_id:uuid}/residency", include_in_schema=False)
 async def residency_page(request: Request[Any, Any, Any], project_id: uuid.UUID, verify: str | None = None,
                          action: str | None = None, actor_type: str | None = None, actor_id: str | None = None,
@@ -79,14 +109,12 @@ async def residency_page(request: Request[Any, Any, Any], project_id: uuid.UUID,
     filters = _filters(action=action, actor_type=actor_type, actor_id=actor_id, target_type=target_type,
                        target_id=target_id, created_after=created_after, created_before=created_before)
     log = await _log_page(request, project_id, filters, cursor or None, LOG_PAGE) if seen.is_admin else None
-    moves = await _log_page(request, project_id, _filters(action="project.moved", actor_type=None, actor_id=None,
-                                                          target_type=None, target_id=None, created_after=None,
-                                                          created_before=None), None, MOVES_SHOWN) \
-        if seen.is_admin else None
+    state, moves = await moves_of(pool, project_id)
     active = {k: v for k, v in filters.items() if v}
     return page("residency.html", seen.context(
         "Residency", "residency", where=where, recent=recent, verdict=verdict, filters=filters, log=log,
-        actor_types=get_args(audit_routes.ActorType), active=active, moves=moves.data if moves else None))
+        actor_types=get_args(audit_routes.ActorType), active=active, moves=moves, state=state,
+        steps=MOVE_STEPS, canaries=await canaries_of(pool, project_id)))
 
 
 @post("/app/projects/{project_id:uuid}/residency/audits", include_in_schema=False)

@@ -11,13 +11,12 @@ against it here again, after the router did.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 from urllib.parse import urlencode
 
-import asyncpg
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.plugins.htmx import HTMXRequest
@@ -29,7 +28,7 @@ from cell.context import ctx
 from cell.dashboard import residency as residency_pages
 from cell.dashboard import settings as settings_pages
 from cell.dashboard import workspace
-from cell.dashboard.desk import Desk, Recent, choice, desk, form_of, page
+from cell.dashboard.desk import Desk, choice, desk, form_of, page
 from cell.integrations import issues
 from cell.integrations import routes as integrations
 from cell.interactions import duplicates, queries
@@ -46,34 +45,28 @@ STATUSES: tuple[str, ...] = get_args(Status)
 TYPES: tuple[str, ...] = get_args(InteractionType)
 SEVERITIES: tuple[str, ...] = get_args(Severity)
 PAGE_SIZE = 50
-COUNTS: Recent[uuid.UUID, dict[str, int]] = Recent(ttl=5.0)
-"""The inbox's counts per status: refreshed in the background once 5 s old, recounted at once after this
-process changed a status."""
 HEADLINE_WORDS = 12
 SUGGESTIONS = 5
 """How many `similar` suggestions the interaction page offers to merge."""
 ISSUE_PROVIDERS = ("linear", "jira", "github")
 
 
-_COUNTING: dict[uuid.UUID, asyncio.Task[None]] = {}
-"""The background recounts in flight, one per project at a time (held here so none is collected early)."""
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    """One inbox row as the template prints it: plain strings, read as attributes (a dict's keys cost Jinja a
+    failed attribute lookup each, and a UUID a conversion per use: together half the page's rendering)."""
 
-
-def _refresh_counts(pool: asyncpg.Pool, project_id: uuid.UUID) -> None:
-    """Recount a project's statuses off the request path; a failure leaves the last counts shown."""
-    if project_id in _COUNTING:
-        return
-
-    async def recount() -> None:
-        began = time.monotonic()
-        try:
-            COUNTS.put(project_id, await queries.status_counts(pool, project_id), read_at=began)
-        except (asyncpg.PostgresError, OSError, TimeoutError):
-            pass  # the counts shown stay the last ones; the next inbox view tries again
-        finally:
-            _COUNTING.pop(project_id, None)
-
-    _COUNTING[project_id] = asyncio.create_task(recount())
+    href: str
+    id: str
+    headline: str
+    summary: str | None
+    tags: list[str]
+    type: str
+    status: str
+    status_label: str
+    severity: str | None
+    at_iso: str
+    at: str
 
 
 def headline(content: dict[str, Any], limit: int = HEADLINE_WORDS) -> str:
@@ -135,28 +128,29 @@ async def inbox(
         severity=choice(severity, Severity, "severity"), tag=tag or None, assignee_id=assignee, session_id=None,
         user_id=None, duplicate_group=duplicate_group or None, q=search, created_after=None, created_before=None,
         cursor=cursor or None, limit=PAGE_SIZE)
-    pool = ctx(request).pool
-    counts = COUNTS.get(project_id)
-    if counts is None and (counts := COUNTS.stale(project_id)) is not None:
-        _refresh_counts(pool, project_id)  # show the last counts; the next page has fresh ones
-    if counts is None:  # never counted, or this process changed a status: count now, beside the list
-        began = time.monotonic()
-        found, fresh = await asyncio.gather(listing, queries.status_counts(pool, project_id))
-        counts = COUNTS.put(project_id, fresh, read_at=began)
-    else:
+    partial = bool(request.htmx and request.htmx.target == "inbox-results")  # htmx swaps the results only
+    # The counts are read with the page, beside the list on a second connection: exact up to the cap as of
+    # this request, whichever process or worker changed a status (index-only, at most cap entries a status).
+    # The results alone (htmx) do not show them.
+    counts: dict[str, int] = {}
+    if partial:
         found = await listing
+    else:
+        found, counts = await asyncio.gather(listing, queries.status_counts(ctx(request).pool, project_id))
     active = {k: v for k, v in filters.items() if v}
     # Rows as plain strings: the template only substitutes them (a macro call per cell costs more than the query).
-    rows = [{"id": i.id, "headline": headline(i.content), "summary": i.ai_summary, "tags": i.tags, "type": i.type,
-             "status": i.status, "status_label": i.status.replace("_", " "), "severity": i.severity,
-             "at_iso": i.created_at.isoformat(), "at": i.created_at.strftime("%Y-%m-%d %H:%M")} for i in found.data]
+    base = f"/app/projects/{project_id}/interactions/"
+    rows = [InboxRow(href=base + str(i.id), id=str(i.id), headline=headline(i.content), summary=i.ai_summary,
+                     tags=i.tags, type=i.type, status=i.status, status_label=i.status.replace("_", " "),
+                     severity=i.severity, at_iso=i.created_at.isoformat(), at=i.created_at.strftime("%Y-%m-%d %H:%M"))
+            for i in found.data]
     context = seen.context(
         "Inbox", "inbox", rows=rows, filters=filters, counts=counts, cap=queries.STATUS_COUNT_CAP,
         types=TYPES, statuses=STATUSES, severities=SEVERITIES,
         next_url=f"?{urlencode({**active, 'cursor': found.next_cursor})}" if found.next_cursor else None,
         first_url=f"?{urlencode(active)}" if cursor else None, here=f"?{urlencode(active)}",
         link=lambda **changed: "?" + urlencode({k: v for k, v in {**active, **changed}.items() if v}))
-    if request.htmx and request.htmx.target == "inbox-results":
+    if partial:
         return page("inbox_results.html", context)
     return page("inbox.html", context)
 
@@ -176,7 +170,6 @@ async def bulk_status(request: Request[Any, Any, Any], project_id: uuid.UUID) ->
         raise Problem(422, "ids must be interaction ids") from None
     for interaction_id in ids:
         await interactions.triage_interaction.fn(request, project_id, interaction_id, InteractionPatch(status=status))
-    COUNTS.forget(project_id)
     back = (fields.get("back") or [""])[0]
     return Redirect(f"/app/projects/{project_id}/{back if back.startswith('?') else ''}", status_code=303)
 
@@ -247,7 +240,6 @@ async def triage(request: HTMXRequest, project_id: uuid.UUID, interaction_id: uu
     except msgspec.ValidationError as exc:
         raise Problem(422, str(exc)) from None
     await interactions.triage_interaction.fn(request, project_id, interaction_id, patch)
-    COUNTS.forget(project_id)
     if request.htmx:
         context = await _detail_context(request, seen, project_id, interaction_id, saved=True)
         return page("triage.html", context)

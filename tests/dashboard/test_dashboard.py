@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
 import struct
+import subprocess
+import sys
 import tempfile
+import uuid
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +31,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from common.ids import uuid7
-from relay.devstack import DevStack
+from relay.devstack import ROOT, DevStack
 from tests import mailbox
 from tests.conftest import Admin, sql, until
 
@@ -79,12 +83,28 @@ def db(dsn: str, query: str, *args: Any) -> list[Any]:
         return pool.submit(sql, dsn, query, *args).result()
 
 
+OVERFLOW = """width => [...document.querySelectorAll('main *')].filter(el =>
+    el.getBoundingClientRect().right > width + 1 && !el.closest('.scroll')).map(el => el.tagName + '.' + el.className)
+    .slice(0, 5)"""
+"""What sticks out of a page of `width` px, other than inside a container that scrolls sideways on its own."""
+
+
 def snap(page: Page, shots: Path, name: str) -> None:
-    """The page at desktop and phone widths, full length."""
+    """The page at desktop and phone widths, full length; at either, nothing may stick out sideways (a table
+    too wide for a phone stacks its rows, or scrolls within its own container)."""
     for label, width in WIDTHS.items():
         page.set_viewport_size({"width": width, "height": 900})
         page.screenshot(path=str(shots / f"{name}-{label}.png"), full_page=True)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, (name, label)
+        assert page.evaluate(OVERFLOW, width) == [], (name, label)
     page.set_viewport_size({"width": WIDTHS["desktop"], "height": 900})
+
+
+def residency_cli(stack: DevStack, *args: str) -> subprocess.CompletedProcess[str]:
+    """`relay residency …` against the session's topology, as an operator runs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    return subprocess.run([sys.executable, "-m", "relay", "residency", *args, "--state-dir", str(stack.state_dir)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
 def sign_in(page: Page, base: str, email: str) -> None:
@@ -277,6 +297,13 @@ def test_an_agent_changes_many_at_once_and_csrf_guards_the_owner_too(
     forged = page.request.post(f"{base}/app/projects/{project['id']}/interactions/status",
                                form={"status": "closed", "ids": ids[2]}, max_redirects=0)
     assert forged.status == 403
+    # A change made elsewhere (the API, another process) shows in the counts at the next page, not seconds later.
+    r = router.patch(f"/v1/projects/{project['id']}/interactions/{ids[2]}", json={"status": "closed"},
+                     headers=admin.h)
+    assert r.status_code == 200, r.text
+    page.reload()
+    expect(page.locator(".counts")).to_contain_text("closed 1")
+    expect(page.locator(".counts")).to_contain_text("new 0")
 
 
 def test_another_projects_page_is_404(context: BrowserContext, router: httpx.Client, admin: Admin) -> None:
@@ -667,7 +694,7 @@ def test_settings_make_an_identity_secret_and_limit_origins(context: BrowserCont
 
 
 def test_the_residency_page_lists_the_projects_moves(context: BrowserContext, router: httpx.Client, admin: Admin,
-                                                    shots: Path) -> None:
+                                                    stack: DevStack, shots: Path, tmp_path: Path) -> None:
     base = str(router.base_url).rstrip("/")
     project = admin.project("us-west")
     pid = project["id"]
@@ -676,6 +703,15 @@ def test_the_residency_page_lists_the_projects_moves(context: BrowserContext, ro
     sign_in(page, base, admin.email)
     page.goto(f"{base}/app/projects/{pid}/residency")
     expect(page.get_by_text("This project has always lived in us-west.")).to_be_visible()
+    # While a move copies the project out, the page says so from the project's state in this cell.
+    us = stack.topology["cells"]["us-west"]["database_url"]
+    db(us, "UPDATE projects SET state = 'copying' WHERE id = $1", uuid.UUID(pid))
+    try:
+        page.reload()
+        expect(page.get_by_role("status")).to_contain_text("A move out of us-west is under way")
+        expect(page.locator("ol.steps [aria-current=step]")).to_contain_text("Copying rows and files")
+    finally:
+        db(us, "UPDATE projects SET state = 'active' WHERE id = $1", uuid.UUID(pid))
 
     r = router.post(f"/v1/projects/{pid}/move", json={"to_region": "eu-west"}, headers=admin.h)
     assert r.status_code == 202, r.text
@@ -695,4 +731,41 @@ def test_the_residency_page_lists_the_projects_moves(context: BrowserContext, ro
     expect(row.locator("td").nth(2)).to_have_text("eu-west")
     expect(row).to_contain_text(move_id)
     expect(row).to_contain_text(admin.user["id"])
+    expect(page.get_by_text("No canary scan recorded yet")).to_be_visible()
+
+    # A canary scan of its new home is recorded there and shown on the page.
+    canaries = tmp_path / "canaries.jsonl"
+    planted = residency_cli(stack, "canary", "plant", "--project", pid, "--token", admin.token, "--out",
+                            str(canaries))
+    assert planted.returncode == 0, planted.stderr
+    scanned = residency_cli(stack, "canary", "scan", "--canaries", str(canaries), "--region", "eu-west",
+                            "--no-router", "--no-redis")
+    assert scanned.returncode == 0, scanned.stdout + scanned.stderr
+    page.reload()
+    result = page.locator("#canaries tbody tr")
+    expect(result).to_have_count(1)
+    expect(result).to_contain_text("no breach")
+    expect(result).to_contain_text("20 of 20 markers")
+    expect(result).to_contain_text("eu-west database")
     snap(page, shots, "residency-moves")
+
+    # The compliance officer may be a viewer: the moves and the canary results are theirs to read too (not who
+    # asked for a move, nor the audit log), and the page reads at a phone's width without sideways scrolling.
+    viewer = admin.member(project, "viewer")
+    theirs = context.browser.new_context() if context.browser else None
+    assert theirs is not None
+    try:
+        officer = theirs.new_page()
+        sign_in(officer, base, viewer.email)
+        officer.goto(f"{base}/app/projects/{pid}/residency")
+        moved = officer.locator("#moves tbody tr")
+        expect(moved).to_have_count(1)
+        expect(moved).to_contain_text("us-west")
+        expect(moved).to_contain_text(move_id)
+        expect(moved).not_to_contain_text(admin.user["id"])
+        expect(officer.locator("#canaries tbody tr")).to_contain_text("no breach")
+        expect(officer.get_by_text("The audit log is visible to admins.")).to_be_visible()
+        expect(officer.get_by_role("button", name="Run audit now")).to_have_count(0)
+        snap(officer, shots, "residency-viewer")  # at a phone's width too, without sideways scrolling
+    finally:
+        theirs.close()

@@ -415,6 +415,21 @@ def test_canaries_planted_in_eu_west_stay_there(stack: DevStack, router: httpx.C
         assert "router database: 0 hits" in breach.stdout and " BREACHES" in breach.stdout
     finally:
         stray.unlink()
+    # Each scan that read the project's home is recorded there, for the residency page (the us-west-only scan,
+    # which could not check home, is not): the stores read, the breaches by place, and never a marker.
+    recorded = sql(topo["cells"]["eu-west"]["database_url"],
+                   """SELECT ok, markers, found_home, missing_slots, stores, breaches, t::text AS whole
+                        FROM canary_results t WHERE project_id = $1 ORDER BY scanned_at""", uuid.UUID(pid))
+    assert [(r["ok"], r["markers"], r["found_home"], r["missing_slots"]) for r in recorded] == [
+        (True, 20, 20, []), (False, 20, 20, [])]
+    breaches = [(b["store"], b["slot"], b["where"]) for b in json.loads(recorded[1]["breaches"])]
+    assert ("us-west database", "text", f"interactions.content_text id={leak.json()['id']}") in breaches
+    assert ("us-west object storage", "email",
+            f"projects/{neighbour['id']}/exports/leak.json.gz (gunzipped)") in breaches
+    assert len(breaches) == breach.stdout.count("BREACH: ")  # every one the scan printed (the workers' copies too)
+    stores = {s["store"]: s["hits"] for s in json.loads(recorded[1]["stores"])}
+    assert stores["us-west database"] >= 1 and stores["router database"] == 0 and stores["eu-west database"] > 0
+    assert not any(m in r["whole"] for r in recorded for m in planted["markers"].values())
 
 
 def test_plant_with_a_given_key_and_a_failing_control(stack: DevStack, admin: Admin, tmp_path: Path) -> None:

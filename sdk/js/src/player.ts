@@ -30,9 +30,16 @@ function mount(element: HTMLElement, events: unknown[]): PlayerHandle {
     element.style.height = `${Number(iframe.height || 0) * scale}px`;
   };
   replayer.on("resize", fit);
+  // The page's width changes too (a phone turned, a window narrowed): the recording is scaled to fit again.
+  const watch = typeof ResizeObserver === "function" ? new ResizeObserver(fit) : null;
+  watch?.observe(element);
   replayer.play();
   fit();
-  return { play: () => replayer.play(), pause: () => replayer.pause(), destroy: () => { replayer.destroy(); element.replaceChildren(); } };
+  return {
+    play: () => replayer.play(),
+    pause: () => replayer.pause(),
+    destroy: () => { watch?.disconnect(); replayer.destroy(); element.replaceChildren(); },
+  };
 }
 
 (window as unknown as { RelayPlayer: { mount: typeof mount } }).RelayPlayer = { mount };
