@@ -22,7 +22,8 @@ a merge, which always keeps the smallest id (the oldest, for time-ordered ids) â
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -104,6 +105,33 @@ class Signature:
         for t, w in self.log_terms.items():
             merged[t] = merged.get(t, 0.0) + w
         return merged
+
+
+class SignatureCache:
+    """The signatures a worker has read, by (project, interaction), the least recently used dropped past
+    `limit`. A worker compares every new report with the project's latest thousand; reading and preparing
+    those signatures again for every report would cost it more than the comparison (~30 ms a report), while
+    a stored signature of one method never changes (`queries.resign` only rewrites another method's)."""
+
+    def __init__(self, limit: int = 5000) -> None:
+        self.limit = limit
+        self.entries: OrderedDict[Hashable, Signature] = OrderedDict()
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self.entries
+
+    def get(self, key: Hashable) -> Signature | None:
+        found = self.entries.get(key)
+        if found is not None:
+            self.entries.move_to_end(key)
+        return found
+
+    def put(self, key: Hashable, sig: Signature) -> None:
+        _prepare(sig)
+        self.entries[key] = sig
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.limit:
+            self.entries.popitem(last=False)
 
 
 def _words(counts: list[tuple[str, float]], text: str, weight: float) -> None:
@@ -473,7 +501,7 @@ class _Window:
         self.by_embedding = np.array(same, dtype=bool) & (not local)
         self.mixed = np.array(same, dtype=bool) & local
         self.with_embedding = np.flatnonzero(self.by_embedding | self.mixed)
-        self.vectors = np.array([candidates[i].signature.array() for i in self.with_embedding.tolist()]) \
+        self.vectors = np.stack([candidates[i].signature.array() for i in self.with_embedding.tolist()]) \
             if len(self.with_embedding) else np.zeros((0, 0))
         self.kinds = [c.signature.kind for c in candidates]
         self.candidates = candidates
@@ -525,7 +553,7 @@ class _Window:
         if len(self.with_embedding):
             a = self.sig.array()
             dots = self.vectors @ a
-            norms = np.linalg.norm(self.vectors, axis=1) * float(np.linalg.norm(a))
+            norms = np.sqrt(np.einsum("ij,ij->i", self.vectors, self.vectors)) * math.sqrt(float(a @ a))
             emb_dot[self.with_embedding] = dots
             emb_cos[self.with_embedding] = np.divide(dots, norms, out=np.zeros_like(dots), where=norms != 0)
         score = np.where(self.by_embedding, emb_cos,
@@ -573,10 +601,14 @@ class _Window:
         members = members[np.argsort(index[members], kind="stable")]
         rows = np.searchsorted(self.with_embedding, members)
         owners = index[members]
-        starts = np.flatnonzero(np.r_[True, np.diff(owners) != 0])
+        first = np.r_[True, np.diff(owners) != 0]
+        position = np.arange(len(members)) - np.flatnonzero(first)[np.cumsum(first) - 1]
         sums = np.zeros((groups, self.vectors.shape[1]))
-        sums[owners[starts]] = np.add.reduceat(self.vectors[rows], starts)
-        norms = np.linalg.norm(sums, axis=1) * float(np.linalg.norm(self.sig.array()))
+        for k in range(int(position.max()) + 1):  # the k-th member of every group at once, in candidate order
+            at = position == k
+            sums[owners[at]] += self.vectors[rows[at]]
+        a = self.sig.array()
+        norms = np.sqrt(np.einsum("ij,ij->i", sums, sums)) * math.sqrt(float(a @ a))
         dots = np.bincount(index[members], emb_dot[members], groups)
         cosines: npt.NDArray[np.float64] = np.divide(dots, norms, out=out, where=norms != 0)
         return cosines

@@ -353,6 +353,37 @@ def test_decide_compares_all_pairs_at_once_as_it_did_pair_by_pair() -> None:
     assert joined > 20 and merged > 0  # the cases above did occur
 
 
+def test_the_signature_cache_keeps_the_latest_used_and_drops_the_oldest() -> None:
+    cache = grouping.SignatureCache(limit=2)
+    a, b, c = Signature({"a": 1.0}), Signature({"b": 1.0}), Signature({"c": 1.0})
+    cache.put("a", a)
+    cache.put("b", b)
+    assert cache.get("a") is a  # used: now the latest
+    cache.put("c", c)
+    assert "b" not in cache and cache.get("a") is a and cache.get("c") is c
+
+
+def test_runs_keep_padding_small_and_cover_every_text_once() -> None:
+    lengths = [5, 80, 6, 7, 40, 5, 9, 200, 42]
+    found = embedding.runs(lengths, limit=4)
+    assert sorted(i for run in found for i in run) == list(range(len(lengths)))
+    for run in found:
+        assert len(run) <= 4
+        width, tokens = max(lengths[i] for i in run), sum(lengths[i] for i in run)
+        assert len(run) == 1 or width * len(run) <= (1 + embedding.PADDING) * tokens
+    assert [lengths[i] for i in found[0]] == [5, 5, 6, 7]
+
+
+def test_vectors_do_not_depend_on_the_batch_they_were_computed_in() -> None:
+    texts = ["ok", "Checkout page goes white when I apply a coupon", "word " * 300, "Dark mode please"]
+    together = embedding.embed(texts)
+    alone = [embedding.embed([t]) for t in texts]
+    assert together is not None
+    for vector, single in zip(together, alone, strict=True):
+        assert single is not None
+        assert sum(x * y for x, y in zip(vector, single[0], strict=True)) >= 0.99999
+
+
 # The local embedding -------------------------------------------------------------------------------------------
 
 
