@@ -201,6 +201,10 @@ class _Prepared:
     has_logs: bool
     symptoms: int
     evidence: frozenset[str]
+    kind: str
+    model: str
+    """The embedding's model, "" without an embedding (a signature's embedding is set before it is compared)."""
+    dimensions: int
 
 
 def _prepare(sig: Signature) -> _Prepared:
@@ -220,7 +224,8 @@ def _prepare(sig: Signature) -> _Prepared:
         if t in SYMPTOMS:
             symptoms |= _SYMPTOM_BITS[SYMPTOMS[t]]
     found = _Prepared(_VOCABULARY.generation, word_ids, word_weights, full_ids, full_weights, bool(sig.log_terms),
-                      symptoms, _evidence(sig.log_terms))
+                      symptoms, _evidence(sig.log_terms), sig.kind, sig.embedding_model if sig.embedding else "",
+                      len(sig.embedding or ()))
     sig._prepared = found
     return found
 
@@ -495,15 +500,15 @@ class _Window:
         self.new = _prepare(sig)
         self.idf = idf.weights()
         self.size = len(candidates)
-        same = [_same_model(sig, c.signature) and len(c.signature.embedding or ()) == len(sig.embedding or ())
-                for c in candidates]
-        local = sig.embedding_model == local_embedding.MODEL
-        self.by_embedding = np.array(same, dtype=bool) & (not local)
-        self.mixed = np.array(same, dtype=bool) & local
+        model, dimensions = (sig.embedding_model, len(sig.embedding)) if sig.embedding else ("", 0)
+        same = np.fromiter((p.model == model and p.dimensions == dimensions for p in self.prepared), dtype=bool,
+                           count=self.size) if model else np.zeros(self.size, dtype=bool)
+        local = model == local_embedding.MODEL
+        self.by_embedding = same & (not local)
+        self.mixed = same & local
         self.with_embedding = np.flatnonzero(self.by_embedding | self.mixed)
         self.vectors = np.stack([candidates[i].signature.array() for i in self.with_embedding.tolist()]) \
             if len(self.with_embedding) else np.zeros((0, 0))
-        self.kinds = [c.signature.kind for c in candidates]
         self.candidates = candidates
 
     def _sparse(self, which: str) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64], npt.NDArray[np.intp]]:
@@ -566,7 +571,8 @@ class _Window:
         factor = np.ones(self.size)
         kind = self.sig.kind
         if kind:
-            for i, other in enumerate(self.kinds):
+            for i, p in enumerate(self.prepared):
+                other = p.kind
                 if other and other != kind:
                     factor[i] *= PRAISE_AND_OTHER if "praise" in (kind, other) else OTHER_KIND
         if self.new.symptoms:
