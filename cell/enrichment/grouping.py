@@ -17,6 +17,12 @@ embedding knows that "goes white" and "goes blank" say one thing, the words keep
 and feature names. Embeddings of an external provider's model are compared alone (see `similarity`).
 Group ids are the id of the group's first interaction, so an id never changes once given, except by
 a merge, which always keeps the smallest id (the oldest, for time-ordered ids) — whichever worker runs it.
+
+A worker compares each new report with about a thousand earlier ones, so `decide` scores them all at once:
+each signature's terms become integer ids and weights once (`_prepare`, kept with the signature and, across
+reports, in the worker's `SignatureCache`), the TF-IDF cosines are sparse dot products in numpy and the
+embedding cosines one matrix product (`_Window`). `Vector`, `similarity` and `agreement` define the same
+scores pair by pair; a unit test holds the two to the same decisions.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 The provider (local, or the cell's configured endpoint) is asked outside any transaction, since it may
 take seconds. Grouping then runs in one transaction under a per-project advisory lock: it reads the
-signatures of the project's earlier interactions, decides, renames merged groups and writes this
-interaction's signature and ai_* fields together. A redelivered job finds the signature and does nothing;
+signatures of the project's earlier interactions (ids and groups every time, a signature once per worker:
+`SIGNATURES`), decides, renames merged groups and writes this interaction's signature and ai_* fields
+together. A redelivered job finds the signature and does nothing;
 a job for an interaction erased meanwhile finds nothing to do.
 
 Signatures are compared only with signatures of the same method (`grouping.METHOD`). When the method
