@@ -246,29 +246,31 @@ class Idf:
         self._count()
 
     def _count(self) -> None:
+        """The document frequencies as two sorted arrays, term ids and counts: their size is the documents'
+        distinct terms, never the worker's whole vocabulary."""
         self.generation = _VOCABULARY.generation
         ids = [_prepare(d).full_ids for d in self.docs]
-        self._df = np.bincount(np.concatenate(ids), minlength=len(_VOCABULARY.ids)) if ids else \
-            np.zeros(len(_VOCABULARY.ids), dtype=np.intp)
+        self._ids, self._df = np.unique(np.concatenate(ids), return_counts=True) if ids else \
+            (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp))
 
-    def frequencies(self) -> npt.NDArray[np.intp]:
-        """Document frequency of every term id of the vocabulary (0 for terms met after these documents)."""
+    def frequencies(self, ids: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+        """Document frequency of each term id (0 for terms none of these documents has)."""
         if self.generation != _VOCABULARY.generation:  # renewed by another decision meanwhile
             self._count()
-        size = len(_VOCABULARY.ids)
-        if len(self._df) < size:
-            self._df = np.concatenate([self._df, np.zeros(size - len(self._df), dtype=self._df.dtype)])
-        return self._df
+        if not len(self._ids):
+            return np.zeros(len(ids), dtype=np.intp)
+        at = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
+        found: npt.NDArray[np.intp] = np.where(self._ids[at] == ids, self._df[at], 0)
+        return found
 
-    def weights(self) -> npt.NDArray[np.float64]:
-        """The inverse document frequency of every term id (as `__call__` gives it for one term)."""
-        weights: npt.NDArray[np.float64] = np.log((self.n + 1) / (self.frequencies() + 1.0)) + 1.0
+    def weights(self, ids: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
+        """The inverse document frequency of each term id (as `__call__` gives it for one term)."""
+        weights: npt.NDArray[np.float64] = np.log((self.n + 1) / (self.frequencies(ids) + 1.0)) + 1.0
         return weights
 
     def __call__(self, term: str) -> float:
-        df = self.frequencies()
         found = _VOCABULARY.ids.get(term)
-        count = int(df[found]) if found is not None and found < len(df) else 0
+        count = int(self.frequencies(np.array([found], dtype=np.intp))[0]) if found is not None else 0
         return math.log((self.n + 1) / (count + 1)) + 1.0
 
     def top(self, sig: Signature, k: int = MAX_KEYS) -> list[str]:
@@ -504,7 +506,7 @@ class _Window:
         self.sig = sig
         self.prepared = [_prepare(c.signature) for c in candidates]
         self.new = _prepare(sig)
-        self.idf = idf.weights()
+        self.idf = idf
         self.size = len(candidates)
         model, dimensions = (sig.embedding_model, len(sig.embedding)) if sig.embedding else ("", 0)
         same = np.fromiter((p.model == model and p.dimensions == dimensions for p in self.prepared), dtype=bool,
@@ -527,22 +529,28 @@ class _Window:
             weights = [p.full_weights for p in self.prepared]
         lengths = np.fromiter(map(len, ids), dtype=np.intp, count=self.size)
         flat = np.concatenate(ids)
-        return flat, np.concatenate(weights) * self.idf[flat], np.repeat(np.arange(self.size), lengths)
+        return flat, np.concatenate(weights) * self.idf.weights(flat), np.repeat(np.arange(self.size), lengths)
 
-    def _new_unit(self, ids: npt.NDArray[np.intp], weights: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """The new signature's unit vector, dense over the term ids."""
-        raw = weights * self.idf[ids]
-        dense = np.zeros(len(self.idf))
-        dense[ids] = raw / (math.sqrt(float(raw @ raw)) or 1.0)
-        return dense
+    def _new_unit(self, ids: npt.NDArray[np.intp],
+                  weights: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        """The new signature's unit vector: its term ids, sorted, and their values."""
+        raw = weights * self.idf.weights(ids)
+        order = np.argsort(ids)
+        return ids[order], raw[order] / (math.sqrt(float(raw @ raw)) or 1.0)
 
-    def _cosines(self, which: str, new: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    def _cosines(self, which: str,
+                 new: tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
         flat, values, owner = self._sparse(which)
         norms = np.sqrt(np.bincount(owner, values * values, self.size))
         norms[norms == 0] = 1.0
         if which == "word":
             self.word_terms, self.word_norms = (flat, values, owner), norms
-        cosines: npt.NDArray[np.float64] = np.bincount(owner, values * new[flat], self.size) / norms
+        ids, unit = new
+        if not len(ids):
+            return np.zeros(self.size)
+        at = np.minimum(np.searchsorted(ids, flat), len(ids) - 1)
+        shared = np.where(ids[at] == flat, unit[at], 0.0)
+        cosines: npt.NDArray[np.float64] = np.bincount(owner, values * shared, self.size) / norms
         return cosines
 
     def pairs(self, limits: Thresholds) -> _Pairs:
@@ -597,10 +605,11 @@ class _Window:
         flat, values, owner = self.word_terms
         keep = np.isin(owner, members)
         unit = values[keep] / self.word_norms[owner[keep]]
-        keys = index[owner[keep]] * len(self.idf) + flat[keep]
+        base = int(flat.max()) + 1 if len(flat) else 1
+        keys = index[owner[keep]] * base + flat[keep]
         unique, inverse = np.unique(keys, return_inverse=True)
         sums = np.bincount(inverse, unit, len(unique))
-        norms = np.sqrt(np.bincount(unique // len(self.idf), sums * sums, groups))
+        norms = np.sqrt(np.bincount(unique // base, sums * sums, groups))
         norms[norms == 0] = 1.0
         return norms
 
