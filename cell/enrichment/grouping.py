@@ -169,11 +169,11 @@ def keys(sig: Signature) -> list[str]:
 
 class _Vocabulary:
     """Process-wide ids of terms, so that a signature's terms become integer arrays once (`_prepare`) and a
-    decision compares hundreds of them with numpy instead of dict by dict. Bounded: past `limit` terms the
-    ids start afresh (a new `generation`) at the next `Idf`, and signatures prepared before are prepared again
-    when next met."""
+    decision compares hundreds of them with numpy instead of dict by dict. Bounded, for memory and because
+    `Idf` counts by id: past `limit` terms the ids start afresh (a new `generation`) at the next `Idf`, and
+    signatures prepared before are prepared again when next met."""
 
-    def __init__(self, limit: int = 1_000_000) -> None:
+    def __init__(self, limit: int = 200_000) -> None:
         self.limit = limit
         self.ids: dict[str, int] = {}
         self.generation = 0
@@ -246,21 +246,22 @@ class Idf:
         self._count()
 
     def _count(self) -> None:
-        """The document frequencies as two sorted arrays, term ids and counts: their size is the documents'
-        distinct terms, never the worker's whole vocabulary."""
+        """Document frequencies by term id, up to the largest id these documents have (the vocabulary is
+        bounded, `_Vocabulary.limit`), so a decision reads them with one gather."""
         self.generation = _VOCABULARY.generation
         ids = [_prepare(d).full_ids for d in self.docs]
-        self._ids, self._df = np.unique(np.concatenate(ids), return_counts=True) if ids else \
-            (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp))
+        self._df = np.bincount(np.concatenate(ids)) if ids else np.zeros(0, dtype=np.intp)
 
     def frequencies(self, ids: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
         """Document frequency of each term id (0 for terms none of these documents has)."""
         if self.generation != _VOCABULARY.generation:  # renewed by another decision meanwhile
             self._count()
-        if not len(self._ids):
-            return np.zeros(len(ids), dtype=np.intp)
-        at = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
-        found: npt.NDArray[np.intp] = np.where(self._ids[at] == ids, self._df[at], 0)
+        inside = ids < len(self._df)
+        if inside.all():
+            found: npt.NDArray[np.intp] = self._df[ids]
+            return found
+        found = np.zeros(len(ids), dtype=np.intp)
+        found[inside] = self._df[ids[inside]]
         return found
 
     def weights(self, ids: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
