@@ -313,14 +313,21 @@ def _pairwise_decide(interaction_id: str, sig: Signature, candidates: list[Candi
     return Decision(group_id=keep, merged=sorted(g for g in groups if g != keep), matched=member, similarity=score)
 
 
-def test_decide_compares_all_pairs_at_once_as_it_did_pair_by_pair() -> None:
+@pytest.mark.parametrize("vocabulary", [None, 40])
+def test_decide_compares_all_pairs_at_once_as_it_did_pair_by_pair(vocabulary: int | None,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The labelled reports of the benchmark (bugs with logs, chats, feedback), half with a local embedding,
     some with another model's, grouped online at low cuts so that groups, centroids and merges all occur:
-    every decision equals the pair-by-pair one, similarity included."""
+    every decision equals the pair-by-pair one, similarity included; also when the worker's term ids start
+    afresh before every decision (a vocabulary bound of 40 terms) and an IDF was taken before that."""
     import random
     import zlib
 
     import numpy as np
+
+    if vocabulary is not None:
+        monkeypatch.setattr(grouping._VOCABULARY, "limit", vocabulary)
+    generation = grouping._VOCABULARY.generation
 
     rows = [json.loads(line) for line in
             (Path(__file__).parents[2] / "bench" / "data" / "enrichment" / "reports.jsonl").read_text().splitlines()
@@ -340,6 +347,8 @@ def test_decide_compares_all_pairs_at_once_as_it_did_pair_by_pair() -> None:
             sig.embedding = [float(x) for x in vector]
             sig.embedding_model = embedding.MODEL if roll < 0.45 else "other-model"
         idf = Idf([c.signature for c in seen] + [sig])
+        if vocabulary is not None:
+            Idf([sig])  # another job's decision renews the ids meanwhile: `idf` counts again
         got = grouping.decide(f"id{n:03d}", sig, seen, idf, limits)
         want = _pairwise_decide(f"id{n:03d}", sig, seen, idf, limits)
         assert (got.group_id, got.merged, got.matched) == (want.group_id, want.merged, want.matched), n
@@ -351,6 +360,7 @@ def test_decide_compares_all_pairs_at_once_as_it_did_pair_by_pair() -> None:
                 cand.group_id = got.group_id
         seen.append(Candidate(f"id{n:03d}", got.group_id, sig))
     assert joined > 20 and merged > 0  # the cases above did occur
+    assert (grouping._VOCABULARY.generation > generation + 100) == (vocabulary is not None)
 
 
 def test_the_signature_cache_keeps_the_latest_used_and_drops_the_oldest() -> None:
