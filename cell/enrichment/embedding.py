@@ -9,8 +9,9 @@ computes for this model; float32, see `_build` for int8), written once into the 
 run by `make install`, or by the first worker that needs it;
 never fetched). The tokenizer is HF `tokenizers` built from the model's own tokenizer.json. onnxruntime
 runs it on the CPU (`Encoder`), and a worker batches the texts of the jobs it has in hand into one call
-(`Batcher`, `embed_one`). Its vectors stay within cosine 0.99 of the numpy forward pass this replaced
-(tests/unit/data/minilm_reference.json) and keep the model's published similarities.
+(`Batcher`, `embed_one`), cut into runs of similar token counts (`runs`). Its vectors stay within cosine
+0.99 of the numpy forward pass this replaced (tests/unit/data/minilm_reference.json) and keep the model's
+published similarities.
 
 The model is loaded once per process, on first use, under a lock. When the wheel is not installed,
 `available()` is False, a warning is logged once and enrichment goes on with the lexical signature alone.
@@ -44,7 +45,7 @@ MAX_TOKENS = 256
 """The model's `max_seq_length` (sentence_bert_config.json): longer texts are cut, as sentence-transformers
 does."""
 BATCH = 32
-"""Texts per forward pass (sorted by length first, so padding stays small)."""
+"""Texts per forward pass at most (see `runs`: texts of similar length go together, so padding stays small)."""
 GRAPH = "onnx-f32-v1"
 """Version of the built graph (`graph.build` and its precision), part of the cached file's name."""
 
@@ -90,10 +91,15 @@ def _archive(package: str) -> Path:
 def _build(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> None:
     """Write the model's ONNX graph to `path`, built from the checkpoint (`graph.build`), in float32.
 
-    int8 weights (onnxruntime's dynamic quantisation, per channel, of every MatMul or of the feed-forward
-    ones only) were measured against the numpy vectors: cosine 0.97 on a one-word message, under the 0.99
-    the tests pin. Short chat messages are reports too, so the weights stay float32. Written under a
-    temporary name, then renamed: a reader never loads half a file."""
+    int8 was measured against the numpy vectors (tests/unit/data/minilm_reference.json) and kept out:
+    onnxruntime's dynamic quantisation of every MatMul, per channel, gives cosine 0.967 on the one-word
+    message "ok" (0.86 per tensor); the damage is spread over all layers (each feed-forward MatMul alone
+    costs 0.001–0.007), so SmoothQuant-style scaling (0.975) and per-token activation scales (0.984, and
+    slower: int8×int8 MatMulInteger) do not reach the 0.99 the tests pin. Leaving the eleven most sensitive
+    MatMuls in float32 reaches 0.993 but saves only ~17 %, and, its activations being quantised per batch,
+    makes a report's vector depend on the other reports of its batch (cosine 0.996). 8-bit MatMulNBits
+    keeps 0.998 and is no faster here. So the weights stay float32. Written under a temporary name, then
+    renamed: a reader never loads half a file."""
     import onnx  # building is rare (once per machine): its import stays out of every worker's start
 
     from cell.enrichment import graph
@@ -147,7 +153,7 @@ class Encoder:
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.tokenizer = Tokenizer.from_str(tokenizer_json)
         self.tokenizer.enable_truncation(MAX_TOKENS)
-        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 - to the longest of each batch
+        self.tokenizer.no_padding()  # `encode` pads each run of similar lengths itself
         self.dimensions = int(self.session.get_outputs()[0].shape[1])
 
     @classmethod
@@ -161,16 +167,43 @@ class Encoder:
         return ids
 
     def encode(self, texts: Sequence[str]) -> Array:
-        """Unit vectors, one row per text (sorted by length into batches, so padding stays small)."""
+        """Unit vectors, one row per text. The texts are sorted by token count and cut into runs of similar
+        length (`runs`), so that padding stays small: a forward pass costs in proportion to its padded
+        tokens, and a batch of a worker's jobs mixes a one-line chat with a long bug report."""
         out = np.zeros((len(texts), self.dimensions), np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), BATCH):
-            idx = order[start:start + BATCH]
-            encoded = self.tokenizer.encode_batch([texts[i] for i in idx])
-            ids = np.array([e.ids for e in encoded], dtype=np.int64)
-            mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
-            out[idx] = self.session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
+        encoded = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        for run in runs([len(ids) for ids in encoded]):
+            width = max(len(encoded[i]) for i in run)
+            ids = np.zeros((len(run), width), dtype=np.int64)
+            mask = np.zeros((len(run), width), dtype=np.int64)
+            for row, i in enumerate(run):
+                ids[row, :len(encoded[i])] = encoded[i]
+                mask[row, :len(encoded[i])] = 1
+            out[run] = self.session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
         return out
+
+
+PADDING = 0.25
+"""Padding a run may add, as a share of its tokens: past it, the next (longer) text starts a new run. One
+more run costs the runtime's fixed work per call (~0.1 ms), a padded token as much as a real one."""
+
+
+def runs(lengths: Sequence[int], limit: int = BATCH, padding: float = PADDING) -> list[list[int]]:
+    """The indices of texts of these token counts, shortest first, cut into runs of at most `limit` whose
+    padding to their longest stays within `padding` of their tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    found: list[list[int]] = []
+    run: list[int] = []
+    tokens = 0
+    for i in order:
+        if run and (len(run) >= limit or lengths[i] * (len(run) + 1) > (1 + padding) * (tokens + lengths[i])):
+            found.append(run)
+            run, tokens = [], 0
+        run.append(i)
+        tokens += lengths[i]
+    if run:
+        found.append(run)
+    return found
 
 
 class Batcher:

@@ -17,13 +17,21 @@ embedding knows that "goes white" and "goes blank" say one thing, the words keep
 and feature names. Embeddings of an external provider's model are compared alone (see `similarity`).
 Group ids are the id of the group's first interaction, so an id never changes once given, except by
 a merge, which always keeps the smallest id (the oldest, for time-ordered ids) — whichever worker runs it.
+
+A worker compares each new report with about a thousand earlier ones, so `decide` scores them all at once:
+each signature's terms become integer ids and weights once (`_prepare`, kept with the signature and, across
+reports, in the worker's `SignatureCache`), the TF-IDF cosines are sparse dot products in numpy and the
+embedding cosines one matrix product (`_Window`). `Vector`, `similarity` and `agreement` define the same
+scores pair by pair; a unit test holds the two to the same decisions.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -77,6 +85,7 @@ class Signature:
     kind: str = ""
     """`problem`, `request`, `praise` or "" (see `text.Cues.kind`): compared, never weighed."""
     _array: npt.NDArray[np.float64] | None = field(default=None, init=False, repr=False, compare=False)
+    _prepared: _Prepared | None = field(default=None, init=False, repr=False, compare=False)
 
     def array(self) -> npt.NDArray[np.float64]:
         """The embedding as a numpy vector, made once (a signature meets many others)."""
@@ -102,6 +111,33 @@ class Signature:
         for t, w in self.log_terms.items():
             merged[t] = merged.get(t, 0.0) + w
         return merged
+
+
+class SignatureCache:
+    """The signatures a worker has read, by (project, interaction), the least recently used dropped past
+    `limit`. A worker compares every new report with the project's latest thousand; reading and preparing
+    those signatures again for every report would cost it more than the comparison (~30 ms a report), while
+    a stored signature of one method never changes (`queries.resign` only rewrites another method's)."""
+
+    def __init__(self, limit: int = 5000) -> None:
+        self.limit = limit
+        self.entries: OrderedDict[Hashable, Signature] = OrderedDict()
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self.entries
+
+    def get(self, key: Hashable) -> Signature | None:
+        found = self.entries.get(key)
+        if found is not None:
+            self.entries.move_to_end(key)
+        return found
+
+    def put(self, key: Hashable, sig: Signature) -> None:
+        _prepare(sig)
+        self.entries[key] = sig
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.limit:
+            self.entries.popitem(last=False)
 
 
 def _words(counts: list[tuple[str, float]], text: str, weight: float) -> None:
@@ -131,19 +167,112 @@ def keys(sig: Signature) -> list[str]:
     return sorted(set(sig.terms) | set(sig.log_terms))
 
 
+class _Vocabulary:
+    """Process-wide ids of terms, so that a signature's terms become integer arrays once (`_prepare`) and a
+    decision compares hundreds of them with numpy instead of dict by dict. Bounded, for memory and because
+    `Idf` counts by id: past `limit` terms the ids start afresh (a new `generation`) at the next `Idf`, and
+    signatures prepared before are prepared again when next met."""
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self.limit = limit
+        self.ids: dict[str, int] = {}
+        self.generation = 0
+
+    def lookup(self, terms: Iterable[str]) -> npt.NDArray[np.intp]:
+        ids = self.ids
+        return np.fromiter((ids.setdefault(t, len(ids)) for t in terms), dtype=np.intp)
+
+    def renew_if_full(self) -> None:
+        if len(self.ids) > self.limit:
+            self.ids = {}
+            self.generation += 1
+
+
+_VOCABULARY = _Vocabulary()
+
+_SYMPTOM_BITS = {name: 1 << n for n, name in enumerate(sorted(set(SYMPTOMS.values())))}
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """What `decide` reads of a signature, made once per signature: its word terms and all its terms (words
+    and logs) as term ids and raw weights, its symptoms as bits, its log evidence and its kind."""
+
+    generation: int
+    word_ids: npt.NDArray[np.intp]
+    word_weights: npt.NDArray[np.float64]
+    full_ids: npt.NDArray[np.intp]
+    """Ids of every distinct term (also what document frequencies count)."""
+    full_weights: npt.NDArray[np.float64]
+    has_logs: bool
+    symptoms: int
+    evidence: frozenset[str]
+    kind: str
+    model: str
+    """The embedding's model, "" without an embedding (a signature's embedding is set before it is compared)."""
+    dimensions: int
+
+
+def _prepare(sig: Signature) -> _Prepared:
+    found = sig._prepared
+    if found is not None and found.generation == _VOCABULARY.generation:
+        return found
+    word_ids = _VOCABULARY.lookup(sig.terms)
+    word_weights = np.fromiter(sig.terms.values(), dtype=np.float64, count=len(sig.terms))
+    if sig.log_terms:
+        merged = sig.all_terms()
+        full_ids = _VOCABULARY.lookup(merged)
+        full_weights = np.fromiter(merged.values(), dtype=np.float64, count=len(merged))
+    else:
+        full_ids, full_weights = word_ids, word_weights
+    symptoms = 0
+    for t in sig.terms:
+        if t in SYMPTOMS:
+            symptoms |= _SYMPTOM_BITS[SYMPTOMS[t]]
+    found = _Prepared(_VOCABULARY.generation, word_ids, word_weights, full_ids, full_weights, bool(sig.log_terms),
+                      symptoms, _evidence(sig.log_terms), sig.kind, sig.embedding_model if sig.embedding else "",
+                      len(sig.embedding or ()))
+    sig._prepared = found
+    return found
+
+
 class Idf:
     """Inverse document frequencies over a set of signatures (smoothed: unseen terms weigh most)."""
 
     def __init__(self, docs: Iterable[Signature]) -> None:
-        self.n = 0
-        self.df: dict[str, int] = {}
-        for d in docs:
-            self.n += 1
-            for t in set(d.terms) | set(d.log_terms):
-                self.df[t] = self.df.get(t, 0) + 1
+        _VOCABULARY.renew_if_full()  # between decisions only
+        self.docs = list(docs)
+        self.n = len(self.docs)
+        self._count()
+
+    def _count(self) -> None:
+        """Document frequencies by term id, up to the largest id these documents have (the vocabulary is
+        bounded, `_Vocabulary.limit`), so a decision reads them with one gather."""
+        self.generation = _VOCABULARY.generation
+        ids = [_prepare(d).full_ids for d in self.docs]
+        self._df = np.bincount(np.concatenate(ids)) if ids else np.zeros(0, dtype=np.intp)
+
+    def frequencies(self, ids: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+        """Document frequency of each term id (0 for terms none of these documents has)."""
+        if self.generation != _VOCABULARY.generation:  # renewed by another decision meanwhile
+            self._count()
+        inside = ids < len(self._df)
+        if inside.all():
+            found: npt.NDArray[np.intp] = self._df[ids]
+            return found
+        found = np.zeros(len(ids), dtype=np.intp)
+        found[inside] = self._df[ids[inside]]
+        return found
+
+    def weights(self, ids: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
+        """The inverse document frequency of each term id (as `__call__` gives it for one term)."""
+        weights: npt.NDArray[np.float64] = np.log((self.n + 1) / (self.frequencies(ids) + 1.0)) + 1.0
+        return weights
 
     def __call__(self, term: str) -> float:
-        return math.log((self.n + 1) / (self.df.get(term, 0) + 1)) + 1.0
+        found = _VOCABULARY.ids.get(term)
+        count = int(self.frequencies(np.array([found], dtype=np.intp))[0]) if found is not None else 0
+        return math.log((self.n + 1) / (count + 1)) + 1.0
 
     def top(self, sig: Signature, k: int = MAX_KEYS) -> list[str]:
         """The k terms of a signature that weigh most here: what an inverted-index lookup should use."""
@@ -310,46 +439,198 @@ def decide(interaction_id: str, sig: Signature, candidates: Sequence[Candidate],
     limits = limits or Thresholds()
     if not sig.terms and not sig.log_terms and not sig.embedding:
         return Decision(group_id=interaction_id)  # nothing to compare: a group of its own
-    new = Vector(sig, idf)
-    members: dict[str, list[tuple[float, float, str]]] = {}  # group -> [(margin, similarity, member)]
-    # group -> sum of the word vectors of its members compared by words, their agreement and their count
-    centroids: dict[str, tuple[dict[str, float], float, int]] = {}
-    # group -> sum of the local embeddings of those members compared by words and embedding, and their count
-    embedded: dict[str, tuple[npt.NDArray[np.float64], int]] = {}
-    closest = 0.0
-    for cand in candidates:
-        old = Vector(cand.signature, idf)
-        score, needed = similarity(new, old, limits)
-        closest = max(closest, score)
-        members.setdefault(cand.group_id, []).append((score - needed, score, cand.interaction_id))
-        if not by_embedding(sig, cand.signature):
-            total, agreed, count = centroids.get(cand.group_id, ({}, 0.0, 0))
-            for t, v in old.words.items():
-                total[t] = total.get(t, 0.0) + v
-            centroids[cand.group_id] = (total, agreed + agreement(new, old), count + 1)
-            if mixed(sig, cand.signature):
-                vsum, n = embedded.get(cand.group_id, (np.zeros_like(sig.array()), 0))
-                embedded[cand.group_id] = (vsum + cand.signature.array(), n + 1)
-    scored = []
-    for group, found in members.items():
-        best = max(found)
-        whole = sum(m for m, _, _ in found) / len(found)
-        total, agreed, count = centroids.get(group, ({}, 0.0, 0))
-        if count > 1:
-            norm = math.sqrt(sum(v * v for v in total.values())) or 1.0
-            words = _dot(new.words, total) / norm
-            vsum, n = embedded.get(group, (sig.array(), 0))
-            if n == count:
-                both = MIX * words + (1 - MIX) * _cosine(sig.array(), vsum)
-                whole = max(whole, both * agreed / count - limits.mixed)
-            else:
-                whole = max(whole, words * agreed / count - limits.join)
-        scored.append(((best[0] + whole) / 2, group, best[1], best[2]))
-    joined = sorted((x for x in scored if x[0] >= 0), key=lambda x: (-x[0], x[1]))
+    if not candidates:
+        return Decision(group_id=interaction_id)
+    window = _Window(sig, candidates, idf)
+    score, needed, agreed, words_dot, emb_dot, centroid = window.pairs(limits)
+    margin = score - needed
+    closest = max(0.0, float(score.max()))
+
+    # Per group (numbered in order of first appearance): its closest member's margin, the mean margin of its
+    # members, and the centroid of its members compared by words (with their agreement, count, and the sum
+    # of their local embeddings when every one of them is compared by words and embedding alike).
+    group_of: dict[str, int] = {}
+    index = np.fromiter((group_of.setdefault(c.group_id, len(group_of)) for c in candidates), dtype=np.intp,
+                        count=len(candidates))
+    n = len(group_of)
+    by_group = np.argsort(index, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(index[by_group]) != 0])
+    best = np.maximum.reduceat(margin[by_group], starts)
+    whole = np.bincount(index, margin, n) / np.bincount(index, minlength=n)
+    count = np.bincount(index, centroid.astype(np.float64), n)
+    several = np.flatnonzero(count > 1)
+    if len(several):
+        members = np.flatnonzero(centroid & (count[index] > 1))
+        norm = window.centroid_norms(members, index, n)
+        words = np.bincount(index[members], words_dot[members], n) / norm
+        agree = np.bincount(index[members], agreed[members], n)
+        mixed_members = members[window.mixed[members]]
+        all_mixed = np.bincount(index[mixed_members], minlength=n) == count
+        emb = window.centroid_embedding_cosines(mixed_members, index, n, emb_dot)
+        centre = np.where(all_mixed, (MIX * words + (1 - MIX) * emb) * agree / np.maximum(count, 1) - limits.mixed,
+                          words * agree / np.maximum(count, 1) - limits.join)
+        whole[several] = np.maximum(whole[several], centre[several])
+    overall = (best + whole) / 2
+    names = list(group_of)
+    joined = sorted((float(overall[g]), names[g], g) for g in np.flatnonzero(overall >= 0))
     if not joined:
         return Decision(group_id=interaction_id, similarity=closest)
-    _, group, score, member = joined[0]
-    groups = [group] + [g for m, g, _, _ in joined[1:] if m >= limits.merge - limits.join]
+    joined.sort(key=lambda x: (-x[0], x[1]))
+    _, group, g = joined[0]
+    # Its closest member, ties broken as a comparison of (margin, similarity, id) tuples would.
+    member = max((float(margin[i]), float(score[i]), candidates[i].interaction_id)
+                  for i in np.flatnonzero(index == g).tolist())
+    groups = [group] + [name for m, name, _ in joined[1:] if m >= limits.merge - limits.join]
     keep = min(groups)
-    return Decision(group_id=keep, merged=sorted(g for g in groups if g != keep), matched=member,
-                    similarity=score)
+    return Decision(group_id=keep, merged=sorted(x for x in groups if x != keep), matched=member[2],
+                    similarity=member[1])
+
+
+class _Pairs(NamedTuple):
+    """Per candidate: similarity, the threshold it must clear, agreement, word cosine, dot product of the
+    embeddings (0 where not compared so), and whether it counts in its group's word centroid."""
+
+    score: npt.NDArray[np.float64]
+    needed: npt.NDArray[np.float64]
+    agreed: npt.NDArray[np.float64]
+    words_dot: npt.NDArray[np.float64]
+    emb_dot: npt.NDArray[np.float64]
+    centroid: npt.NDArray[np.bool_]
+
+
+class _Window:
+    """A new signature against its candidates, every pair at once: the TF-IDF cosines (words alone, words and
+    logs) as sparse dot products over term ids, the embedding cosines as one matrix product, and the
+    agreement factors, all as `similarity` and `agreement` define them pair by pair."""
+
+    def __init__(self, sig: Signature, candidates: Sequence[Candidate], idf: Idf) -> None:
+        self.sig = sig
+        self.prepared = [_prepare(c.signature) for c in candidates]
+        self.new = _prepare(sig)
+        self.idf = idf
+        self.size = len(candidates)
+        model, dimensions = (sig.embedding_model, len(sig.embedding)) if sig.embedding else ("", 0)
+        same = np.fromiter((p.model == model and p.dimensions == dimensions for p in self.prepared), dtype=bool,
+                           count=self.size) if model else np.zeros(self.size, dtype=bool)
+        local = model == local_embedding.MODEL
+        self.by_embedding = same & (not local)
+        self.mixed = same & local
+        self.with_embedding = np.flatnonzero(self.by_embedding | self.mixed)
+        self.vectors = np.stack([candidates[i].signature.array() for i in self.with_embedding.tolist()]) \
+            if len(self.with_embedding) else np.zeros((0, 0))
+        self.candidates = candidates
+
+    def _sparse(self, which: str) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64], npt.NDArray[np.intp]]:
+        """Term ids, IDF-weighted values and candidate numbers of every candidate's words or full terms."""
+        if which == "word":
+            ids = [p.word_ids for p in self.prepared]
+            weights = [p.word_weights for p in self.prepared]
+        else:
+            ids = [p.full_ids for p in self.prepared]
+            weights = [p.full_weights for p in self.prepared]
+        lengths = np.fromiter(map(len, ids), dtype=np.intp, count=self.size)
+        flat = np.concatenate(ids)
+        return flat, np.concatenate(weights) * self.idf.weights(flat), np.repeat(np.arange(self.size), lengths)
+
+    def _new_unit(self, ids: npt.NDArray[np.intp],
+                  weights: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        """The new signature's unit vector: its term ids, sorted, and their values."""
+        raw = weights * self.idf.weights(ids)
+        order = np.argsort(ids)
+        return ids[order], raw[order] / (math.sqrt(float(raw @ raw)) or 1.0)
+
+    def _cosines(self, which: str,
+                 new: tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
+        flat, values, owner = self._sparse(which)
+        norms = np.sqrt(np.bincount(owner, values * values, self.size))
+        norms[norms == 0] = 1.0
+        if which == "word":
+            self.word_terms, self.word_norms = (flat, values, owner), norms
+        ids, unit = new
+        if not len(ids):
+            return np.zeros(self.size)
+        at = np.minimum(np.searchsorted(ids, flat), len(ids) - 1)
+        shared = np.where(ids[at] == flat, unit[at], 0.0)
+        cosines: npt.NDArray[np.float64] = np.bincount(owner, values * shared, self.size) / norms
+        return cosines
+
+    def pairs(self, limits: Thresholds) -> _Pairs:
+        """Per candidate: similarity, the threshold it must clear, agreement, word cosine, dot product of the
+        embeddings (0 where not compared so), and whether it counts in its group's word centroid."""
+        new = self.new
+        words_dot = self._cosines("word", self._new_unit(new.word_ids, new.word_weights))
+        has_logs = np.fromiter((p.has_logs for p in self.prepared), dtype=bool, count=self.size)
+        if new.has_logs or has_logs.any():
+            full_dot = self._cosines("full", self._new_unit(new.full_ids, new.full_weights))
+            cosine = np.where(has_logs | new.has_logs, np.maximum(full_dot, words_dot), full_dot)
+            if not new.has_logs:  # both without logs: the full vectors are the word vectors
+                cosine = np.where(has_logs, cosine, words_dot)
+        else:
+            cosine = words_dot
+        agreed = self._agreement()
+        emb_dot = np.zeros(self.size)
+        emb_cos = np.zeros(self.size)
+        if len(self.with_embedding):
+            a = self.sig.array()
+            dots = self.vectors @ a
+            norms = np.sqrt(np.einsum("ij,ij->i", self.vectors, self.vectors)) * math.sqrt(float(a @ a))
+            emb_dot[self.with_embedding] = dots
+            emb_cos[self.with_embedding] = np.divide(dots, norms, out=np.zeros_like(dots), where=norms != 0)
+        score = np.where(self.by_embedding, emb_cos,
+                         np.where(self.mixed, MIX * cosine + (1 - MIX) * emb_cos, cosine) * agreed)
+        needed = np.where(self.by_embedding, limits.embedding, np.where(self.mixed, limits.mixed, limits.join))
+        return _Pairs(score, needed, agreed, words_dot, emb_dot, ~self.by_embedding)
+
+    def _agreement(self) -> npt.NDArray[np.float64]:
+        """`agreement` of the new signature with every candidate."""
+        factor = np.ones(self.size)
+        kind = self.sig.kind
+        if kind:
+            for i, p in enumerate(self.prepared):
+                other = p.kind
+                if other and other != kind:
+                    factor[i] *= PRAISE_AND_OTHER if "praise" in (kind, other) else OTHER_KIND
+        if self.new.symptoms:
+            bits = np.fromiter((p.symptoms for p in self.prepared), dtype=np.int64, count=self.size)
+            factor[(bits != 0) & (bits & self.new.symptoms == 0)] *= OTHER_SYMPTOMS
+        if self.new.evidence:
+            evidence = self.new.evidence
+            for i, p in enumerate(self.prepared):
+                if p.evidence and not p.evidence & evidence:
+                    factor[i] *= OTHER_LOGS
+        return factor
+
+    def centroid_norms(self, members: npt.NDArray[np.intp], index: npt.NDArray[np.intp],
+                       groups: int) -> npt.NDArray[np.float64]:
+        """Length of the sum of the unit word vectors of `members`, per group (1 where there is none)."""
+        flat, values, owner = self.word_terms
+        keep = np.isin(owner, members)
+        unit = values[keep] / self.word_norms[owner[keep]]
+        base = int(flat.max()) + 1 if len(flat) else 1
+        keys = index[owner[keep]] * base + flat[keep]
+        unique, inverse = np.unique(keys, return_inverse=True)
+        sums = np.bincount(inverse, unit, len(unique))
+        norms = np.sqrt(np.bincount(unique // base, sums * sums, groups))
+        norms[norms == 0] = 1.0
+        return norms
+
+    def centroid_embedding_cosines(self, members: npt.NDArray[np.intp], index: npt.NDArray[np.intp], groups: int,
+                                   emb_dot: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Cosine of the new embedding with the sum of the embeddings of `members`, per group (0 for none)."""
+        out = np.zeros(groups)
+        if not len(members):
+            return out
+        members = members[np.argsort(index[members], kind="stable")]
+        rows = np.searchsorted(self.with_embedding, members)
+        owners = index[members]
+        first = np.r_[True, np.diff(owners) != 0]
+        position = np.arange(len(members)) - np.flatnonzero(first)[np.cumsum(first) - 1]
+        sums = np.zeros((groups, self.vectors.shape[1]))
+        for k in range(int(position.max()) + 1):  # the k-th member of every group at once, in candidate order
+            at = position == k
+            sums[owners[at]] += self.vectors[rows[at]]
+        a = self.sig.array()
+        norms = np.sqrt(np.einsum("ij,ij->i", sums, sums)) * math.sqrt(float(a @ a))
+        dots = np.bincount(index[members], emb_dot[members], groups)
+        cosines: npt.NDArray[np.float64] = np.divide(dots, norms, out=out, where=norms != 0)
+        return cosines

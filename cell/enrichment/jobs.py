@@ -2,8 +2,9 @@
 
 The provider (local, or the cell's configured endpoint) is asked outside any transaction, since it may
 take seconds. Grouping then runs in one transaction under a per-project advisory lock: it reads the
-signatures of the project's earlier interactions, decides, renames merged groups and writes this
-interaction's signature and ai_* fields together. A redelivered job finds the signature and does nothing;
+signatures of the project's earlier interactions (ids and groups every time, a signature once per worker:
+`SIGNATURES`), decides, renames merged groups and writes this interaction's signature and ai_* fields
+together. A redelivered job finds the signature and does nothing;
 a job for an interaction erased meanwhile finds nothing to do.
 
 Signatures are compared only with signatures of the same method (`grouping.METHOD`). When the method
@@ -37,6 +38,9 @@ RECENT = 1000
 """How many of the project's latest interactions every new one is compared with (and IDF is taken from)."""
 OLDER = 500
 """How many older interactions sharing one of its rarest terms it is compared with besides."""
+SIGNATURES = grouping.SignatureCache()
+"""The candidates' signatures this worker process has read (`queries.recent` reads only ids and groups of
+those it holds)."""
 
 
 async def enrich(pool: asyncpg.Pool, settings: CellSettings, http: httpx.AsyncClient,
@@ -64,11 +68,11 @@ async def enrich(pool: asyncpg.Pool, settings: CellSettings, http: httpx.AsyncCl
         state = await queries.state(conn, pid, interaction_id)
         if state != "pending":
             return "already" if state == "enriched" else "gone"
-        candidates, oldest = await queries.recent(conn, pid, grouping.METHOD, RECENT)
+        candidates, oldest = await queries.recent(conn, pid, grouping.METHOD, RECENT, SIGNATURES)
         idf = grouping.Idf([c.signature for c in candidates] + [sig])
         if oldest is not None:  # a long history: also the older ones that share a rare term
             candidates += await queries.sharing(conn, pid, grouping.METHOD, idf.top(sig), oldest,
-                                                [c.interaction_id for c in candidates], OLDER)
+                                                [c.interaction_id for c in candidates], OLDER, SIGNATURES)
         decision = grouping.decide(str(interaction_id), sig, candidates, idf, limits)
         if decision.matched and await groups.conflicts(conn, pid, interaction_id,
                                                        [decision.group_id, *decision.merged]):

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from cell.enrichment.grouping import Candidate, Signature
+from cell.enrichment.grouping import Candidate, Signature, SignatureCache
 
 LOGS = """LEFT JOIN LATERAL (SELECT console, network, errors FROM interaction_logs
                                  WHERE project_id = i.project_id AND interaction_id = i.id
@@ -72,39 +72,52 @@ async def state(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id:
     return "enriched" if done else "pending"
 
 
-def _candidate(row: asyncpg.Record) -> Candidate:
-    embedding = row["embedding"]
-    return Candidate(str(row["interaction_id"]), row["group_id"],
-                     Signature.from_stored(dict(row["terms"]), dict(row["log_terms"]),
-                                           list(embedding) if embedding is not None else None,
-                                           row["embedding_model"] or ""))
+async def _candidates(conn: asyncpg.Connection, project_id: uuid.UUID, method: str, rows: list[asyncpg.Record],
+                      cache: SignatureCache) -> list[Candidate]:
+    """Candidates of the (interaction_id, group_id) rows, in their order: signatures this worker read before
+    come from its cache (a signature of one method never changes: re-signing writes another method's), the
+    others are read here in one query and kept. A signature erased in between is left out."""
+    wanted = [r["interaction_id"] for r in rows if (project_id, r["interaction_id"]) not in cache]
+    if wanted:
+        for r in await conn.fetch(
+                """SELECT interaction_id, terms, log_terms, embedding, embedding_model FROM enrichment_signatures
+                    WHERE project_id = $1 AND interaction_id = ANY($2::uuid[]) AND method = $3""",
+                project_id, wanted, method):
+            embedding = r["embedding"]
+            cache.put((project_id, r["interaction_id"]), Signature.from_stored(
+                dict(r["terms"]), dict(r["log_terms"]), list(embedding) if embedding is not None else None,
+                r["embedding_model"] or ""))
+    found = []
+    for r in rows:
+        sig = cache.get((project_id, r["interaction_id"]))
+        if sig is not None:
+            found.append(Candidate(str(r["interaction_id"]), r["group_id"], sig))
+    return found
 
 
-_CANDIDATE_COLUMNS = "interaction_id, group_id, terms, log_terms, embedding, embedding_model, created_at"
-
-
-async def recent(conn: asyncpg.Connection, project_id: uuid.UUID, method: str,
-                 limit: int) -> tuple[list[Candidate], datetime | None]:
+async def recent(conn: asyncpg.Connection, project_id: uuid.UUID, method: str, limit: int,
+                 cache: SignatureCache) -> tuple[list[Candidate], datetime | None]:
     """The project's most recently created enriched interactions, and the creation time of the oldest of
-    them (None when there are fewer than `limit`: then these are all there is)."""
+    them (None when there are fewer than `limit`: then these are all there is). Only their ids and groups
+    are read every time; their signatures once per worker (`_candidates`)."""
     rows = await conn.fetch(
-        f"""SELECT {_CANDIDATE_COLUMNS} FROM enrichment_signatures
-             WHERE project_id = $1 AND method = $2
-             ORDER BY created_at DESC, interaction_id DESC LIMIT $3""", project_id, method, limit)
+        """SELECT interaction_id, group_id, created_at FROM enrichment_signatures
+            WHERE project_id = $1 AND method = $2
+            ORDER BY created_at DESC, interaction_id DESC LIMIT $3""", project_id, method, limit)
     oldest = rows[-1]["created_at"] if len(rows) == limit else None
-    return [_candidate(r) for r in rows], oldest
+    return await _candidates(conn, project_id, method, rows, cache), oldest
 
 
 async def sharing(conn: asyncpg.Connection, project_id: uuid.UUID, method: str, keys: list[str],
-                  before: datetime, exclude: list[str], limit: int) -> list[Candidate]:
+                  before: datetime, exclude: list[str], limit: int, cache: SignatureCache) -> list[Candidate]:
     """Older enriched interactions (created at or before `before`) that share any of `keys`, newest first."""
     rows = await conn.fetch(
-        f"""SELECT {_CANDIDATE_COLUMNS} FROM enrichment_signatures
-             WHERE project_id = $1 AND method = $2 AND keys && $3::text[] AND created_at <= $4
-               AND NOT (interaction_id = ANY($5::uuid[]))
-             ORDER BY created_at DESC LIMIT $6""", project_id, method, keys, before,
+        """SELECT interaction_id, group_id FROM enrichment_signatures
+            WHERE project_id = $1 AND method = $2 AND keys && $3::text[] AND created_at <= $4
+              AND NOT (interaction_id = ANY($5::uuid[]))
+            ORDER BY created_at DESC LIMIT $6""", project_id, method, keys, before,
         [uuid.UUID(i) for i in exclude], limit)
-    return [_candidate(r) for r in rows]
+    return await _candidates(conn, project_id, method, rows, cache)
 
 
 async def merge_groups(conn: asyncpg.Connection, project_id: uuid.UUID, merged: list[str], into: str) -> None:

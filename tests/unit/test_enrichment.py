@@ -263,6 +263,137 @@ def test_embeddings_are_compared_only_within_one_model() -> None:
     assert grouping.decide("n", a, far, Idf([a, *(f.signature for f in far)])).group_id == "n"
 
 
+def _pairwise_decide(interaction_id: str, sig: Signature, candidates: list[Candidate], idf: Idf,
+                     limits: Thresholds) -> Decision:
+    """`decide` as it was written before it compared every pair at once: pair by pair through `Vector`,
+    `similarity` and `agreement`, the group centroids summed in dicts. The vectorised one must agree."""
+    import math
+
+    import numpy as np
+
+    new = grouping.Vector(sig, idf)
+    members: dict[str, list[tuple[float, float, str]]] = {}
+    centroids: dict[str, tuple[dict[str, float], float, int]] = {}
+    embedded: dict[str, tuple[Any, int]] = {}
+    closest = 0.0
+    for cand in candidates:
+        old = grouping.Vector(cand.signature, idf)
+        score, needed = grouping.similarity(new, old, limits)
+        closest = max(closest, score)
+        members.setdefault(cand.group_id, []).append((score - needed, score, cand.interaction_id))
+        if not grouping.by_embedding(sig, cand.signature):
+            total, agreed, count = centroids.get(cand.group_id, ({}, 0.0, 0))
+            for t, v in old.words.items():
+                total[t] = total.get(t, 0.0) + v
+            centroids[cand.group_id] = (total, agreed + grouping.agreement(new, old), count + 1)
+            if grouping.mixed(sig, cand.signature):
+                vsum, n = embedded.get(cand.group_id, (np.zeros_like(sig.array()), 0))
+                embedded[cand.group_id] = (vsum + cand.signature.array(), n + 1)
+    scored = []
+    for group, found in members.items():
+        best = max(found)
+        whole = sum(m for m, _, _ in found) / len(found)
+        total, agreed, count = centroids.get(group, ({}, 0.0, 0))
+        if count > 1:
+            norm = math.sqrt(sum(v * v for v in total.values())) or 1.0
+            words = sum(v * total.get(t, 0.0) for t, v in new.words.items()) / norm
+            vsum, n = embedded.get(group, (sig.array(), 0))
+            if n == count:
+                cos = float(sig.array() @ vsum) / float(np.linalg.norm(sig.array()) * np.linalg.norm(vsum))
+                whole = max(whole, (grouping.MIX * words + (1 - grouping.MIX) * cos) * agreed / count - limits.mixed)
+            else:
+                whole = max(whole, words * agreed / count - limits.join)
+        scored.append(((best[0] + whole) / 2, group, best[1], best[2]))
+    joined = sorted((x for x in scored if x[0] >= 0), key=lambda x: (-x[0], x[1]))
+    if not joined:
+        return Decision(group_id=interaction_id, similarity=closest)
+    _, group, score, member = joined[0]
+    groups = [group] + [g for m, g, _, _ in joined[1:] if m >= limits.merge - limits.join]
+    keep = min(groups)
+    return Decision(group_id=keep, merged=sorted(g for g in groups if g != keep), matched=member, similarity=score)
+
+
+@pytest.mark.parametrize("vocabulary", [None, 40])
+def test_decide_compares_all_pairs_at_once_as_it_did_pair_by_pair(vocabulary: int | None,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The labelled reports of the benchmark (bugs with logs, chats, feedback), half with a local embedding,
+    some with another model's, grouped online at low cuts so that groups, centroids and merges all occur:
+    every decision equals the pair-by-pair one, similarity included; also when the worker's term ids start
+    afresh before every decision (a vocabulary bound of 40 terms) and an IDF was taken before that."""
+    import random
+    import zlib
+
+    import numpy as np
+
+    if vocabulary is not None:
+        monkeypatch.setattr(grouping._VOCABULARY, "limit", vocabulary)
+    generation = grouping._VOCABULARY.generation
+
+    rows = [json.loads(line) for line in
+            (Path(__file__).parents[2] / "bench" / "data" / "enrichment" / "reports.jsonl").read_text().splitlines()
+            if line.strip()][:160]
+    rng = random.Random(7)
+    direction = np.random.default_rng(7).normal(size=(40, 8))
+    limits = Thresholds(join=0.2, merge=0.3, mixed=0.25, embedding=0.6)
+    seen: list[Candidate] = []
+    joined = merged = 0
+    for n, row in enumerate(rows):
+        content = {"title": row.get("title") or "", "description": row["text"]}
+        sig = grouping.signature(document(row["type"], content, row["text"], row.get("logs")))
+        roll = rng.random()
+        if roll < 0.6:  # a vector near its problem's direction, so that duplicates come close
+            noise = np.random.default_rng(n).normal(scale=0.5, size=8)
+            vector = direction[zlib.crc32(row["cluster"].encode()) % 40] + noise
+            sig.embedding = [float(x) for x in vector]
+            sig.embedding_model = embedding.MODEL if roll < 0.45 else "other-model"
+        idf = Idf([c.signature for c in seen] + [sig])
+        if vocabulary is not None:
+            Idf([sig])  # another job's decision renews the ids meanwhile: `idf` counts again
+        got = grouping.decide(f"id{n:03d}", sig, seen, idf, limits)
+        want = _pairwise_decide(f"id{n:03d}", sig, seen, idf, limits)
+        assert (got.group_id, got.merged, got.matched) == (want.group_id, want.merged, want.matched), n
+        assert got.similarity == pytest.approx(want.similarity, abs=1e-9)
+        joined += got.matched is not None
+        merged += bool(got.merged)
+        for cand in seen:
+            if cand.group_id in got.merged:
+                cand.group_id = got.group_id
+        seen.append(Candidate(f"id{n:03d}", got.group_id, sig))
+    assert joined > 20 and merged > 0  # the cases above did occur
+    assert (grouping._VOCABULARY.generation > generation + 100) == (vocabulary is not None)
+
+
+def test_the_signature_cache_keeps_the_latest_used_and_drops_the_oldest() -> None:
+    cache = grouping.SignatureCache(limit=2)
+    a, b, c = Signature({"a": 1.0}), Signature({"b": 1.0}), Signature({"c": 1.0})
+    cache.put("a", a)
+    cache.put("b", b)
+    assert cache.get("a") is a  # used: now the latest
+    cache.put("c", c)
+    assert "b" not in cache and cache.get("a") is a and cache.get("c") is c
+
+
+def test_runs_keep_padding_small_and_cover_every_text_once() -> None:
+    lengths = [5, 80, 6, 7, 40, 5, 9, 200, 42]
+    found = embedding.runs(lengths, limit=4)
+    assert sorted(i for run in found for i in run) == list(range(len(lengths)))
+    for run in found:
+        assert len(run) <= 4
+        width, tokens = max(lengths[i] for i in run), sum(lengths[i] for i in run)
+        assert len(run) == 1 or width * len(run) <= (1 + embedding.PADDING) * tokens
+    assert [lengths[i] for i in found[0]] == [5, 5, 6, 7]
+
+
+def test_vectors_do_not_depend_on_the_batch_they_were_computed_in() -> None:
+    texts = ["ok", "Checkout page goes white when I apply a coupon", "word " * 300, "Dark mode please"]
+    together = embedding.embed(texts)
+    alone = [embedding.embed([t]) for t in texts]
+    assert together is not None
+    for vector, single in zip(together, alone, strict=True):
+        assert single is not None
+        assert sum(x * y for x, y in zip(vector, single[0], strict=True)) >= 0.99999
+
+
 # The local embedding -------------------------------------------------------------------------------------------
 
 
