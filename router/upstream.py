@@ -227,7 +227,8 @@ class Pool:
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.tls = tls
         self.idle_seconds = idle_seconds
-        self.idle: list[_Connection] = []
+        self.idle: deque[_Connection] = deque()
+        """Oldest on the left: reused from the right (the warmest), expired ones dropped from the left."""
         self.in_use = 0
         self._host_line = f"host: {parts.netloc}\r\n".encode("latin-1")
 
@@ -286,9 +287,11 @@ class Pool:
 
     async def _connection(self) -> _Connection:
         now = time.monotonic()
+        while self.idle and (not self.idle[0].alive or now - self.idle[0].idle_since >= self.idle_seconds):
+            self.idle.popleft().close()  # so that a burst's connections do not sit open long after it
         while self.idle:
             conn = self.idle.pop()  # the most recently used: the least likely to be closing
-            if conn.alive and now - conn.idle_since < self.idle_seconds:
+            if conn.alive:
                 return conn
             conn.close()
         loop = asyncio.get_running_loop()

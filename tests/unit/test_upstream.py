@@ -294,3 +294,20 @@ async def test_a_head_answer_has_no_body() -> None:
     assert await asyncio.wait_for(_body(response), 1) == b""
     response.close()
     server.close()
+
+
+async def test_a_burst_leaves_no_connections_open_long_after_it(cell: tuple[str, dict[str, Any]]) -> None:
+    url, seen = cell
+    pool = Pool(url, None, 0.2)
+
+    async def one() -> None:
+        response = await pool.request("POST", "/echo", {}, b"1")
+        await _body(response)
+        response.close()
+
+    await asyncio.gather(*(one() for _ in range(4)))
+    assert len(pool.idle) == len(seen["peers"]) == 4
+    await asyncio.sleep(0.3)
+    await one()  # the expired ones are closed on the way, not only the one it would have taken
+    assert len(pool.idle) == 1
+    pool.close()
