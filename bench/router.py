@@ -5,7 +5,12 @@
    capacity, the latency the router adds, from paired rounds (direct then router at the same offered load,
    order alternating): per round p50(router) - p50(direct) and p99(router) - p99(direct), reported as the
    median over rounds with their spread. (A p99 taken once from each side and subtracted is dominated by
-   the two runs' own tails and can come out negative.)
+   the two runs' own tails and can come out negative.) The same rounds again with the region's worker
+   stopped (`*_worker_stopped`): the worker enriches every report the load ingests (~4-5 ms of CPU each,
+   more than a core at this rate), and on this 2-core machine it then starves whichever process is ready
+   next; the routed path has one more process to wake (the router), so it pays that wait once more. In
+   production workers are their own replicas (as `bench/cell.py` does for its headline figures); the figure
+   with the worker running stays, measured first, as it always was.
 2. The router vs nginx as a plain reverse proxy in front of the same cell: throughput ratio.
 3. A fresh key (its first request pays bcrypt in the cell) vs a warm key.
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import tempfile
@@ -142,6 +148,17 @@ def added_latency(direct: Callable[[], list[float]], routed: Callable[[], list[f
     return p50s, p99s
 
 
+def stop_worker(topo: Topology, region: str) -> None:
+    """Stop a region's worker (it finishes its current job first); `topo.close` is fine with it stopped."""
+    worker = topo.dev.part(f"worker[{region}]").proc
+    worker.terminate()
+    try:
+        worker.wait(30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -174,7 +191,8 @@ def main() -> None:
                 proc.wait()
         med = {name: statistics.median(r.rps for r in rs) for name, rs in runs.items()}
         errors = {name: sum(r.errors for r in rs) for name, rs in runs.items()}
-        print(f"machine: {MACHINE}; body {len(body)} bytes; wrk 32 connections, {SECONDS}s x {ROUNDS} rounds")
+        print(f"machine: {MACHINE}, load average {os.getloadavg()[0]:.1f}; body {len(body)} bytes; wrk 32 connections, "
+              f"{SECONDS}s x {ROUNDS} rounds")
         for name, rs in runs.items():
             print(f"  {name:7s} rps {[round(r.rps) for r in rs]} p50 {[r.p50_ms for r in rs]} ms"
                   f" p99 {[r.p99_ms for r in rs]} ms non-2xx {errors[name]}")
@@ -187,6 +205,13 @@ def main() -> None:
             STEADY_ROUNDS)
         print(f"  steady {rate:.0f} req/s, {STEADY_ROUNDS} paired rounds of {STEADY_SECONDS}s: added p50 "
               f"{[round(x, 2) for x in added50]} ms, added p99 {[round(x, 2) for x in added99]} ms")
+        stop_worker(topo, "us-west")
+        quiet50, quiet99 = added_latency(
+            lambda: asyncio.run(steady(cell_url + PATH, direct_h, body, rate, STEADY_SECONDS)),
+            lambda: asyncio.run(steady(router_url + PATH, lambda: auth, body, rate, STEADY_SECONDS)),
+            STEADY_ROUNDS)
+        print(f"  the same, region's worker stopped (load average {os.getloadavg()[0]:.1f}): added p50 "
+              f"{[round(x, 2) for x in quiet50]} ms, added p99 {[round(x, 2) for x in quiet99]} ms")
 
         fresh, warm = [], []
         with_keys = [project_key(topo, "us-west", ["ingest"])[1] for _ in range(8)]
@@ -210,6 +235,10 @@ def main() -> None:
         result("router.added_p50_spread", max(added50) - min(added50), "ms")
         result("router.added_p99_at_quarter_load", statistics.median(added99), "ms")
         result("router.added_p99_spread", max(added99) - min(added99), "ms")
+        result("router.added_p50_at_quarter_load_worker_stopped", statistics.median(quiet50), "ms")
+        result("router.added_p50_spread_worker_stopped", max(quiet50) - min(quiet50), "ms")
+        result("router.added_p99_at_quarter_load_worker_stopped", statistics.median(quiet99), "ms")
+        result("router.added_p99_spread_worker_stopped", max(quiet99) - min(quiet99), "ms")
         result("router.fresh_key_first_request", statistics.median(fresh), "ms")
         result("router.warm_key_request", statistics.median(warm), "ms")
     finally:

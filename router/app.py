@@ -127,8 +127,7 @@ def _watch(st: RouterState) -> None:
                 for c in cells for state in _BREAKER_STATES]
 
     def connections() -> list[tuple[float, dict[str, Any]]]:
-        return [(float(len(getattr(c.session.connector, "_acquired", ()))), {"relay.region": c.region})
-                for c in cells]
+        return [(float(c.pool.in_use), {"relay.region": c.region}) for c in cells]
 
     metrics.gauge("relay.router.cell.breaker", "Breaker state of each cell as this router sees it (1 = in it)",
                   breaker)

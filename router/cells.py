@@ -11,12 +11,12 @@ import ssl
 import time
 from typing import Any
 
-import aiohttp
 import httpx
 
 from common.problems import Problem
 from common.settings import CellEndpoint
 from common.signing import Actor, sign
+from router.upstream import Pool
 
 POOL_IDLE_SECONDS = 30
 """How long a pooled connection to a cell may sit idle before the router drops it: shorter than a cell
@@ -84,12 +84,9 @@ class Cell:
         self.breaker = Breaker()
         # Over https the cell's certificate is checked (host name and chain) against its CA bundle.
         tls = ssl.create_default_context(cafile=endpoint.ca_file or None) if self.url.startswith("https:") else None
-        # The hot path's client: aiohttp streams both ways and pools well under concurrency.
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=concurrency, ttl_dns_cache=300, enable_cleanup_closed=True,
-                                           keepalive_timeout=POOL_IDLE_SECONDS, ssl=tls if tls else True),
-            trust_env=False, auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"),
-        )
+        # The hot path's client (router.upstream): one write a request, httptools for the answer, keep-alive.
+        # At most `concurrency` connections are in use, since the bulkhead admits no more requests.
+        self.pool = Pool(self.url, tls, POOL_IDLE_SECONDS)
         # Control-plane calls (provisioning, keys), where throughput does not matter.
         self.control = httpx.AsyncClient(base_url=self.url, trust_env=False, timeout=10.0,
                                          verify=tls if tls else True)
@@ -137,7 +134,7 @@ class Cell:
         return "ok" if response.status_code == 200 else f"not ready ({response.status_code})"
 
     async def close(self) -> None:
-        await self.session.close()
+        self.pool.close()
         await self.control.aclose()
 
 

@@ -10,19 +10,18 @@ bounded) or as a stream (uploads) and are never written anywhere.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import asyncpg
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
-from yarl import URL
 
 from common import metrics, signing, telemetry, web
 from common.access import READ
@@ -36,6 +35,7 @@ from router.directory import KeyEntry
 from router.moves import routing
 from router.ratelimit import client_tag
 from router.state import RouterState
+from router.upstream import Response
 
 log = logging.getLogger("relay.router.access")
 tracer = trace.get_tracer("relay.router")
@@ -85,11 +85,6 @@ class RouteClass:
     timeout: float
     max_body: int
     stream: bool
-    hop_timeout: aiohttp.ClientTimeout = field(init=False, repr=False, compare=False)
-    """The hop's aiohttp timeout, made once per class rather than once per request."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "hop_timeout", aiohttp.ClientTimeout(total=self.timeout, sock_connect=1.0))
 
 
 INGEST = RouteClass("ingest", 10.0, 1 * MiB, stream=False)
@@ -344,26 +339,21 @@ class Proxy:
                      body: bytes | AsyncIterator[bytes] | None, route: RouteClass,
                      attributes: dict[str, str] | None) -> int:
         """Send the request to the cell and stream its answer back; returns the status relayed (and writes the
-        access line when `attributes` are given)."""
+        access line when `attributes` are given). The route's timeout bounds the whole exchange."""
         probe = cell.admit()
         started = time.monotonic()
-        response: aiohttp.ClientResponse | None = None
+        deadline = asyncio.get_running_loop().time() + route.timeout
+        response: Response | None = None
         status = 499  # the client went away before an answer
         try:
             try:
-                response = await cell.session.request(  # encoded=True: send the target byte for byte as signed
-                    method, URL(cell.url + target, encoded=True), headers=headers, data=body, allow_redirects=False,
-                    timeout=route.hop_timeout,
-                )
+                async with asyncio.timeout_at(deadline):  # the target goes out byte for byte as signed
+                    response = await cell.pool.request(method, target, headers, body)
             except _TooLarge:
                 raise Problem(413, f"body larger than {route.max_body} bytes") from None
             except _ClientGone:
                 return status
-            except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-                if isinstance(exc.__cause__, _TooLarge) or isinstance(exc.__context__, _TooLarge):
-                    raise Problem(413, f"body larger than {route.max_body} bytes") from None
-                if isinstance(exc.__cause__, _ClientGone) or isinstance(exc.__context__, _ClientGone):
-                    return status
+            except (TimeoutError, OSError) as exc:  # refused, reset, closed, TLS refused, or no answer in time
                 probe = False  # resolved: the failure re-opens the breaker
                 cell.breaker.failure()
                 raise Problem(503, f"region {cell.region} did not answer", retry_after=2,
@@ -371,18 +361,19 @@ class Proxy:
             probe = False  # resolved: the success closes the breaker
             cell.breaker.success()
             status = response.status
-            out = [(k.lower(), v) for k, v in response.raw_headers if k.lower() not in HOP_BY_HOP]
+            out = [(k, v) for k, v in response.headers if k not in HOP_BY_HOP]
             await send({"type": "http.response.start", "status": status, "headers": out})
             # With a Content-Length the chunk that completes it is the last (more_body=False): a small answer, the
-            # usual JSON, is one body message rather than two through the CORS wrapper and uvicorn. Nothing waits.
+            # usual JSON, is one body message rather than two through the CORS wrapper and the server.
             left, more = response.content_length, True
-            async for chunk in response.content.iter_any():
-                if left is not None:
-                    left -= len(chunk)
-                    more = left > 0
-                await send({"type": "http.response.body", "body": chunk, "more_body": more})
-                if not more:
-                    break
+            async with asyncio.timeout_at(deadline):
+                async for chunk in response.chunks():
+                    if left is not None:
+                        left -= len(chunk)
+                        more = left > 0
+                    await send({"type": "http.response.body", "body": chunk, "more_body": more})
+                    if not more:
+                        break
             if more:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             return status
@@ -395,7 +386,7 @@ class Proxy:
                                            "duration_ms": round((time.monotonic() - started) * 1000, 2)})
             cell.release(probe)
             if response is not None:
-                response.close()  # also when the client went away mid-stream: the pool never leaks
+                response.close()  # back to the pool when read to its end, else closed: the pool never leaks
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:

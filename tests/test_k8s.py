@@ -500,6 +500,21 @@ def test_namespace_denies_by_default(overlay: str) -> None:
     assert deny, f"{overlay} has no default-deny NetworkPolicy"
 
 
+def api_ingress_blocks(region: str) -> list[Network]:
+    """The addresses a region's API admits by block: the router cluster's egress addresses (one cluster per
+    region)."""
+    api = by_component(region, "Deployment", "api")
+    return [n for rule in rules(region, pod_labels(api), "Ingress") for peer in peers(rule, "Ingress")
+            if "ipBlock" in peer for n in networks(peer["ipBlock"])]
+
+
+def hop_egress_blocks() -> list[Network]:
+    """Where the router's pods may call on the hop port outside its cluster: the cells' load balancers."""
+    router_pods = pod_labels(by_component(ROUTER, "Deployment", "router"))
+    return [n for rule in rules(ROUTER, router_pods, "Egress") if ports(rule) == {8000}
+            for peer in peers(rule, "Egress") if "ipBlock" in peer for n in networks(peer["ipBlock"])]
+
+
 @pytest.mark.parametrize("region", CELL_REGIONS)
 def test_only_the_router_reaches_the_cell_api(region: str) -> None:
     router_ns = namespace_labels(ROUTER)
@@ -510,7 +525,9 @@ def test_only_the_router_reaches_the_cell_api(region: str) -> None:
     for rule in ingress:
         assert ports(rule) == {8000}
         for peer in peers(rule, "Ingress"):
-            assert "ipBlock" not in peer, f"{region} API admits an address block: {peer}"
+            if "ipBlock" in peer:  # the router cluster (test_the_router_cluster_alone_reaches_a_cell_from_outside)
+                assert set(peer) == {"ipBlock"}, f"{region} API peer mixes an address block with selectors: {peer}"
+                continue
             assert "namespaceSelector" in peer, f"{region} API admits pods of its own namespace: {peer}"
             assert selects(peer["namespaceSelector"], router_ns), f"{region} API peer misses the router namespace"
             assert "podSelector" in peer and selects(peer["podSelector"], router_pods), \
@@ -522,6 +539,37 @@ def test_only_the_router_reaches_the_cell_api(region: str) -> None:
         if workload is not api:
             assert not rules(region, pod_labels(workload), "Ingress"), \
                 f"{region}: {workload['metadata']['name']} accepts connections"
+
+
+def test_the_router_cluster_alone_reaches_a_cell_from_outside() -> None:
+    """One cluster per region: the router's cluster reaches each region's API through an internal load balancer
+    that keeps the caller's address, and the API admits that cluster's egress addresses, the same in every
+    region (one value, components/router-cluster), private, and no region's stores or load balancers."""
+    admitted = {region: sorted(str(n) for n in api_ingress_blocks(region)) for region in CELL_REGIONS}
+    first = admitted[CELL_REGIONS[0]]
+    assert first, "no region admits the router cluster's addresses"
+    assert all(blocks == first for blocks in admitted.values()), f"regions admit different routers: {admitted}"
+    router_cluster = [ipaddress.ip_network(b) for b in first]
+    assert all(any(within(n, private) for private in PRIVATE_RANGES) for n in router_cluster), \
+        f"a cell API admits public addresses: {first}"
+    for region in CELL_REGIONS:
+        assert not overlaps(router_cluster, private_ip_blocks(region)), f"{region}'s stores could call its API"
+        service = one(region, "Service", "cell-api")
+        annotations = service["metadata"].get("annotations", {})
+        assert service["spec"].get("type") == "LoadBalancer", f"{region}: cell-api is not reachable across clusters"
+        assert annotations.get("service.beta.kubernetes.io/aws-load-balancer-scheme") == "internal", \
+            f"{region}: the hop's load balancer must never face the internet"
+        # The policy sees the router's addresses only if the load balancer passes them on.
+        assert "preserve_client_ip.enabled=true" in annotations.get(
+            "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes", "")
+        assert service["spec"].get("externalTrafficPolicy") == "Local"
+    hop = hop_egress_blocks()
+    assert len(hop) >= len(CELL_REGIONS), f"the router reaches {len(hop)} load balancers, not one a region"
+    assert not overlaps(hop, router_cluster), "the router's hop egress covers its own cluster"
+    for i, a in enumerate(hop):
+        assert not overlaps([a], hop[i + 1:]), f"two regions' load balancer blocks overlap at {a}"
+    for region in CELL_REGIONS:
+        assert not overlaps(hop, private_ip_blocks(region)), f"the router's hop egress reaches {region}'s stores"
 
 
 @pytest.mark.parametrize(("region", "other"), REGION_PAIRS)

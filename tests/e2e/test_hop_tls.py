@@ -72,7 +72,7 @@ def test_the_hop_is_https_and_the_router_checks_the_cell(pg: StorePostgres, scra
             admin = Admin(router)  # provisioning crossed the hop (httpx, control calls)
             project = admin.project("eu-west")
             key_ = admin.key(project, ["ingest"])
-            r = router.post("/v1/ingest/interactions", headers=key_["h"],  # the proxy's hot path (aiohttp)
+            r = router.post("/v1/ingest/interactions", headers=key_["h"],  # the proxy's hot path (router.upstream)
                             json={"type": "bug", "content": {"text": "over tls"}})
             assert r.status_code == 201 and r.headers["x-relay-region"] == "eu-west", r.text
             listed = router.get(f"/v1/projects/{project['id']}/interactions", headers=admin.h).json()["data"]
