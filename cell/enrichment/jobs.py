@@ -49,7 +49,8 @@ async def enrich(pool: asyncpg.Pool, settings: CellSettings, http: httpx.AsyncCl
 
     Its group is decided among the project's earlier interactions, joined only above the calibrated cut
     (`grouping.decide`), and never across a pair a person dismissed (`groups.conflicts`): then it stays a
-    group of its own. Its embedding goes to the similarity index (`index.store`) in the same transaction.
+    group of its own. One a person already merged (`duplicate-of` before the workers reached it) keeps the
+    group the person chose. Its embedding goes to the similarity index (`index.store`) in the same transaction.
     """
     similarity = similarity or await index.detect(pool)
     loaded = await queries.load(pool, interaction_id)
@@ -68,15 +69,11 @@ async def enrich(pool: asyncpg.Pool, settings: CellSettings, http: httpx.AsyncCl
         state = await queries.state(conn, pid, interaction_id)
         if state != "pending":
             return "already" if state == "enriched" else "gone"
-        candidates, oldest = await queries.recent(conn, pid, grouping.METHOD, RECENT, SIGNATURES)
-        idf = grouping.Idf([c.signature for c in candidates] + [sig])
-        if oldest is not None:  # a long history: also the older ones that share a rare term
-            candidates += await queries.sharing(conn, pid, grouping.METHOD, idf.top(sig), oldest,
-                                                [c.interaction_id for c in candidates], OLDER, SIGNATURES)
-        decision = grouping.decide(str(interaction_id), sig, candidates, idf, limits)
-        if decision.matched and await groups.conflicts(conn, pid, interaction_id,
-                                                       [decision.group_id, *decision.merged]):
-            decision = grouping.Decision(group_id=str(interaction_id), similarity=decision.similarity)
+        if (held := await queries.confirmed_group(conn, pid, interaction_id)) is not None:
+            # A person merged it before the workers reached it: their decision stands.
+            decision = grouping.Decision(group_id=held, matched=held, similarity=1.0)
+        else:
+            decision = await _decide(conn, pid, interaction_id, sig, limits)
         if decision.merged:
             await queries.merge_groups(conn, pid, decision.merged, decision.group_id)
         await queries.store(conn, pid, interaction_id, loaded.created_at, grouping.METHOD, sig, grouping.keys(sig),
@@ -86,6 +83,20 @@ async def enrich(pool: asyncpg.Pool, settings: CellSettings, http: httpx.AsyncCl
             await index.store(conn, similarity, pid, interaction_id, sig.embedding_model, sig.embedding,
                               loaded.created_at)
     return "enriched"
+
+
+async def _decide(conn: asyncpg.Connection, pid: uuid.UUID, interaction_id: uuid.UUID, sig: grouping.Signature,
+                  limits: grouping.Thresholds) -> grouping.Decision:
+    """The workers' own decision for a new interaction, among the project's earlier ones (under its lock)."""
+    candidates, oldest = await queries.recent(conn, pid, grouping.METHOD, RECENT, SIGNATURES)
+    idf = grouping.Idf([c.signature for c in candidates] + [sig])
+    if oldest is not None:  # a long history: also the older ones that share a rare term
+        candidates += await queries.sharing(conn, pid, grouping.METHOD, idf.top(sig), oldest,
+                                            [c.interaction_id for c in candidates], OLDER, SIGNATURES)
+    decision = grouping.decide(str(interaction_id), sig, candidates, idf, limits)
+    if decision.matched and await groups.conflicts(conn, pid, interaction_id, [decision.group_id, *decision.merged]):
+        decision = grouping.Decision(group_id=str(interaction_id), similarity=decision.similarity)
+    return decision
 
 
 async def enrich_interaction(ctx: dict[str, Any], payload: dict[str, Any]) -> None:

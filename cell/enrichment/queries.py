@@ -72,6 +72,14 @@ async def state(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id:
     return "enriched" if done else "pending"
 
 
+async def confirmed_group(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id: uuid.UUID) -> str | None:
+    """The group a person put the interaction in (`duplicate_confirmed`), None when nobody did."""
+    group: str | None = await conn.fetchval(
+        """SELECT coalesce(ai_duplicate_group_id, id::text) FROM interactions
+            WHERE project_id = $1 AND id = $2 AND duplicate_confirmed""", project_id, interaction_id)
+    return group
+
+
 async def _candidates(conn: asyncpg.Connection, project_id: uuid.UUID, method: str, rows: list[asyncpg.Record],
                       cache: SignatureCache) -> list[Candidate]:
     """Candidates of the (interaction_id, group_id) rows, in their order: signatures this worker read before

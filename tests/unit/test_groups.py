@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
+from cell.enrichment import jobs
 from cell.interactions import groups
+from cell.settings import CellSettings
 from common.ids import uuid7
 from common.pg import create_pool
 from tests.services import StorePostgres
@@ -64,3 +68,32 @@ async def test_a_worker_never_joins_two_confirmed_groups_or_a_dismissed_pair(poo
         await conn.execute("INSERT INTO duplicate_dismissals (project_id, interaction_id, other_id) "
                            "VALUES ($1, $2, $3)", pid, low, high)
         assert await groups.conflicts(conn, pid, new, [str(c), str(d)])
+
+
+async def test_a_worker_keeps_the_group_a_person_chose_before_it_came(dsn: str, pool: asyncpg.Pool,
+                                                                     tmp_path: Path) -> None:
+    """`duplicate-of` may land before the workers reach a new report: enriching it then keeps the person's group
+    (and its confirmation) instead of putting it where the workers would have."""
+    settings = CellSettings(region="eu-west", database_url=dsn, redis_url="redis://127.0.0.1:1",
+                            object_store=(tmp_path / "objects").as_uri(), hop_secret="h" * 32,
+                            secret_key="k" * 32, key_pepper="p" * 32)
+    pid = uuid7()
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO projects (id, name, region, secret) VALUES ($1, 'p', 'eu-west', '\\x00')",
+                           pid)
+        # Two reports nothing in their words connects, neither enriched yet; a person says they are one.
+        a = await _interaction(conn, pid, None, False)
+        b = await _interaction(conn, pid, None, False)
+        await conn.execute("UPDATE interactions SET content_text = 'the invoice PDF shows last month' WHERE id = $1", a)
+        await conn.execute("UPDATE interactions SET content_text = 'dark mode turns off after restart' WHERE id = $1",
+                           b)
+        async with conn.transaction():
+            await groups.merge(conn, pid, b, a)
+    async with httpx.AsyncClient() as http:
+        assert await jobs.enrich(pool, settings, http, a) == "enriched"
+        assert await jobs.enrich(pool, settings, http, b) == "enriched"
+    rows = {r["id"]: r for r in await pool.fetch(
+        "SELECT id, ai_duplicate_group_id, duplicate_confirmed FROM interactions WHERE project_id = $1", pid)}
+    assert {(r["ai_duplicate_group_id"], r["duplicate_confirmed"]) for r in rows.values()} == {(str(min(a, b)), True)}
+    signed = await pool.fetch("SELECT group_id FROM enrichment_signatures WHERE project_id = $1", pid)
+    assert [s["group_id"] for s in signed] == [str(min(a, b))] * 2
