@@ -8,7 +8,7 @@ earlier report, with merges), then scores the groups pairwise: precision
 is the share of pairs put together that belong together, recall the share of pairs that belong together
 that were put together.
 
-Six parts, and how each was used, so that a reader can tell which figures are held out:
+The parts, and how each was used, so that a reader can tell which figures are held out:
 
 - `dev` (r001…) was written first and used to develop the first method (`local-v1`): reading its
   mistakes led to the phrase and synonym lists in `cell.enrichment.text`, the linkage rule in
@@ -65,10 +65,12 @@ Six parts, and how each was used, so that a reader can tell which figures are he
   benchmark scores as top-5 recall (the share of reports with a duplicate that have one among their five
   first suggestions). Re-ranking those suggestions by the mixed word-and-embedding score was tried on
   every part: it lowered top-5 recall on holdout5 (0.897 against 0.936 for the embedding alone). Parts
-  are found in the data by their `split`: any part outside `TUNING` (holdout4, holdout5, and holdout6
-  when it is added) is counted blind, and the cut is never calibrated on it. The embedding now runs in
+  are found in the data by their `split`: any part outside `TUNING` (holdout4 to holdout7) is counted
+  blind, and the cut is never calibrated on it. The embedding now runs in
   onnxruntime (float32: the same vectors as before, cosine ≥ 0.999), and the cost of enriching a report is
   measured here in CPU time of one core.
+- `holdout6` (h6-001…, 93 reports) was written blind for local-v5, committed before any figure on it was
+  read, and measured once on it: top-5 recall 0.939 by cosine, automatic grouping precision 1.000.
 - `holdout7` (h7-001…, 93 reports of 38 problems, 13 of them with a single report) was written blind
   by a session-12 engineer who had not read the method, and committed before any figure on it was read.
   All its reports are about two invented products, a grocery-delivery app and a team-chat web app, so
