@@ -18,21 +18,25 @@ from tests.services import StorePostgres
 DASHBOARD_ORIGIN = "https://admin.example.com"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sdk_stack(pg: StorePostgres, scratch: Path) -> Iterator[Stack]:
-    """One topology for this folder's modules in each test process; every test makes its own projects."""
+    """One topology for this folder's modules in each test process; every test makes its own projects.
+
+    Package-scoped, so it stops when the folder's tests are done: a stack kept to the end of the session holds
+    its processes' Postgres connections beside the next module's stack, and a machine's Postgres at the
+    default `max_connections = 100` ran out at the end of the suite."""
     running = Stack(pg, scratch, "sdk", router_env={"RELAY_DASHBOARD_ORIGINS": json.dumps([DASHBOARD_ORIGIN])})
     yield running
     running.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def relay(sdk_stack: Stack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=sdk_stack.dev.topology["router"]["url"], timeout=30, trust_env=False) as client:
         yield client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def owner(relay: httpx.Client) -> Admin:
     return Admin(relay)
 
