@@ -4,6 +4,7 @@ policy of management paths can be seen both ways."""
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,9 @@ def sdk_stack(pg: StorePostgres, scratch: Path) -> Iterator[Stack]:
     Package-scoped, so it stops when the folder's tests are done: a stack kept to the end of the session holds
     its processes' Postgres connections beside the next module's stack, and a machine's Postgres at the
     default `max_connections = 100` ran out at the end of the suite."""
-    running = Stack(pg, scratch, "sdk", router_env={"RELAY_DASHBOARD_ORIGINS": json.dumps([DASHBOARD_ORIGIN])})
+    # A new name each time: the package's modules may run apart on one process, so it can start again.
+    running = Stack(pg, scratch, f"sdk_{secrets.token_hex(3)}",
+                    router_env={"RELAY_DASHBOARD_ORIGINS": json.dumps([DASHBOARD_ORIGIN])})
     yield running
     running.close()
 
