@@ -53,6 +53,19 @@ async def _rows(conn: asyncpg.Connection, project_id: uuid.UUID,
     return {r["id"]: r for r in rows}
 
 
+async def _pair(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id: uuid.UUID, other_id: uuid.UUID,
+                itself: str) -> tuple[asyncpg.Record, asyncpg.Record]:
+    """The two rows a person's decision about a pair reads, locked, under the project's grouping lock: 422
+    (`itself`) for an interaction paired with itself, 404 when either is not in the project."""
+    if interaction_id == other_id:
+        raise Problem(422, itself)
+    await lock_project(conn, project_id)
+    rows = await _rows(conn, project_id, [interaction_id, other_id])
+    if len(rows) < 2:
+        raise Problem(404, "no such interaction")
+    return rows[interaction_id], rows[other_id]
+
+
 async def _rename(conn: asyncpg.Connection, project_id: uuid.UUID, groups: list[str], into: str) -> None:
     """Rename groups on the interactions and on their enrichment signatures alike."""
     await conn.execute(
@@ -83,13 +96,7 @@ async def merge(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_id:
     The group keeps the smaller id, as the workers' merges do. A repeat finds nothing to change. Dismissals
     between the two groups are lifted: the person has just said they are duplicates.
     """
-    if interaction_id == other_id:
-        raise Problem(422, "an interaction is not a duplicate of itself")
-    await lock_project(conn, project_id)
-    rows = await _rows(conn, project_id, [interaction_id, other_id])
-    if len(rows) < 2:
-        raise Problem(404, "no such interaction")
-    a, b = rows[interaction_id], rows[other_id]
+    a, b = await _pair(conn, project_id, interaction_id, other_id, "an interaction is not a duplicate of itself")
     groups = sorted({_group(a), _group(b)})
     into = groups[0]
     if len(groups) == 1 and a["duplicate_confirmed"] and b["duplicate_confirmed"]:
@@ -177,13 +184,9 @@ async def dismiss(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_i
                   other_id: uuid.UUID) -> bool:
     """Record that two interactions are not duplicates; True when this call recorded it (False: a repeat).
     Two interactions in one group are separated with `unmerge` first (409 here)."""
-    if interaction_id == other_id:
-        raise Problem(422, "an interaction is not a suggestion for itself")
-    await lock_project(conn, project_id)
-    rows = await _rows(conn, project_id, [interaction_id, other_id])
-    if len(rows) < 2:
-        raise Problem(404, "no such interaction")
-    if _group(rows[interaction_id]) == _group(rows[other_id]):
+    one, other = await _pair(conn, project_id, interaction_id, other_id,
+                             "an interaction is not a suggestion for itself")
+    if _group(one) == _group(other):
         raise Problem(409, "these interactions are in one duplicate group: take one out with "
                            "DELETE …/duplicate-of first")
     low, high = sorted((interaction_id, other_id))
