@@ -41,6 +41,10 @@ def test_a_reset_link_works_once_and_expires(router: httpx.Client, stack: DevSta
     r = router.post("/v1/auth/password-reset", json={"email": user.email.upper()})
     assert r.status_code == 202 and unknown.status_code == 202 and r.json() == unknown.json(), (r.text, unknown.text)
     token = _reset_token(stack, user.email)
+    # `relay dev` says in its log where the email is (the file's name, not the link).
+    [holding] = [p.name for p in (stack.state_dir / "mail").glob("*.eml") if token in p.read_text()]
+    assert stack.log_dir is not None
+    until(lambda: holding in (stack.log_dir / "router.log").read_text(), 10, "the router's log names the email")
     control = topo["router"]["database_url"]
     stored = sql(control, "SELECT token_hash, expires_at - created_at AS ttl FROM password_resets"
                           " WHERE user_id = $1::uuid", user.user["id"])
