@@ -266,13 +266,15 @@ async def delete_account(request: Request[Any, Any, Any], data: DeleteAccountIn)
                           " an owner or delete them first")
         # The invitations that hold the person's address (the ones they accepted, and any still open for it)
         # go with the account: nothing of the person's email stays in the control database.
-        await conn.execute(
+        removed = await conn.fetch(
             """DELETE FROM project_invitations
-                WHERE accepted_by = $1 OR email = (SELECT email FROM admin_users WHERE id = $1)""",
+                WHERE accepted_by = $1 OR email = (SELECT email FROM admin_users WHERE id = $1)
+                RETURNING id""",
             session.user_id)
         await conn.execute("DELETE FROM admin_users WHERE id = $1", session.user_id)
         await audit.record(conn, action="account.deleted", actor_id=session.user_id, project_id=None,
-                           target_type="admin_user", target_id=session.user_id, ip=client_ip(request))
+                           target_type="admin_user", target_id=session.user_id, ip=client_ip(request),
+                           metadata={"invitations_removed": sorted(str(r["id"]) for r in removed)})
 
 
 @get("/v1/auth/sessions")

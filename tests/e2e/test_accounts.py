@@ -3,6 +3,7 @@ and the audit trail every router write leaves (ids only: no email address, name 
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from typing import Any
@@ -44,7 +45,8 @@ def test_a_reset_link_works_once_and_expires(router: httpx.Client, stack: DevSta
     # `relay dev` says in its log where the email is (the file's name, not the link).
     [holding] = [p.name for p in (stack.state_dir / "mail").glob("*.eml") if token in p.read_text()]
     assert stack.log_dir is not None
-    until(lambda: holding in (stack.log_dir / "router.log").read_text(), 10, "the router's log names the email")
+    router_log = stack.log_dir / "router.log"
+    until(lambda: holding in router_log.read_text(), 10, "the router's log names the email")
     control = topo["router"]["database_url"]
     stored = sql(control, "SELECT token_hash, expires_at - created_at AS ttl FROM password_resets"
                           " WHERE user_id = $1::uuid", user.user["id"])
@@ -175,8 +177,10 @@ def test_a_deleted_account_leaves_its_address_and_name_nowhere(router: httpx.Cli
     joined = router.get(f"/v1/projects/{p['id']}/audit-logs", params={"action": "member.joined"},
                         headers=owner.h).json()["data"]
     assert [(e["actor_id"], e["target_id"]) for e in joined] == [(person.user["id"], person.user["id"])]
-    assert sql(control, "SELECT 1 FROM audit_logs WHERE action = 'account.deleted' AND target_id = $1",
-               person.user["id"])
+    [deleted] = sql(control, "SELECT meta FROM audit_logs WHERE action = 'account.deleted' AND target_id = $1",
+                    person.user["id"])
+    assert json.loads(deleted["meta"])["invitations_removed"] == sorted(
+        [pending.json()["id"], *(e["meta"]["invitation_id"] for e in joined)])
 
 
 def test_every_router_write_appears_in_the_audit_log(router: httpx.Client, topo: dict[str, Any]) -> None:
