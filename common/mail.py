@@ -163,9 +163,12 @@ class _DirectoryOutbox:
     async def send(self, to: str, subject: str, body: str) -> None:
         data = bytes(compose(self.sender, to, subject, body))
         try:
-            await asyncio.to_thread(write_eml, self.directory, data)
+            path = await asyncio.to_thread(write_eml, self.directory, data)
         except OSError as exc:
             raise SendError(f"mail directory not writable ({type(exc).__name__})") from None
+        # Where to find it (under `relay dev`, the link of a reset or an invitation): the file only, never the
+        # address, the subject or a link, which may hold a one-time token.
+        log.info("email written to %s (no SMTP server configured)", path)
 
 
 def write_eml(directory: Path, data: bytes) -> Path:

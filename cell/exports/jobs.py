@@ -43,10 +43,13 @@ async def build_export(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
             await store.delete_prefix(archive.prefix(row["project_id"], export_id))
         await queries.fail(pool, export_id, f"the export could not be built ({type(exc).__name__}); request another")
         return
-    await queries.finish(pool, export_id, {
+    kept = await queries.finish(pool, export_id, {
         "storage_key": built.storage_key, "manifest_storage_key": built.manifest_storage_key,
         "size_bytes": built.size_bytes, "sha256": built.sha256, "manifest_hash": built.manifest.hash,
         "signature": built.manifest.signature, "public_key": built.manifest.public_key, "counts": built.counts})
+    if not kept:  # withdrawn while it was built (an end user erased): its archive may hold them, so it goes
+        log.info("project export %s was withdrawn while it was built; its archive is deleted", export_id)
+        await store.delete_prefix(archive.prefix(row["project_id"], export_id))
 
 
 JOBS = [Job(REQUESTED, build_export, timeout=3600, retries=3, name="exports.build")]

@@ -47,15 +47,31 @@ async def claim(pool: asyncpg.Pool, export_id: uuid.UUID) -> asyncpg.Record | No
              WHERE id = $1 AND status IN ('pending', 'running') RETURNING {COLUMNS}""", export_id)
 
 
-async def finish(pool: asyncpg.Pool, export_id: uuid.UUID, fields: dict[str, Any]) -> None:
-    """Record a built export (`fields`: storage keys, size, digests, signature, counts) as ready."""
-    await pool.execute(
+async def finish(pool: asyncpg.Pool, export_id: uuid.UUID, fields: dict[str, Any]) -> bool:
+    """Record a built export (`fields`: storage keys, size, digests, signature, counts) as ready; False when it
+    is no longer running (withdrawn meanwhile by an end user's erasure: its archive must not be kept)."""
+    status: str = await pool.execute(
         """UPDATE project_exports SET status = 'ready', finished_at = now(), failure_reason = NULL,
                   storage_key = $2, manifest_storage_key = $3, size_bytes = $4, sha256 = $5, manifest_hash = $6,
                   signature = $7, public_key = $8, counts = $9
-            WHERE id = $1""",
+            WHERE id = $1 AND status = 'running'""",
         export_id, fields["storage_key"], fields["manifest_storage_key"], fields["size_bytes"], fields["sha256"],
         fields["manifest_hash"], fields["signature"], fields["public_key"], fields["counts"])
+    return status == "UPDATE 1"
+
+
+WITHDRAWN = "withdrawn: an end user was erased after it was asked for, and it may hold their data; request another"
+
+
+async def withdraw(conn: asyncpg.Connection, project_id: uuid.UUID) -> list[uuid.UUID]:
+    """Inside an end user's erasure: every export of the project not failed already becomes `failed` (reason
+    `WITHDRAWN`), since its archive may hold the person's rows and bytes; the ids, whose objects the caller
+    deletes with the person's. One being built is withdrawn too: its finish finds it so and drops its archive."""
+    rows = await conn.fetch(
+        """UPDATE project_exports SET status = 'failed', finished_at = now(), failure_reason = $2,
+                  storage_key = NULL, manifest_storage_key = NULL
+            WHERE project_id = $1 AND status <> 'failed' RETURNING id""", project_id, WITHDRAWN)
+    return sorted(r["id"] for r in rows)
 
 
 async def fail(pool: asyncpg.Pool, export_id: uuid.UUID, reason: str) -> None:

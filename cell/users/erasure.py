@@ -1,6 +1,7 @@
 """Erasing an end user: every row about the person and every object holding their bytes.
 
-One transaction locks the person's rows, collects the object keys they point at,
+One transaction locks the person's rows, collects the object keys they point at (and withdraws the
+project's exports, whose archives may hold the person: they go with the person's objects),
 deletes the rows (keeping the counters of what survives exact: feedback items that
 reached their interactions through links or confirmed duplicate groups are recounted,
 cell/feedback/demand.py), records an audit
@@ -24,6 +25,7 @@ from obstore.exceptions import BaseError as ObjectStoreError
 from cell import audit
 from cell.auth import Principal
 from cell.enrichment.queries import lock_project
+from cell.exports import queries as exports
 from cell.interactions import groups
 from cell.storage import ObjectStore, project_key
 from cell.users import Footprint, footprint
@@ -100,11 +102,16 @@ async def erase(conn: asyncpg.Connection, store: ObjectStore, principal: Princip
     if found is None:
         return None
     keys = await object_keys(conn, store, project_id, found)
+    # The project's exports may hold the person too: withdrawn, their archives go with the person's objects.
+    withdrawn = await exports.withdraw(conn, project_id)
+    for export_id in withdrawn:
+        keys += [k for k, _ in await store.keys(project_key(project_id, "exports", str(export_id)))]
     gone = await groups.leaving(conn, project_id, found.interaction_ids)
     sessions, interactions = found.session_ids, found.interaction_ids
     counts = {
         "sessions": len(sessions), "interactions": len(interactions),
         "conversations": len(found.conversation_ids), "replays": len(found.replay_ids), "objects": len(keys),
+        "exports_withdrawn": len(withdrawn),
     }
     # Rows that count toward someone else's counter go first, each with its decrement.
     counts["feedback_votes"] = await _delete_counted(

@@ -246,8 +246,9 @@ async def update_profile(request: Request[Any, Any, Any], data: ProfileIn) -> Us
 
 @delete("/v1/auth/me", status_code=204)
 async def delete_account(request: Request[Any, Any, Any], data: DeleteAccountIn) -> None:
-    """Delete the account, its sessions and memberships (its password required); 409 while it is the last owner
-    of a project, which must first get another owner or be deleted. Its audit trail stays (ids only)."""
+    """Delete the account, its sessions, memberships and the invitations holding its address (its password
+    required); 409 while it is the last owner of a project, which must first get another owner or be deleted.
+    Its audit trail stays (ids only)."""
     st = state(request)
     session = await current_session(request)
     await _verified(st, request, session.user_id, data.password, "password")
@@ -263,9 +264,17 @@ async def delete_account(request: Request[Any, Any, Any], data: DeleteAccountIn)
             ids = ", ".join(str(r["project_id"]) for r in orphaned)
             raise Problem(409, f"you are the last owner of {len(orphaned)} project(s) ({ids}): make someone else"
                           " an owner or delete them first")
+        # The invitations that hold the person's address (the ones they accepted, and any still open for it)
+        # go with the account: nothing of the person's email stays in the control database.
+        removed = await conn.fetch(
+            """DELETE FROM project_invitations
+                WHERE accepted_by = $1 OR email = (SELECT email FROM admin_users WHERE id = $1)
+                RETURNING id""",
+            session.user_id)
         await conn.execute("DELETE FROM admin_users WHERE id = $1", session.user_id)
         await audit.record(conn, action="account.deleted", actor_id=session.user_id, project_id=None,
-                           target_type="admin_user", target_id=session.user_id, ip=client_ip(request))
+                           target_type="admin_user", target_id=session.user_id, ip=client_ip(request),
+                           metadata={"invitations_removed": sorted(str(r["id"]) for r in removed)})
 
 
 @get("/v1/auth/sessions")

@@ -1,4 +1,5 @@
-"""`/app/`: sign-in, sign-up, sign-out, the project list and "New project" — the router's only pages.
+"""`/app/`: sign-in, sign-up, sign-out, a forgotten password, the project list and "New project" — the router's
+only pages.
 
 They call the JSON API's own handlers (`router.auth.routes`, `router.projects.routes`) so a page can do
 nothing the API would refuse, and show the API's problems as form errors. By the time a request arrives
@@ -7,6 +8,7 @@ here, `router.dashboard.gate` has turned the session cookie into the bearer toke
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from os import PathLike
 from pathlib import Path
@@ -32,8 +34,8 @@ from common.web import (
     page_problem_handler,
     template_config,
 )
+from router.auth import account, sessions
 from router.auth import routes as auth
-from router.auth import sessions
 from router.dashboard import access
 from router.members import routes as member_routes
 from router.members.types import Accepted
@@ -61,6 +63,19 @@ class SignUpForm(msgspec.Struct):
     email: str = ""
     password: str = ""
     name: str = ""
+
+
+class ForgotForm(msgspec.Struct):
+    """The "Forgot your password?" form: where to send a reset link."""
+
+    email: str = ""
+
+
+class ResetForm(msgspec.Struct):
+    """The page a reset link opens: the link's token, and the new password."""
+
+    token: str = ""
+    password: str = ""
 
 
 class ProjectForm(msgspec.Struct):
@@ -173,11 +188,72 @@ async def sign_up(request: Request[Any, Any, Any], data: SignUpForm = Form) -> R
 
 @post("/app/signout", include_in_schema=False)
 async def sign_out(request: Request[Any, Any, Any]) -> Redirect:
-    """End the session (as the API's logout does) and drop the cookie."""
-    token = bearer(request.headers.get("authorization"))
-    if token is not None:
-        await sessions.revoke(state(request).pool, token)
+    """End the session with the API's logout (audited like it) and drop the cookie; a session already ended
+    just loses its cookie."""
+    if bearer(request.headers.get("authorization")) is not None:
+        with contextlib.suppress(Problem):
+            await auth.logout.fn(request)
     return Redirect("/app/", status_code=303, cookies=[_session_cookie(request, None)])
+
+
+def _form_csrf(request: Request[Any, Any, Any]) -> tuple[str, list[Cookie]]:
+    """The CSRF token a form of a page anyone may open must carry, as the gate will expect it: the session's
+    when a session cookie came along, else the signed-out double-submit token."""
+    token = bearer(request.headers.get("authorization"))
+    return (csrf_token(token), []) if token is not None else _pre_session(request)
+
+
+def _forgot_page(request: Request[Any, Any, Any], errors: list[str], email: str = "", status: int = 200,
+                 *, sent: bool = False) -> Template:
+    csrf, cookies = _form_csrf(request)
+    context = {"title": "Reset your password", "csrf_form": csrf, "errors": errors, "email": email, "sent": sent}
+    return _page("forgot_password.html", context, status, cookies)
+
+
+@get("/app/forgot-password", include_in_schema=False)
+async def forgot_password_page(request: Request[Any, Any, Any]) -> Template:
+    """The "Forgot your password?" form: an email address to send a reset link to."""
+    return _forgot_page(request, [])
+
+
+@post("/app/forgot-password", include_in_schema=False)
+async def forgot_password(request: Request[Any, Any, Any], data: ForgotForm = Form) -> Template:
+    """Ask for a reset link with the API's handler; the page says the same whether or not the address has an
+    account (as the API does)."""
+    try:
+        await account.request_reset.fn(request, account.ResetIn(email=data.email.strip()))
+    except ValueError as exc:
+        return _forgot_page(request, [str(exc).split(" - at ")[0]], data.email, 422)
+    except Problem as problem:
+        return _forgot_page(request, _problem_text(problem), data.email, problem.status)
+    return _forgot_page(request, [], data.email, sent=True)
+
+
+def _reset_page(request: Request[Any, Any, Any], token: str, errors: list[str], status: int = 200) -> Template:
+    csrf, cookies = _form_csrf(request)
+    context = {"title": "Choose a new password", "csrf_form": csrf, "errors": errors, "token": token}
+    return _page("reset_password.html", context, status, cookies)
+
+
+@get(account.RESET_PATH, include_in_schema=False)
+async def reset_password_page(request: Request[Any, Any, Any], token: str = "") -> Template:
+    """The page a reset email's link opens: a new password for the account (a GET changes nothing, as mail
+    scanners follow links)."""
+    return _reset_page(request, token[:200], [])
+
+
+@post(account.RESET_PATH, include_in_schema=False)
+async def reset_password(request: Request[Any, Any, Any], data: ResetForm = Form) -> Response[Any]:
+    """Set the new password with the API's handler (once, before the link expires): every session of the
+    account ends and this browser is signed in with a new one."""
+    try:
+        out: auth.AuthOut = await account.complete_reset.fn(
+            request, account.ResetCompleteIn(token=data.token, new_password=data.password))
+    except ValueError as exc:
+        return _reset_page(request, data.token[:200], [str(exc).split(" - at ")[0]], 422)
+    except Problem as problem:
+        return _reset_page(request, data.token[:200], _problem_text(problem), problem.status)
+    return Redirect("/app/", status_code=303, cookies=[_session_cookie(request, out.token)])
 
 
 @post("/app/projects", include_in_schema=False)
@@ -232,5 +308,6 @@ def _static() -> Any:
 
 
 ROUTES = [Router(path="/", exception_handlers={Problem: page_problem_handler}, route_handlers=[
-    home, sign_in, sign_up_page, sign_up, sign_out, new_project, invitation, accept_invitation, *access.ROUTES]),
+    home, sign_in, sign_up_page, sign_up, sign_out, forgot_password_page, forgot_password, reset_password_page,
+    reset_password, new_project, invitation, accept_invitation, *access.ROUTES]),
           _static()]

@@ -3,6 +3,11 @@
 Only dashboard users manage the team (an API key gets 403). Admins invite,
 re-role and remove up to admin; owners are granted, demoted and removed only
 by owners, and the last owner always stays (409).
+
+Every change to the team is in the router's audit log (router/audit.py), in
+the project's trail and in the trail of the account it is about: who was
+invited (by the invitation's id: the address is not logged), who joined,
+changed role or was removed (by user id), and by whom.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from litestar import Request, delete, get, patch, post
 from common.ids import uuid7
 from common.mail import send_or_problem
 from common.problems import Problem
-from router.auth.routes import current_session
+from router import audit
+from router.auth.routes import client_ip, current_session
 from router.auth.sessions import Session
 from router.members import invitations
 from router.members.types import Accepted, Invitation, InvitationList, Member, MemberIn, MemberList, RoleIn
@@ -94,6 +100,9 @@ async def invite_member(request: Request[Any, Any, Any], project_id: uuid.UUID, 
         link = f"{str(request.base_url).rstrip('/')}/app/invitations/{token}"
         subject, body = invitations.message(about["project"], about["inviter"], data.role, link, token,
                                             row["expires_at"])
+        await audit.record(conn, action="member.invited", actor_id=session.user_id, project_id=project_id,
+                           target_type="invitation", target_id=row["id"], ip=client_ip(request),
+                           metadata={"role": data.role})
         # Sent before the commit: an invitation nobody could receive is not left behind.
         await send_or_problem(st.mailer, data.email, subject, body, what="invitation email")
     return Invitation(**dict(row))
@@ -120,6 +129,9 @@ async def change_role(request: Request[Any, Any, Any], project_id: uuid.UUID, us
         if role != data.role:
             await conn.execute("UPDATE project_memberships SET role = $3 WHERE project_id = $1 AND user_id = $2",
                                project_id, user_id, data.role)
+            await audit.record(conn, action="member.role_changed", actor_id=session.user_id, project_id=project_id,
+                               target_type="admin_user", target_id=user_id, ip=client_ip(request),
+                               metadata={"from": role, "to": data.role})
         return await _member(conn, project_id, user_id)
 
 
@@ -129,9 +141,12 @@ async def remove_member(request: Request[Any, Any, Any], project_id: uuid.UUID, 
     st = state(request)
     session = await _manager(request, st, project_id)
     async with st.pool.acquire() as conn, conn.transaction():
-        await _owner_change(conn, session, project_id, user_id, None)
+        role = await _owner_change(conn, session, project_id, user_id, None)
         await conn.execute("DELETE FROM project_memberships WHERE project_id = $1 AND user_id = $2",
                            project_id, user_id)
+        await audit.record(conn, action="member.removed", actor_id=session.user_id, project_id=project_id,
+                           target_type="admin_user", target_id=user_id, ip=client_ip(request),
+                           metadata={"role": role})
 
 
 @get("/v1/projects/{project_id:uuid}/invitations")
@@ -161,6 +176,9 @@ async def revoke_invitation(request: Request[Any, Any, Any], project_id: uuid.UU
             raise Problem(404, "no such invitation")
         _may_grant(session, role)
         await conn.execute("UPDATE project_invitations SET revoked_at = now() WHERE id = $1", invitation_id)
+        await audit.record(conn, action="member.invitation_revoked", actor_id=session.user_id,
+                           project_id=project_id, target_type="invitation", target_id=invitation_id,
+                           ip=client_ip(request), metadata={"role": role})
 
 
 @post("/v1/invitations/{token:str}/accept", status_code=200)
@@ -180,13 +198,18 @@ async def accept_invitation(request: Request[Any, Any, Any], token: str) -> Acce
         row = await conn.fetchrow(
             """INSERT INTO project_memberships (id, user_id, project_id, role) VALUES ($1, $2, $3, $4)
                ON CONFLICT (user_id, project_id) DO UPDATE SET role = project_memberships.role
-               RETURNING project_id, user_id, role::text AS role, joined_at""",
+               RETURNING project_id, user_id, role::text AS role, joined_at, xmax = 0 AS joined""",
             uuid7(), session.user_id, invitation["project_id"], invitation["role"])
         assert row is not None
         await conn.execute(
             "UPDATE project_invitations SET accepted_at = now(), accepted_by = $2 WHERE id = $1",
             invitation["id"], session.user_id)
-    return Accepted(**dict(row))
+        # A member already (they kept their role): the invitation is used up, the team is unchanged.
+        await audit.record(conn, action="member.joined" if row["joined"] else "member.invitation_accepted",
+                           actor_id=session.user_id, project_id=invitation["project_id"], target_type="admin_user",
+                           target_id=session.user_id, ip=client_ip(request),
+                           metadata={"role": row["role"], "invitation_id": str(invitation["id"])})
+    return Accepted(**{k: row[k] for k in ("project_id", "user_id", "role", "joined_at")})
 
 
 ROUTES = [invite_member, list_members, change_role, remove_member, list_invitations, revoke_invitation,

@@ -15,7 +15,7 @@ from common.access import READ
 from common.keys import presented
 from common.problems import Problem
 from router import access, audit
-from router.auth.routes import current_session
+from router.auth.routes import client_ip, current_session
 from router.directory import Change, KeyEntry, ProjectEntry, publish
 from router.moves import store
 from router.moves.types import Move, MoveIn, shown
@@ -49,7 +49,7 @@ async def start_move(request: Request[Any, Any, Any], project_id: uuid.UUID, dat
     async with st.pool.acquire() as conn, conn.transaction():
         move, directory = await store.start(conn, project_id, data.to_region, st.settings.cells, session.user_id)
         await audit.record(conn, action="project.move_requested", actor_id=session.user_id, project_id=project_id,
-                           target_type="move", target_id=move["id"], ip=request.client.host if request.client else None,
+                           target_type="move", target_id=move["id"], ip=client_ip(request),
                            metadata={"from_region": move["from_region"], "to_region": move["to_region"]})
     await publish(st.redis, st.directory, Change(project=ProjectEntry(**directory)))
     return Response(shown(move), status_code=202)

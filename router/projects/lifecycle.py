@@ -46,7 +46,7 @@ from common.keys import bearer
 from common.paging import decode_cursor, limit_of
 from common.problems import Problem
 from router import audit
-from router.auth.routes import current_session
+from router.auth.routes import client_ip, current_session
 from router.auth.sessions import Session
 from router.directory import Change, KeyEntry, ProjectEntry, publish
 from router.moves import routing
@@ -89,10 +89,6 @@ _DELETION = """SELECT id, project_id, epoch, region, state, requested_by, create
 _DIRECTORY = "id, name, region, state::text AS state, epoch"
 
 
-def _client(request: Request[Any, Any, Any]) -> str | None:
-    return request.client.host if request.client else None
-
-
 async def _dashboard_user(request: Request[Any, Any, Any], project_id: uuid.UUID, what: str) -> Session:
     """The signed-in member acting on the project (404 for others); an API key is refused with 403."""
     st = state(request)
@@ -126,7 +122,7 @@ async def rename_project(request: Request[Any, Any, Any], project_id: uuid.UUID,
             raise Problem(404, "no such project")
         outbox_id = await provisioning.add(conn, project_id, "project.rename", {})
         await audit.record(conn, action="project.renamed", actor_id=session.user_id, project_id=project_id,
-                           target_type="project", target_id=project_id, ip=_client(request))
+                           target_type="project", target_id=project_id, ip=client_ip(request))
     entry = ProjectEntry(**{k: row[k] for k in ("id", "name", "region", "state", "epoch")})
     await publish(st.redis, st.directory, Change(project=entry))
     try:
@@ -188,7 +184,7 @@ async def delete_project(request: Request[Any, Any, Any], project_id: uuid.UUID,
         assert row is not None
         await provisioning.add(conn, project_id, "project.delete", {"deletion_id": str(row["id"])})
         await audit.record(conn, action="project.deletion_requested", actor_id=session.user_id,
-                           project_id=project_id, target_type="project", target_id=project_id, ip=_client(request),
+                           project_id=project_id, target_type="project", target_id=project_id, ip=client_ip(request),
                            metadata={"deletion_id": str(row["id"]), "region": fenced["region"]})
     await publish(st.redis, st.directory, Change(project=ProjectEntry(**dict(fenced))))
     return Response(msgspec.convert(dict(row), Deletion), status_code=202,

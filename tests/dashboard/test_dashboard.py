@@ -769,3 +769,52 @@ def test_the_residency_page_lists_the_projects_moves(context: BrowserContext, ro
         snap(officer, shots, "residency-viewer")  # at a phone's width too, without sideways scrolling
     finally:
         theirs.close()
+
+
+def test_a_forgotten_password_is_reset_from_the_emailed_link(context: BrowserContext, router: httpx.Client,
+                                                              topo: dict[str, Any]) -> None:
+    """What a person who forgot their password does: ask on the sign-in page, follow the emailed link, choose
+    a new password, and be signed in; the link works once, and signing out is audited like the API's logout."""
+    base = str(router.base_url).rstrip("/")
+    user = Admin(router)
+    page = context.new_page()
+    page.goto(base + "/app/")
+    page.get_by_role("link", name="Forgot your password?").click()
+    page.get_by_label("Email").fill(user.email)
+    page.get_by_role("button", name="Send reset link").click()
+    expect(page.get_by_role("status")).to_contain_text("If an account has this address")
+    mail = mailbox.wait_for(mailbox.directory_of(router), user.email)[-1]
+    link = re.search(r"https?://\S+/app/reset-password\?token=\S+", mail.get_content())
+    assert link, mail.get_content()
+    path = link.group(0)[link.group(0).index("/app/"):]
+
+    response = page.goto(base + path)
+    assert response is not None and response.status == 200
+    page.get_by_label("New password").fill("short")
+    page.get_by_role("button", name="Set password").click()  # the browser's own minlength stops it
+    expect(page.get_by_role("heading", name="Choose a new password")).to_be_visible()
+    page.get_by_label("New password").fill("a fresh passphrase")
+    page.get_by_role("button", name="Set password").click()
+    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+    problem = router.post("/v1/auth/login", json={"email": user.email, "password": PASSWORD})
+    assert problem.status_code == 401
+    assert router.get("/v1/auth/me", headers=user.h).status_code == 401  # the old session ended
+    assert router.post("/v1/auth/login", json={"email": user.email, "password": "a fresh passphrase"}
+                       ).status_code == 200
+
+    # Once only: the same link again shows why it does nothing.
+    page.goto(base + path)
+    page.get_by_label("New password").fill("yet another passphrase")
+    page.get_by_role("button", name="Set password").click()
+    expect(page.get_by_text("this reset link is not valid")).to_be_visible()
+    assert router.post("/v1/auth/login", json={"email": user.email, "password": "a fresh passphrase"}
+                       ).status_code == 200
+
+    page.goto(base + "/app/")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    actions = [r["action"] for r in db(topo["router"]["database_url"],
+                                       "SELECT action FROM audit_logs WHERE target_id = $1 ORDER BY created_at, id",
+                                       user.user["id"])]
+    wanted = ("account.password_reset_requested", "account.password_reset", "auth.logout")
+    assert [a for a in actions if a in wanted] == list(wanted) and actions[-1] == "auth.logout", actions

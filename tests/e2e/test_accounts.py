@@ -3,6 +3,7 @@ and the audit trail every router write leaves (ids only: no email address, name 
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from typing import Any
@@ -13,6 +14,7 @@ from common.keys import fingerprint
 from relay.devstack import DevStack
 from tests import mailbox
 from tests.conftest import Admin, problem, sql, until
+from tests.e2e.test_project_lifecycle import _rows_naming
 
 PASSWORD = "correct horse battery staple"
 
@@ -40,6 +42,11 @@ def test_a_reset_link_works_once_and_expires(router: httpx.Client, stack: DevSta
     r = router.post("/v1/auth/password-reset", json={"email": user.email.upper()})
     assert r.status_code == 202 and unknown.status_code == 202 and r.json() == unknown.json(), (r.text, unknown.text)
     token = _reset_token(stack, user.email)
+    # `relay dev` says in its log where the email is (the file's name, not the link).
+    [holding] = [p.name for p in (stack.state_dir / "mail").glob("*.eml") if token in p.read_text()]
+    assert stack.log_dir is not None
+    router_log = stack.log_dir / "router.log"
+    until(lambda: holding in router_log.read_text(), 10, "the router's log names the email")
     control = topo["router"]["database_url"]
     stored = sql(control, "SELECT token_hash, expires_at - created_at AS ttl FROM password_resets"
                           " WHERE user_id = $1::uuid", user.user["id"])
@@ -147,6 +154,35 @@ def test_the_last_owner_cannot_delete_their_account(router: httpx.Client, topo: 
     problem(router.request("DELETE", "/v1/auth/me", headers=successor.h, json={"password": PASSWORD}), 409)
 
 
+def test_a_deleted_account_leaves_its_address_and_name_nowhere(router: httpx.Client, topo: dict[str, Any]) -> None:
+    owner = Admin(router)
+    p, q = owner.project("us-west"), owner.project("eu-west")
+    person = owner.member(p, "agent")  # the accepted invitation holds the address
+    pending = router.post(f"/v1/projects/{q['id']}/members", headers=owner.h,
+                          json={"email": person.email, "role": "viewer"})  # and one still open
+    assert pending.status_code == 201, pending.text
+    name = f"Canary {secrets.token_hex(4)}"
+    assert router.patch("/v1/auth/me", headers=person.h, json={"name": name}).status_code == 200
+    control = topo["router"]["database_url"]
+    assert {"admin_users", "project_invitations"} <= set(_rows_naming(control, person.email))
+
+    r = router.request("DELETE", "/v1/auth/me", headers=person.h, json={"password": PASSWORD})
+    assert r.status_code == 204, r.text
+    # No row of any table of the control database holds the address or the name any more.
+    assert _rows_naming(control, person.email) == {} and _rows_naming(control, name) == {}
+    assert person.user["id"] not in {m["user_id"] for m in
+                                     router.get(f"/v1/projects/{p['id']}/members", headers=owner.h).json()["data"]}
+    assert router.get(f"/v1/projects/{q['id']}/invitations", headers=owner.h).json()["data"] == []
+    # The trail stays, by id: the project's shows the person joined; the account's own, that it was deleted.
+    joined = router.get(f"/v1/projects/{p['id']}/audit-logs", params={"action": "member.joined"},
+                        headers=owner.h).json()["data"]
+    assert [(e["actor_id"], e["target_id"]) for e in joined] == [(person.user["id"], person.user["id"])]
+    [deleted] = sql(control, "SELECT meta FROM audit_logs WHERE action = 'account.deleted' AND target_id = $1",
+                    person.user["id"])
+    assert json.loads(deleted["meta"])["invitations_removed"] == sorted(
+        [pending.json()["id"], *(e["meta"]["invitation_id"] for e in joined)])
+
+
 def test_every_router_write_appears_in_the_audit_log(router: httpx.Client, topo: dict[str, Any]) -> None:
     user = Admin(router)
     problem(_login(router, user.email, "wrong password!"), 401)
@@ -171,6 +207,20 @@ def test_every_router_write_appears_in_the_audit_log(router: httpx.Client, topo:
     gone = user.project("eu-west")
     r = router.delete(f"/v1/projects/{gone['id']}", params={"confirm": gone["name"]}, headers=user.h)
     assert r.status_code == 202, r.text
+    # The team: a colleague invited, joined, re-roled and removed; another invitation revoked before use.
+    colleague = Admin(router)
+    cid = colleague.user["id"]
+    user.invite(p, colleague, "agent")
+    invited = router.post(f"/v1/projects/{pid}/members", headers=user.h,
+                          json={"email": f"never-{colleague.email}", "role": "viewer"})
+    assert invited.status_code == 201, invited.text
+    assert router.delete(f"/v1/projects/{pid}/invitations/{invited.json()['id']}", headers=user.h).status_code == 204
+    assert router.patch(f"/v1/projects/{pid}/members/{cid}", headers=user.h, json={"role": "admin"}).status_code == 200
+    assert router.delete(f"/v1/projects/{pid}/members/{cid}", headers=user.h).status_code == 204
+    third = Admin(router)
+    problem(router.post("/v1/auth/password-reset", json={"email": "not-an-email"}), 422)
+    assert router.post("/v1/auth/password-reset", json={"email": third.email}).status_code == 202
+    assert router.post("/v1/auth/logout", headers=third.h).status_code == 204
 
     mine = router.get("/v1/auth/audit-logs", params={"limit": 200}, headers=user.h).json()["data"]
     seen = {(e["action"], e["target_id"]) for e in mine}
@@ -180,17 +230,29 @@ def test_every_router_write_appears_in_the_audit_log(router: httpx.Client, topo:
         ("project.renamed", pid), ("api_key.created", key["id"]), ("api_key.revoked", key["id"]),
         ("project.move_requested", move_id), ("account.updated", uid), ("account.password_changed", uid),
         ("auth.session_revoked", other), ("project.deletion_requested", gone["id"]),
+        ("member.invitation_revoked", invited.json()["id"]), ("member.role_changed", cid), ("member.removed", cid),
     }
     assert expected <= seen, expected - seen
+    assert len([e for e in mine if e["action"] == "member.invited"]) == 2
+    role_changed = next(e for e in mine if e["action"] == "member.role_changed")
+    assert role_changed["meta"] == {"from": "agent", "to": "admin"} and role_changed["target_type"] == "admin_user"
+    # The colleague reads in their own trail that they joined, were re-roled and were removed, and by whom.
+    theirs = router.get("/v1/auth/audit-logs", params={"limit": 200}, headers=colleague.h).json()["data"]
+    assert [(e["action"], e["actor_id"]) for e in theirs if e["action"].startswith("member.")] == [
+        ("member.removed", uid), ("member.role_changed", uid), ("member.joined", cid)]
+    again = {"Authorization": f"Bearer {_login(router, third.email, PASSWORD).json()['token']}"}
+    assert {e["action"] for e in router.get("/v1/auth/audit-logs", headers=again).json()["data"]} >= {
+        "account.password_reset_requested", "auth.logout"}
     failed = next(e for e in mine if e["action"] == "auth.login_failed")
     assert failed["actor_type"] == "anonymous" and failed["actor_id"] is None
     assert all(e["ip_address"] in (None, "127.0.0.0") for e in mine)  # truncated to the /24
     project_log = router.get(f"/v1/projects/{pid}/audit-logs", params={"limit": 200}, headers=user.h).json()["data"]
-    assert {"project.created", "project.renamed", "api_key.created", "api_key.revoked"} <= {
+    assert {"project.created", "project.renamed", "api_key.created", "api_key.revoked", "member.invited",
+            "member.joined", "member.invitation_revoked", "member.role_changed", "member.removed"} <= {
         e["action"] for e in project_log if e["source"] == "router"}
-    # Ids only: neither the account's email and name nor the project's name are in the router's trail.
+    # Ids only: neither the accounts' email and name nor the project's name are in the router's trail.
     control = topo["router"]["database_url"]
-    for needle in (user.email, "Grace", "Audited shop", p["name"], PASSWORD):
+    for needle in (user.email, "Grace", "Audited shop", p["name"], PASSWORD, colleague.email, third.email):
         assert not sql(control, "SELECT 1 FROM audit_logs a WHERE a::text LIKE $1", f"%{needle}%"), needle
     # Someone else's trail is not mine.
     assert not {e["target_id"] for e in

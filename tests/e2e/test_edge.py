@@ -261,6 +261,31 @@ def test_forwarded_for_counts_only_from_trusted_proxies(edge: dict[str, Any]) ->
         assert session(untrusted, a) == session(untrusted, b)
 
 
+def test_the_audit_log_records_the_forwarded_client(edge: dict[str, Any]) -> None:
+    """Every router write records the client the trusted proxy names (truncated), never the proxy itself."""
+    router: httpx.Client = edge["router"]
+    owner: Admin = edge["owner"]
+    client = {"X-Forwarded-For": "203.0.113.77"}
+    r = router.post("/v1/projects", json={"name": "forwarded", "region": "us-west"}, headers={**owner.h, **client})
+    assert r.status_code == 201, r.text
+    p = r.json()
+    pid = p["id"]
+    assert router.patch(f"/v1/projects/{pid}", json={"name": "forwarded too"},
+                        headers={**owner.h, **client}).status_code == 200
+    assert router.post(f"/v1/projects/{pid}/api-keys", json={"name": "k", "scopes": ["read"]},
+                       headers={**owner.h, **client}).status_code == 201
+    assert router.post(f"/v1/projects/{pid}/members", json={"email": f"x-{secrets.token_hex(4)}@example.com",
+                                                            "role": "viewer"}, headers={**owner.h, **client}
+                       ).status_code == 201
+    assert router.post(f"/v1/projects/{pid}/move", json={"to_region": "eu-west"},
+                       headers={**owner.h, **client}).status_code == 202
+    rows = sql(edge["topo"]["router"]["database_url"],
+               "SELECT action, ip_address FROM audit_logs WHERE project_id = $1::uuid ORDER BY created_at", pid)
+    assert [r["action"] for r in rows] == ["project.created", "project.renamed", "api_key.created", "member.invited",
+                                           "project.move_requested"]
+    assert {r["ip_address"] for r in rows} == {"203.0.113.0"}, rows
+
+
 def test_regions_are_answered_from_a_short_cache(edge: dict[str, Any]) -> None:
     router: httpx.Client = edge["router"]
     proxy: DelayProxy = edge["proxy"]

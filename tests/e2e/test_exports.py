@@ -197,3 +197,45 @@ def test_project_export_zip_verifies(router: httpx.Client, admin: Admin, topo: d
     audit = [e["action"] for e in router.get(f"/v1/projects/{pid}/audit-logs", headers=admin.h).json()["data"]]
     assert "project.export_requested" in audit and "project.export_downloaded" in audit
     problem(router.get(f"/v1/projects/{pid}/exports/{uuid7()}", headers=admin.h), 404)
+
+
+def _ready_export(router: httpx.Client, admin: Admin, pid: str) -> dict[str, Any]:
+    r = router.post(f"/v1/projects/{pid}/export", headers=admin.h)
+    assert r.status_code == 202, r.text
+    url = r.json()["links"]["self"]
+    found: dict[str, Any] = until(lambda: (e := router.get(url, headers=admin.h).json())["status"] == "ready" and e,
+                                  60, "the export is ready")
+    return found
+
+
+def test_an_end_users_erasure_withdraws_the_exports_that_may_hold_them(router: httpx.Client, admin: Admin,
+                                                                       topo: dict[str, Any]) -> None:
+    project = admin.project("eu-west")
+    pid = project["id"]
+    ingest = {**admin.key(project, ["ingest"]), "project_id": pid, "admin_h": admin.h}
+    person = _person(router, ingest, "erased-after-export")
+    before = _ready_export(router, admin, pid)
+    archive = zipfile.ZipFile(io.BytesIO(router.get(before["links"]["content"], headers=admin.h).content))
+    assert b"erased-after-export" in archive.read("tables/end_users.jsonl")
+    kept = _root(topo, "eu-west") / "projects" / pid / "exports" / before["id"]
+    assert sorted(p.name for p in kept.iterdir()) == sorted([f"project-{pid}.zip", "manifest.json"])
+
+    r = router.delete(f"/v1/projects/{pid}/end-users/{person['user_id']}", headers=admin.h)
+    assert r.status_code == 204, r.text
+    # The archive that held the person is gone from the region's store, and the export says why.
+    withdrawn = router.get(before["links"]["self"], headers=admin.h).json()
+    assert withdrawn["status"] == "failed" and withdrawn["failure_reason"].startswith("withdrawn: an end user")
+    assert "content" not in withdrawn["links"] and "manifest" not in withdrawn["links"]
+    problem(router.get(before["links"]["content"], headers=admin.h), 409)
+    problem(router.get(before["links"]["manifest"], headers=admin.h), 409)
+    assert not kept.exists() or not any(kept.iterdir())
+    [erased] = router.get(f"/v1/projects/{pid}/audit-logs", params={"action": "end_user.erased"},
+                          headers=admin.h).json()["data"]
+    assert erased["meta"]["exports_withdrawn"] == 1
+    # A new export holds the project without the person.
+    after = _ready_export(router, admin, pid)
+    content = router.get(after["links"]["content"], headers=admin.h).content
+    fresh = zipfile.ZipFile(io.BytesIO(content))
+    assert all(b"erased-after-export" not in fresh.read(name) for name in fresh.namelist())
+    exports = _root(topo, "eu-west") / "projects" / pid / "exports"
+    assert [p.relative_to(exports).parts[0] for p in exports.rglob("*") if p.is_file()] == [after["id"]] * 2

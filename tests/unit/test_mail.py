@@ -39,19 +39,25 @@ def test_settings_are_checked() -> None:
     assert mail.Mailer.configured("", mail.DEFAULT_FROM, "") is None
 
 
-async def test_a_mail_directory_gets_one_whole_eml_file_per_message(tmp_path: Path) -> None:
+async def test_a_mail_directory_gets_one_whole_eml_file_per_message(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
     directory = tmp_path / "mail"
     mailer = mail.Mailer.configured("", "Relay <no-reply@relay.test>", str(directory))
     assert mailer is not None
-    async with mailer.session() as outbox:
-        await outbox.send("ada@example.com", "Hello\n  there", "Open https://relay.test/x\n")
-        await outbox.send("bob@example.com", "Second", "Body")
+    with caplog.at_level("INFO", logger="relay.mail"):
+        async with mailer.session() as outbox:
+            await outbox.send("ada@example.com", "Hello\n  there", "Open https://relay.test/x\n")
+            await outbox.send("bob@example.com", "Second", "Body")
     files = sorted(directory.iterdir())
     assert [f.suffix for f in files] == [".eml", ".eml"]  # no temporary file left behind
+    # The log says where each message is (`relay dev`: the reset link is found from it), and nothing of it.
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged == [f"email written to {f} (no SMTP server configured)" for f in files]
+    assert not [m for m in logged if "ada@" in m or "bob@" in m or "relay.test/x" in m or "Hello" in m]
     first = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
     assert first["To"] == "ada@example.com" and first["From"] == "Relay <no-reply@relay.test>"
     assert first["Subject"] == "Hello there" and first["Auto-Submitted"] == "auto-generated"
-    assert "https://relay.test/x" in first.get_content()  # type: ignore[attr-defined]
+    assert "https://relay.test/x" in first.get_content()
     # A long link stays on one line of the stored file, unencoded.
     link = "https://relay.test/app/invitations/rinv_" + "x" * 43
     await mailer.send("cy@example.com", "Long", f"Open this link to accept the invitation right away: {link}\n")

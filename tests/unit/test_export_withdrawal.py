@@ -1,0 +1,75 @@
+"""A project export withdrawn by an end user's erasure (cell/exports/queries.withdraw) while its worker builds it:
+the worker's finish finds it withdrawn and deletes the archive it just stored, so no copy of the person's data
+outlives the erasure. Against a real Postgres and object directory."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cell.exports import archive, jobs, queries
+from cell.settings import CellSettings
+from cell.storage import ObjectStore, project_key
+from common.ids import uuid7
+from common.pg import create_pool
+from tests.services import StorePostgres
+
+
+@pytest.fixture(scope="module")
+def dsn(pg: StorePostgres) -> str:
+    return pg.migrated("export_withdrawal_unit", "cell")
+
+
+async def test_an_export_withdrawn_while_it_is_built_keeps_no_archive(dsn: str, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = CellSettings(region="eu-west", database_url=dsn, redis_url="redis://127.0.0.1:1",
+                            object_store=(tmp_path / "objects").as_uri(), hop_secret="h" * 32, secret_key="k" * 32,
+                            key_pepper="p" * 32)
+    store = ObjectStore(settings.object_store)
+    pool = await create_pool(dsn, 4)
+    try:
+        pid = uuid7()
+        await pool.execute("INSERT INTO projects (id, name, region, secret) VALUES ($1, 'p', 'eu-west', $2)",
+                           pid, secrets.token_bytes(32))
+        await store.put(project_key(pid, "media", "shot"), b"the person's screenshot")
+        withdrawn_id, kept_id, pending_id = uuid7(), uuid7(), uuid7()
+        async with pool.acquire() as conn:
+            for export_id in (withdrawn_id, kept_id, pending_id):
+                await queries.insert(conn, export_id, pid, "someone")
+        real_build = archive.build
+        erase_during: set[uuid.UUID] = {withdrawn_id}
+
+        async def build_then_erased(*args: Any) -> archive.Built:
+            built = await real_build(*args)
+            if args[-1] in erase_during:  # an end user's erasure commits while the archive is being stored
+                async with pool.acquire() as conn:
+                    assert set(await queries.withdraw(conn, pid)) == {withdrawn_id, kept_id, pending_id}
+            return built
+
+        monkeypatch.setattr(archive, "build", build_then_erased)  # jobs calls it as archive.build
+        ctx = {"settings": settings, "pool": pool, "store": store}
+        await jobs.build_export(ctx, {"export_id": str(withdrawn_id)})
+        row = await queries.get(pool, pid, withdrawn_id)
+        assert row is not None and row["status"] == "failed" and row["failure_reason"] == queries.WITHDRAWN
+        assert row["storage_key"] is None and await store.keys(archive.prefix(pid, withdrawn_id)) == []
+        # The others were withdrawn before their worker came: nothing is built for them.
+        for other in (kept_id, pending_id):
+            await jobs.build_export(ctx, {"export_id": str(other)})
+            assert await store.keys(archive.prefix(pid, other)) == []
+            found = await queries.get(pool, pid, other)
+            assert found is not None and found["status"] == "failed"
+        # An export asked for after the erasure is built and kept as usual.
+        fresh = uuid7()
+        async with pool.acquire() as conn:
+            await queries.insert(conn, fresh, pid, "someone")
+        await jobs.build_export(ctx, {"export_id": str(fresh)})
+        done = await queries.get(pool, pid, fresh)
+        assert done is not None and done["status"] == "ready"
+        assert sorted(k for k, _ in await store.keys(archive.prefix(pid, fresh))) == sorted(
+            [done["storage_key"], done["manifest_storage_key"]])
+    finally:
+        await pool.close()
