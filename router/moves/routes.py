@@ -49,7 +49,7 @@ async def start_move(request: Request[Any, Any, Any], project_id: uuid.UUID, dat
     async with st.pool.acquire() as conn, conn.transaction():
         move, directory = await store.start(conn, project_id, data.to_region, st.settings.cells, session.user_id)
         await audit.record(conn, action="project.move_requested", actor_id=session.user_id, project_id=project_id,
-                           target_type="move", target_id=move["id"], ip=request.client.host if request.client else None,
+                           target_type="move", target_id=move["id"], ip=access.client_ip(st, request.scope),
                            metadata={"from_region": move["from_region"], "to_region": move["to_region"]})
     await publish(st.redis, st.directory, Change(project=ProjectEntry(**directory)))
     return Response(shown(move), status_code=202)

@@ -45,7 +45,7 @@ from common.ids import uuid7
 from common.keys import bearer
 from common.paging import decode_cursor, limit_of
 from common.problems import Problem
-from router import audit
+from router import access, audit
 from router.auth.routes import current_session
 from router.auth.sessions import Session
 from router.directory import Change, KeyEntry, ProjectEntry, publish
@@ -90,7 +90,9 @@ _DIRECTORY = "id, name, region, state::text AS state, epoch"
 
 
 def _client(request: Request[Any, Any, Any]) -> str | None:
-    return request.client.host if request.client else None
+    """The client's address for the audit log: behind trusted proxies the client they name, as for the limits
+    and the cells' `ip_hash` (`router.access.client_ip`)."""
+    return access.client_ip(state(request), request.scope)
 
 
 async def _dashboard_user(request: Request[Any, Any, Any], project_id: uuid.UUID, what: str) -> Session:

@@ -91,7 +91,7 @@ async def create_project(request: Request[Any, Any, Any], data: ProjectIn) -> Pr
         outbox_id = await provisioning.add(conn, project_id, "project.provision", {})
         await audit.record(conn, action="project.created", actor_id=session.user_id, project_id=project_id,
                            target_type="project", target_id=project_id,
-                           ip=request.client.host if request.client else None, metadata={"region": data.region})
+                           ip=access.client_ip(st, request.scope), metadata={"region": data.region})
     try:
         await provisioning.provision_project(st, project_id, row["name"], row["region"], row["created_at"])
     except Problem as problem:  # the outbox finishes it when the region is back

@@ -280,3 +280,25 @@ def test_regions_are_answered_from_a_short_cache(edge: dict[str, Any]) -> None:
         assert router.get("/v1/regions").status_code == 200 and time.monotonic() - began >= 1.0  # refreshed
     finally:
         proxy.delay = 0.0
+
+
+def test_audit_entries_carry_the_client_address_the_limits_use(edge: dict[str, Any]) -> None:
+    """The router's audit log names the client the trusted proxy forwarded for (truncated), as the limits and the
+    cells' `ip_hash` do, never the proxy's own address: project creation, rename, key creation and a move."""
+    router: httpx.Client = edge["router"]
+    owner: Admin = edge["owner"]
+    ip = client_ip()
+    me = {**owner.h, "X-Forwarded-For": f"{client_ip()}, {ip}"}  # the leftmost entry is the client's own claim
+    made = router.post("/v1/projects", json={"name": "audited", "region": "us-west"}, headers=me)
+    assert made.status_code == 201, made.text
+    pid = made.json()["id"]
+    base = f"/v1/projects/{pid}"
+    assert router.patch(base, json={"name": "audited again"}, headers=me).status_code == 200
+    assert router.post(f"{base}/api-keys", json={"name": "k", "scopes": ["read"]}, headers=me).status_code == 201
+    moved = router.post(f"{base}/move", json={"to_region": "eu-west"}, headers=me)
+    assert moved.status_code == 202, moved.text
+    entries = router.get(f"{base}/audit-logs", headers=owner.h).json()["data"]
+    ours = {e["action"]: e["ip_address"] for e in entries if e["source"] == "router"}
+    truncated = ip.rsplit(".", 1)[0] + ".0"
+    assert ours == {"project.created": truncated, "project.renamed": truncated, "api_key.created": truncated,
+                    "project.move_requested": truncated}, entries
