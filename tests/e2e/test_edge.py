@@ -81,7 +81,13 @@ def test_a_made_up_secret_on_a_real_prefix_is_401_on_every_router_endpoint(edge:
              ("DELETE", f"{base}/api-keys/{admin_key['id']}", None),
              ("POST", f"{base}/members", {"email": edge["owner"].email, "role": "viewer"}),
              ("POST", f"{base}/move", {"to_region": "eu-west"}), ("GET", f"{base}/interactions", None),
-             ("POST", "/v1/ingest/interactions", {"type": "bug", "content": {"text": "forged"}})]
+             ("POST", "/v1/ingest/interactions", {"type": "bug", "content": {"text": "forged"}}),
+             # Checked before the body or query is read: a 401, never a 422 about them.
+             ("POST", f"{base}/api-keys", {}), ("POST", f"{base}/members", {"role": 5}), ("PATCH", base, {}),
+             ("POST", f"{base}/move", {}), ("GET", f"{base}/audit-logs?limit=x", None), ("POST", "/v1/projects", {}),
+             ("PATCH", f"{base}/settings", {"allowed_origins": 5}), ("POST", "/v1/ingest/interactions", {}),
+             # And on the public endpoints too: a key presented anywhere is a real one or a 401.
+             ("GET", "/v1/regions", None), ("POST", "/v1/auth/login", {})]
     for scope in ("ingest", "admin"):
         forged = {"Authorization": f"Bearer {made_up(edge['keys'][scope]['key'])}"}
         for method, path, body in calls:
