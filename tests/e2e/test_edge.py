@@ -29,7 +29,7 @@ from tests.faults import DelayProxy
 from tests.services import StorePostgres
 
 LIMITS = json.dumps({"bad_credentials": "5/minute", "bad_sessions": "5/minute", "signup_client": "3/minute",
-                     "signup_email": "2/10minutes", "login_client": "1000/15minutes"})
+                     "signup_email": "2/10minutes", "login_client": "4/15minutes"})
 _clients = itertools.count(1)
 
 
@@ -226,6 +226,21 @@ def test_signup_is_limited_per_client_and_per_email(edge: dict[str, Any]) -> Non
     assert router.post("/v1/auth/signup", json=body, headers=as_client()).status_code == 201
     problem(router.post("/v1/auth/signup", json=body, headers=as_client()), 409)
     problem(router.post("/v1/auth/signup", json=body, headers=as_client()), 429)
+
+
+def test_failed_logins_are_limited_per_client(edge: dict[str, Any]) -> None:
+    """Each failed login costs a bcrypt: one client trying many addresses is stopped (429) before the limit per
+    account would notice, while the same account from another client still signs in."""
+    router: httpx.Client = edge["router"]
+    owner: Admin = edge["owner"]
+    me = as_client()
+    for _ in range(4):
+        problem(router.post("/v1/auth/login", headers=me, json={
+            "email": f"nobody-{secrets.token_hex(4)}@example.com", "password": "not a password of theirs"}), 401)
+    limited = router.post("/v1/auth/login", headers=me, json={"email": owner.email, "password": owner.password})
+    assert problem(limited, 429) and int(limited.headers["retry-after"]) > 0
+    assert router.post("/v1/auth/login", headers=as_client(),
+                       json={"email": owner.email, "password": owner.password}).status_code == 200
 
 
 def test_forwarded_for_counts_only_from_trusted_proxies(edge: dict[str, Any]) -> None:
