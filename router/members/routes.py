@@ -2,7 +2,8 @@
 
 Only dashboard users manage the team (an API key gets 403). Admins invite,
 re-role and remove up to admin; owners are granted, demoted and removed only
-by owners, and the last owner always stays (409).
+by owners, and the last owner always stays (409). Each change is in the
+project's audit log (router.audit: ids and roles, never an address).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from litestar import Request, delete, get, patch, post
 from common.ids import uuid7
 from common.mail import send_or_problem
 from common.problems import Problem
+from router import access, audit
 from router.auth.routes import current_session
 from router.auth.sessions import Session
 from router.members import invitations
@@ -94,6 +96,9 @@ async def invite_member(request: Request[Any, Any, Any], project_id: uuid.UUID, 
         link = f"{str(request.base_url).rstrip('/')}/app/invitations/{token}"
         subject, body = invitations.message(about["project"], about["inviter"], data.role, link, token,
                                             row["expires_at"])
+        await audit.record(conn, action="member.invited", actor_id=session.user_id, project_id=project_id,
+                           target_type="invitation", target_id=row["id"], ip=access.client_ip(st, request.scope),
+                           metadata={"role": data.role})
         # Sent before the commit: an invitation nobody could receive is not left behind.
         await send_or_problem(st.mailer, data.email, subject, body, what="invitation email")
     return Invitation(**dict(row))
@@ -120,6 +125,9 @@ async def change_role(request: Request[Any, Any, Any], project_id: uuid.UUID, us
         if role != data.role:
             await conn.execute("UPDATE project_memberships SET role = $3 WHERE project_id = $1 AND user_id = $2",
                                project_id, user_id, data.role)
+            await audit.record(conn, action="member.role_changed", actor_id=session.user_id, project_id=project_id,
+                               target_type="admin_user", target_id=user_id, ip=access.client_ip(st, request.scope),
+                               metadata={"from": role, "to": data.role})
         return await _member(conn, project_id, user_id)
 
 
@@ -129,9 +137,12 @@ async def remove_member(request: Request[Any, Any, Any], project_id: uuid.UUID, 
     st = state(request)
     session = await _manager(request, st, project_id)
     async with st.pool.acquire() as conn, conn.transaction():
-        await _owner_change(conn, session, project_id, user_id, None)
+        role = await _owner_change(conn, session, project_id, user_id, None)
         await conn.execute("DELETE FROM project_memberships WHERE project_id = $1 AND user_id = $2",
                            project_id, user_id)
+        await audit.record(conn, action="member.removed", actor_id=session.user_id, project_id=project_id,
+                           target_type="admin_user", target_id=user_id, ip=access.client_ip(st, request.scope),
+                           metadata={"role": role})
 
 
 @get("/v1/projects/{project_id:uuid}/invitations")
@@ -161,6 +172,9 @@ async def revoke_invitation(request: Request[Any, Any, Any], project_id: uuid.UU
             raise Problem(404, "no such invitation")
         _may_grant(session, role)
         await conn.execute("UPDATE project_invitations SET revoked_at = now() WHERE id = $1", invitation_id)
+        await audit.record(conn, action="invitation.revoked", actor_id=session.user_id, project_id=project_id,
+                           target_type="invitation", target_id=invitation_id, ip=access.client_ip(st, request.scope),
+                           metadata={"role": role})
 
 
 @post("/v1/invitations/{token:str}/accept", status_code=200)
@@ -186,6 +200,9 @@ async def accept_invitation(request: Request[Any, Any, Any], token: str) -> Acce
         await conn.execute(
             "UPDATE project_invitations SET accepted_at = now(), accepted_by = $2 WHERE id = $1",
             invitation["id"], session.user_id)
+        await audit.record(conn, action="member.joined", actor_id=session.user_id,
+                           project_id=invitation["project_id"], target_type="invitation", target_id=invitation["id"],
+                           ip=access.client_ip(st, request.scope), metadata={"role": row["role"]})
     return Accepted(**dict(row))
 
 

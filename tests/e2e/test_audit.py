@@ -131,7 +131,7 @@ def test_only_admins_read_the_log_of_their_own_project(router: httpx.Client, adm
     for h in (admin_member.h, admin.key(a, ["admin"])["h"]):
         entries = _entries(router, h, a)
         assert entries and b["id"] not in str(entries)  # nothing of project B
-        assert {e["target_type"] for e in entries} == {"api_key", "project"}
+        assert {e["target_type"] for e in entries} == {"api_key", "project", "invitation"}
         assert {e["target_id"] for e in entries if e["target_type"] == "project"} == {a["id"]}
     for h in (admin.key(b, ["admin"])["h"], Admin(router).h):
         problem(_list(router, h, a), 404)
