@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 
@@ -28,7 +29,7 @@ def _roles(router: httpx.Client, admin: Admin, project: dict[str, str]) -> dict[
 
 
 def test_an_invitation_is_mailed_and_accepted_once_by_its_address(router: httpx.Client, admin: Admin,
-                                                                  topo: dict[str, str]) -> None:
+                                                                  topo: dict[str, Any]) -> None:
     p = admin.project("eu-west")
     invitee, stranger = Admin(router), Admin(router)
     body = _invite(router, admin, p, invitee.email.upper(), "agent")
@@ -67,7 +68,7 @@ def test_an_invitation_is_mailed_and_accepted_once_by_its_address(router: httpx.
 
 
 def test_invitations_for_people_without_an_account_expire_and_can_be_revoked(router: httpx.Client, admin: Admin,
-                                                                             topo: dict[str, str]) -> None:
+                                                                             topo: dict[str, Any]) -> None:
     p = admin.project("us-west")
     directory = mailbox.directory_of(router)
     # Invited before they have an account: they sign up with the address, then accept.
@@ -164,7 +165,7 @@ def test_two_owners_demoting_each_other_at_once_leave_one_owner(router: httpx.Cl
 
 
 def test_member_changes_are_in_the_project_audit_log_with_ids_only(router: httpx.Client, admin: Admin,
-                                                                    topo: dict[str, str]) -> None:
+                                                                    topo: dict[str, Any]) -> None:
     p = admin.project("us-west")
     person = Admin(router)
     invited = _invite(router, admin, p, person.email, "agent")
