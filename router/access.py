@@ -25,9 +25,10 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from litestar import Request
 
 from common.access import LEVEL_NAME, scope_level
-from common.keys import Presented, digest, fingerprint, matches
+from common.keys import Presented, bearer, digest, fingerprint, matches, presented
 from common.netaddr import client_address, networks
 from common.problems import Problem
 from common.signing import Actor
@@ -88,6 +89,22 @@ async def verify_key(st: RouterState, key: Presented, ip: str | None) -> KeyEntr
     if entry.expires_at is not None and entry.expires_at <= datetime.now(UTC):
         raise Problem(401, "API key expired")
     return entry
+
+
+async def key_first(request: Request[Any, Any, Any]) -> None:
+    """The router's own endpoints (a Litestar `before_request` hook): a key presented is verified in full before
+    anything else, before its body or query is even parsed, so a made-up secret on a real prefix is a 401 (counted
+    against the client) on every one of them, never a 422 that answers for the body. Each handler then checks
+    the key's project and scopes as before. Session tokens and other bearer tokens (the metrics token) are left
+    to the handlers."""
+    token = bearer(request.headers.get("authorization"))
+    if token is None or not token.startswith("rk_"):
+        return None
+    credential = presented(request.headers.get("authorization"))  # a malformed key: 401 here
+    assert credential is not None
+    st: RouterState = request.app.state.router
+    await verify_key(st, credential, client_ip(st, request.scope))
+    return None
 
 
 def require_scope(entry: KeyEntry, level: int = 0, *, ingest: bool = False) -> None:

@@ -27,7 +27,7 @@ from common.mail import Mailer
 from common.pg import create_pool
 from common.problems import EXCEPTION_HANDLERS, Problem
 from common.web import STATIC_PATH
-from router import health, openapi
+from router import access, health, openapi
 from router.auth import account
 from router.auth import routes as auth
 from router.cells import Cells
@@ -187,6 +187,7 @@ def create_app(settings: RouterSettings | None = None) -> RouterApp:
         template_config=dashboard.TEMPLATES,
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=access.key_first,  # a presented key is verified before a body is parsed
         openapi_config=OpenAPIConfig(title="Relay router", version="1.0.0"),
         debug=False,
         logging_config=None,

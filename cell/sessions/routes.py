@@ -33,9 +33,13 @@ async def ingest_session(request: Request[Any, Any, Any], data: SessionIn) -> Re
     pool = ctx(request).pool
     # User agents and device details can carry what the privacy rules redact (tokens in a webview's UA,
     # an email in a device name): scrubbed before they are stored, what was found counted on the session.
-    rules, report = await scrub.rules_for(pool, pid), scrub.Report()
-    device = scrub.scrub_value(rules, data.device, users.TRAITS_SCOPE, report)
-    user_agent = data.user_agent and scrub.scrub_text(rules, data.user_agent, users.TRAITS_SCOPE, report)
+    # A large body (a big `device`) is scrubbed off the event loop, on the cell's scrubbing pool, with its budget.
+    scrubber = ctx(request).scrubber
+    rules, report = await scrub.rules_for(pool, pid), scrubber.report()
+    declared = request.headers.get("content-length", "")
+    device, user_agent = await scrubber.run(int(declared) if declared.isdigit() else 0, lambda: (
+        scrub.scrub_value(rules, data.device, users.TRAITS_SCOPE, report),
+        data.user_agent and scrub.scrub_text(rules, data.user_agent, users.TRAITS_SCOPE, report)))
     async with pool.acquire() as conn, conn.transaction():
         secret = await project_secret.project_secret(conn, ctx(request).settings.secret_key, pid)
         assert secret is not None  # the caller's project is homed here

@@ -8,6 +8,7 @@ redacted (rule and counts, never the values).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -81,13 +82,23 @@ async def verify(conn: asyncpg.Connection | asyncpg.Pool, secret_key: str, proje
     return Claim(user, proven, rules.sealed is not None)
 
 
-def _scrubbed_traits(rules: scrub.Rules, user: EndUserIn) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The user's traits as they may be stored, and the redaction report (None when nothing was redacted)."""
+async def _scrubbed_traits(rules: scrub.Rules,
+                           user: EndUserIn) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The user's traits as they may be stored, and the redaction report (None when nothing was redacted).
+
+    Traits are whatever a page sends, up to the whole body: from `scrub.OFFLOAD_BYTES` on they are scrubbed on a
+    worker thread, so one tenant's big traits under its custom rules never hold up the cell's event loop."""
     if not user.traits:
         return user.traits, None
-    report = scrub.Report()
-    traits: dict[str, Any] = scrub.scrub_value(rules, user.traits, TRAITS_SCOPE, report)
-    return traits, report.as_json() if report else None
+    traits_in, report = user.traits, scrub.Report()
+
+    def work() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        traits: dict[str, Any] = scrub.scrub_value(rules, traits_in, TRAITS_SCOPE, report)
+        return traits, report.as_json() if report else None
+
+    if len(msgspec.json.encode(traits_in)) < scrub.OFFLOAD_BYTES:
+        return work()
+    return await asyncio.to_thread(work)
 
 
 async def add_redactions(conn: asyncpg.Connection, found: list[tuple[uuid.UUID, uuid.UUID, dict[str, Any]]]) -> None:
@@ -134,7 +145,7 @@ async def upsert_many(conn: asyncpg.Connection, claims: list[tuple[uuid.UUID, Cl
         if claim.verified != best[key]:
             continue
         user = claim.user
-        traits, redactions = _scrubbed_traits(rules[project_id], user)
+        traits, redactions = await _scrubbed_traits(rules[project_id], user)
         if redactions is not None:
             found.append((project_id, user.external_id, redactions))
         for field in ("email", "name", "avatar_url"):

@@ -29,7 +29,7 @@ from tests.faults import DelayProxy
 from tests.services import StorePostgres
 
 LIMITS = json.dumps({"bad_credentials": "5/minute", "bad_sessions": "5/minute", "signup_client": "3/minute",
-                     "signup_email": "2/10minutes", "login_client": "1000/15minutes"})
+                     "signup_email": "2/10minutes", "login_client": "4/15minutes"})
 _clients = itertools.count(1)
 
 
@@ -81,7 +81,13 @@ def test_a_made_up_secret_on_a_real_prefix_is_401_on_every_router_endpoint(edge:
              ("DELETE", f"{base}/api-keys/{admin_key['id']}", None),
              ("POST", f"{base}/members", {"email": edge["owner"].email, "role": "viewer"}),
              ("POST", f"{base}/move", {"to_region": "eu-west"}), ("GET", f"{base}/interactions", None),
-             ("POST", "/v1/ingest/interactions", {"type": "bug", "content": {"text": "forged"}})]
+             ("POST", "/v1/ingest/interactions", {"type": "bug", "content": {"text": "forged"}}),
+             # Checked before the body or query is read: a 401, never a 422 about them.
+             ("POST", f"{base}/api-keys", {}), ("POST", f"{base}/members", {"role": 5}), ("PATCH", base, {}),
+             ("POST", f"{base}/move", {}), ("GET", f"{base}/audit-logs?limit=x", None), ("POST", "/v1/projects", {}),
+             ("PATCH", f"{base}/settings", {"allowed_origins": 5}), ("POST", "/v1/ingest/interactions", {}),
+             # And on the public endpoints too: a key presented anywhere is a real one or a 401.
+             ("GET", "/v1/regions", None), ("POST", "/v1/auth/login", {})]
     for scope in ("ingest", "admin"):
         forged = {"Authorization": f"Bearer {made_up(edge['keys'][scope]['key'])}"}
         for method, path, body in calls:
@@ -222,6 +228,21 @@ def test_signup_is_limited_per_client_and_per_email(edge: dict[str, Any]) -> Non
     problem(router.post("/v1/auth/signup", json=body, headers=as_client()), 429)
 
 
+def test_failed_logins_are_limited_per_client(edge: dict[str, Any]) -> None:
+    """Each failed login costs a bcrypt: one client trying many addresses is stopped (429) before the limit per
+    account would notice, while the same account from another client still signs in."""
+    router: httpx.Client = edge["router"]
+    owner: Admin = edge["owner"]
+    me = as_client()
+    for _ in range(4):
+        problem(router.post("/v1/auth/login", headers=me, json={
+            "email": f"nobody-{secrets.token_hex(4)}@example.com", "password": "not a password of theirs"}), 401)
+    limited = router.post("/v1/auth/login", headers=me, json={"email": owner.email, "password": owner.password})
+    assert problem(limited, 429) and int(limited.headers["retry-after"]) > 0
+    assert router.post("/v1/auth/login", headers=as_client(),
+                       json={"email": owner.email, "password": owner.password}).status_code == 200
+
+
 def test_forwarded_for_counts_only_from_trusted_proxies(edge: dict[str, Any]) -> None:
     url, pid = edge["url"], edge["project"]["id"]
     forged = {"Authorization": f"Bearer {made_up(edge['keys']['read']['key'])}"}
@@ -305,3 +326,25 @@ def test_regions_are_answered_from_a_short_cache(edge: dict[str, Any]) -> None:
         assert router.get("/v1/regions").status_code == 200 and time.monotonic() - began >= 1.0  # refreshed
     finally:
         proxy.delay = 0.0
+
+
+def test_audit_entries_carry_the_client_address_the_limits_use(edge: dict[str, Any]) -> None:
+    """The router's audit log names the client the trusted proxy forwarded for (truncated), as the limits and the
+    cells' `ip_hash` do, never the proxy's own address: project creation, rename, key creation and a move."""
+    router: httpx.Client = edge["router"]
+    owner: Admin = edge["owner"]
+    ip = client_ip()
+    me = {**owner.h, "X-Forwarded-For": f"{client_ip()}, {ip}"}  # the leftmost entry is the client's own claim
+    made = router.post("/v1/projects", json={"name": "audited", "region": "us-west"}, headers=me)
+    assert made.status_code == 201, made.text
+    pid = made.json()["id"]
+    base = f"/v1/projects/{pid}"
+    assert router.patch(base, json={"name": "audited again"}, headers=me).status_code == 200
+    assert router.post(f"{base}/api-keys", json={"name": "k", "scopes": ["read"]}, headers=me).status_code == 201
+    moved = router.post(f"{base}/move", json={"to_region": "eu-west"}, headers=me)
+    assert moved.status_code == 202, moved.text
+    entries = router.get(f"{base}/audit-logs", headers=owner.h).json()["data"]
+    ours = {e["action"]: e["ip_address"] for e in entries if e["source"] == "router"}
+    truncated = ip.rsplit(".", 1)[0] + ".0"
+    assert ours == {"project.created": truncated, "project.renamed": truncated, "api_key.created": truncated,
+                    "project.move_requested": truncated}, entries

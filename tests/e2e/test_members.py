@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 
@@ -28,7 +29,7 @@ def _roles(router: httpx.Client, admin: Admin, project: dict[str, str]) -> dict[
 
 
 def test_an_invitation_is_mailed_and_accepted_once_by_its_address(router: httpx.Client, admin: Admin,
-                                                                  topo: dict[str, str]) -> None:
+                                                                  topo: dict[str, Any]) -> None:
     p = admin.project("eu-west")
     invitee, stranger = Admin(router), Admin(router)
     body = _invite(router, admin, p, invitee.email.upper(), "agent")
@@ -67,7 +68,7 @@ def test_an_invitation_is_mailed_and_accepted_once_by_its_address(router: httpx.
 
 
 def test_invitations_for_people_without_an_account_expire_and_can_be_revoked(router: httpx.Client, admin: Admin,
-                                                                             topo: dict[str, str]) -> None:
+                                                                             topo: dict[str, Any]) -> None:
     p = admin.project("us-west")
     directory = mailbox.directory_of(router)
     # Invited before they have an account: they sign up with the address, then accept.
@@ -161,3 +162,33 @@ def test_two_owners_demoting_each_other_at_once_leave_one_owner(router: httpx.Cl
         # handled after that commit, that its caller is no longer an owner (403). Never both demoted.
         assert sorted(r.status_code for r in answers) in ([200, 403], [200, 409]), [r.text for r in answers]
         assert sorted(_roles(router, admin, p).values()) == ["admin", "owner"]
+
+
+def test_member_changes_are_in_the_project_audit_log_with_ids_only(router: httpx.Client, admin: Admin,
+                                                                    topo: dict[str, Any]) -> None:
+    p = admin.project("us-west")
+    person = Admin(router)
+    invited = _invite(router, admin, p, person.email, "agent")
+    token = mailbox.invitation_token(mailbox.wait_for(mailbox.directory_of(router), person.email)[-1])
+    assert router.post(f"/v1/invitations/{token}/accept", headers=person.h).status_code == 200
+    base = f"/v1/projects/{p['id']}/members/{person.user['id']}"
+    assert router.patch(base, json={"role": "viewer"}, headers=admin.h).status_code == 200
+    assert router.delete(base, headers=admin.h).status_code == 204
+    nobody = f"nobody-{secrets.token_hex(4)}@example.com"
+    other = _invite(router, admin, p, nobody, "viewer")
+    assert router.delete(f"/v1/projects/{p['id']}/invitations/{other['id']}", headers=admin.h).status_code == 204
+
+    entries = router.get(f"/v1/projects/{p['id']}/audit-logs", params={"limit": 200}, headers=admin.h).json()["data"]
+    me, them = admin.user["id"], person.user["id"]
+    assert [(e["action"], e["target_id"], e["actor_id"], e["meta"]) for e in reversed(entries)
+            if e["source"] == "router" and e["action"].startswith("member.")] == [
+        ("member.invited", invited["id"], me, {"role": "agent"}),
+        ("member.joined", them, them, {"role": "agent", "invitation_id": invited["id"]}),
+        ("member.role_changed", them, me, {"from": "agent", "to": "viewer"}),
+        ("member.removed", them, me, {"role": "viewer"}),
+        ("member.invited", other["id"], me, {"role": "viewer"}),
+        ("member.invitation_revoked", other["id"], me, {"role": "viewer"}),
+    ]
+    for address in (person.email, nobody):  # the router's trail holds ids, never an address
+        assert not sql(topo["router"]["database_url"], "SELECT 1 FROM audit_logs a WHERE a::text LIKE $1",
+                       f"%{address}%")

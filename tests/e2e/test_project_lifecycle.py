@@ -263,8 +263,10 @@ def test_the_audit_log_merges_router_and_cell_under_one_cursor(router: httpx.Cli
     problem(router.get(f"/v1/projects/{pid}/audit-logs", headers=admin.member(p, "agent").h), 403)
     admin_key = admin.key(p, ["admin"])
     r = router.get(f"/v1/projects/{pid}/audit-logs", params={"limit": 200}, headers=admin_key["h"])
-    # The agent's invitation and joining (router), the key's creation (router and cell).
+    # Since `everything`: the agent's invitation and joining (router), the admin key (router and cell).
     assert r.status_code == 200 and len(r.json()["data"]) == len(everything) + 4, r.text
+    assert [e["action"] for e in r.json()["data"][:4]] == ["api_key.created", "api_key.created", "member.joined",
+                                                           "member.invited"], r.text
 
 
 @pytest.fixture(scope="module")

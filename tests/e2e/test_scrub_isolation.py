@@ -78,3 +78,42 @@ def test_a_pathological_rule_on_a_mib_does_not_slow_another_tenant(topo: dict[st
           f" ({during / baseline:.2f}x); noisy ingests: {len(results)}, median"
           f" {statistics.median(r[1] for r in results) * 1000:.0f} ms")
     assert during < baseline * 10 + 0.1, (during, baseline, len(results))
+
+
+def test_big_device_traits_and_answers_are_scrubbed_whole(topo: dict[str, Any], admin: Admin) -> None:
+    """A session's `device`, a user's `traits` and a survey's answers can be most of a MiB too: scrubbed (off the
+    event loop, on the same budget) and stored redacted, never refused or stored as sent."""
+    import uuid
+
+    from common.ids import uuid7
+    from tests.conftest import sql
+
+    project = admin.project(REGION)
+    key = admin.key(project, ["ingest"])
+    half = TEXT[: len(TEXT) // 2]
+    with httpx.Client(base_url=topo["router"]["url"], timeout=60, trust_env=False) as client:
+        r = client.post(f"/v1/projects/{project['id']}/privacy-rules", headers=admin.h,
+                        json={"name": "x-words", "rule": {"type": "pattern", "pattern": PATHOLOGICAL}})
+        assert r.status_code == 201, r.text
+        sid = str(uuid7())
+        r = client.post("/v1/ingest/sessions", headers=key["h"], json={
+            "id": sid, "device": {"note": half}, "user": {"external_id": "big", "traits": {"bio": half}}})
+        assert r.status_code == 201, r.text
+        questions = [{"id": f"q{i}", "type": "text", "text": "?"} for i in range(20)]
+        definition = {"type": "nps", "title": "Long", "questions": questions, "thankYouMessage": "t"}
+        survey = client.post(f"/v1/projects/{project['id']}/surveys", headers=admin.h,
+                             json={"name": "long", "definition": definition})
+        assert survey.status_code == 201, survey.text
+        answer = ("a" * 98 + "x ") * 90  # 9 000 characters, 90 matches; 20 of them make 180 KB
+        r = client.post(f"/v1/ingest/surveys/{survey.json()['id']}/responses", headers=key["h"], json={
+            "session_id": sid, "responses": {q["id"]: answer for q in questions}})
+        assert r.status_code == 201, r.text
+    db = topo["cells"][REGION]["database_url"]
+    (stored,) = sql(db, "SELECT responses::text AS answers FROM survey_responses WHERE survey_id = $1",
+                    uuid.UUID(survey.json()["id"]))
+    assert "x " not in stored["answers"] and stored["answers"].count("[redacted:x-words]") == 20 * 90
+    (session,) = sql(db, "SELECT device::text AS device, privacy_scope FROM sessions WHERE id = $1", uuid.UUID(sid))
+    assert "x " not in session["device"] and "[redacted:x-words]" in session["device"]
+    (user,) = sql(db, "SELECT traits::text AS traits FROM end_users WHERE project_id = $1 AND external_user_id = 'big'",
+                  uuid.UUID(project["id"]))
+    assert "x " not in user["traits"] and "[redacted:x-words]" in user["traits"]

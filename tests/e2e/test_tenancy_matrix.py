@@ -435,8 +435,8 @@ def _project_state(topo: dict[str, Any], project_id: str) -> dict[str, str]:
 def _expected(rule: str, caller: str) -> bool:
     """Whether `caller` may use a route with `rule` (see RULES)."""
     kind, _, level = caller.partition(":")
-    if rule == "public":
-        return True
+    if rule == "public":  # but a key presented is verified first anywhere: a made-up secret is 401 even here
+        return caller != "forged"
     if rule in ("provider", "not-here"):
         return False
     if rule == "account":
@@ -456,12 +456,15 @@ def _expected(rule: str, caller: str) -> bool:
 
 
 def _refusals(rule: str, caller: str, method: str, template: str) -> set[int]:
-    """The statuses that refuse `caller` correctly: 401 with no or bad credentials, 404 for strangers to the
-    project, 403 (or, before the access check, body validation) for members and keys that fall short."""
+    """The statuses that refuse `caller` correctly: 401 with no or bad credentials (a made-up secret always, before
+    its body is looked at), 404 for strangers to the project, 403 (or, before the access check, body validation)
+    for members and keys that fall short."""
     kind = caller.partition(":")[0]
     if rule == "provider":
         ok = {400, 401, 403, 404}
-    elif caller in ("none", "forged"):
+    elif caller == "forged":
+        return {401}  # the key is verified before the body is read: never a 400/422 about the body
+    elif caller == "none":
         ok = {401}
     elif kind in ("stranger", "other-key") and rule not in ("account", "ingest"):
         ok = {404}

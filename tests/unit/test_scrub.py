@@ -342,3 +342,31 @@ def test_deep_nesting_costs_no_recursion() -> None:
     for i in reversed(range(900)):
         out = out[0] if i % 2 else out["k"]
     assert out == "[redacted:email]"
+
+
+# -- where end users' traits are scrubbed --------------------------------------------------------------------
+
+async def test_large_traits_are_scrubbed_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Traits can be most of a body: from OFFLOAD_BYTES on they are scrubbed on a worker thread (a tenant's
+    custom rules over them never hold up the cell's loop), smaller ones inline; both redacted the same."""
+    import threading
+
+    from cell import users
+    from cell.privacy import scrub as module
+
+    threads: list[int] = []
+    real = module.scrub_value
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "scrub_value", recording)
+    custom = rules(r"regex:\w*\w*\w*\w*x")
+    loop_thread = threading.get_ident()
+    big = {"bio": ("a" * 998 + "x ") * (module.OFFLOAD_BYTES // 1000 + 1)}
+    traits, report = await users._scrubbed_traits(custom, users.EndUserIn(external_id="u", traits=big))
+    assert threads and threads[-1] != loop_thread
+    assert traits is not None and "x " not in traits["bio"] and report is not None and report["total"] > 30
+    traits, report = await users._scrubbed_traits(custom, users.EndUserIn(external_id="u", traits={"a": "ax"}))
+    assert threads[-1] == loop_thread and traits == {"a": "[redacted:custom]"}
