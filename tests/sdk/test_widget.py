@@ -153,11 +153,27 @@ def test_widget_at_phone_width_and_keyboard(sdk_stack: Stack, owner: Admin, host
         box = page.get_by_role("dialog", name="Send feedback").bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
         page.screenshot(path=str(SHOTS / "widget-390.png"))
-        # Focus stays in the dialog: tabbing past the last control comes back to the first.
+        # Focus stays in the dialog (not merely the widget, whose launcher is outside it): tabbing past the
+        # last control comes back to the first, and Shift+Tab from the first goes to the last.
+        where = """() => {
+            const host = document.activeElement;
+            const el = host?.localName === 'relay-widget' ? host.shadowRoot.activeElement : null;
+            return el && el.closest('.dialog') ? (el.getAttribute('aria-label') || el.textContent.trim()
+                || el.getAttribute('name') || el.localName) : null;
+        }"""
+        visited: list[str | None] = []
         for _ in range(15):
             page.keyboard.press("Tab")
-            inside = page.evaluate("document.activeElement?.localName === 'relay-widget'")
-            assert inside
+            visited.append(page.evaluate(where))
+        assert None not in visited, visited
+        wraps = [i for i, name in enumerate(visited) if name == "Close" and i > 0]
+        assert len(wraps) >= 2 and all(visited[i - 1] == "Send" for i in wraps), visited  # last -> first
+        for _ in range(12):
+            if page.evaluate(where) == "Close":
+                break
+            page.keyboard.press("Tab")
+        page.keyboard.press("Shift+Tab")
+        assert page.evaluate(where) == "Send"  # first -> last
         page.keyboard.press("Escape")
         expect(page.get_by_role("dialog", name="Send feedback")).to_be_hidden()
         expect(launcher).to_be_focused()
@@ -199,3 +215,37 @@ window.relayReady = true;
         assert box is not None and box["x"] < 100 and box["y"] > 700
     finally:
         context.close()
+
+
+def test_light_and_dark_themes(sdk_stack: Stack, owner: Admin, host: HostSite, browser: Browser) -> None:
+    """`theme` picks the widget's colours and the colour scheme of its native controls (radios, the file
+    button); `auto` follows the browser's preference, `light` and `dark` do not."""
+    router = sdk_stack.dev.topology["router"]["url"]
+    _, key = _project(owner, "us-west")
+    for theme in ("light", "dark", "auto"):
+        host.pages[f"/theme-{theme}"] = shop_page(router, key["key"], options=f', widget: {{theme: "{theme}"}}')
+    seen: dict[tuple[str, str], dict[str, str]] = {}
+    for preference in ("light", "dark"):
+        context = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme=preference)
+        try:
+            page = context.new_page()
+            for theme in ("light", "dark", "auto"):
+                page.goto(f"{host.origin}/theme-{theme}")
+                page.wait_for_function("window.relayReady === true")
+                page.get_by_role("button", name="Feedback").click()
+                dialog = page.get_by_role("dialog", name="Send feedback")
+                expect(dialog).to_be_visible()
+                seen[(theme, preference)] = dialog.evaluate("""el => {
+                    const style = (node) => getComputedStyle(node);
+                    const file = el.querySelector("input[type=file]");
+                    return {background: style(el).backgroundColor, text: style(el).color,
+                            scheme: style(el).colorScheme, file: style(file).colorScheme};
+                }""")
+                if theme != "auto" and theme == preference:
+                    page.screenshot(path=str(SHOTS / f"widget-{theme}.png"))
+        finally:
+            context.close()
+    light = {"background": "rgb(255, 255, 255)", "text": "rgb(17, 24, 39)", "scheme": "light", "file": "light"}
+    dark = {"background": "rgb(17, 24, 39)", "text": "rgb(249, 250, 251)", "scheme": "dark", "file": "dark"}
+    assert seen == {("light", "light"): light, ("light", "dark"): light, ("dark", "light"): dark,
+                    ("dark", "dark"): dark, ("auto", "light"): light, ("auto", "dark"): dark}, seen
