@@ -4,11 +4,15 @@ chose shown once, `Relay.identify`, and `Relay.flags()`."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import time
 from typing import Any
 
 import httpx
 from playwright.sync_api import Browser, expect
 
+from cell.auth import PLACEMENT_TTL
 from tests.conftest import Admin, Stack, until
 from tests.sdk.browser import HostSite, shop_page
 
@@ -96,5 +100,58 @@ def test_board_chat_survey_identity_and_flags(sdk_stack: Stack, relay: httpx.Cli
         page.wait_for_function("window.relayReady === true")
         page.wait_for_timeout(1000)
         expect(page.get_by_role("dialog", name="How was checkout?")).to_have_count(0)
+    finally:
+        context.close()
+
+
+def _hash(secret: str, external_id: str) -> str:
+    return hmac.new(secret.encode(), external_id.encode(), hashlib.sha256).hexdigest()
+
+
+def test_identify_with_user_hash(sdk_stack: Stack, relay: httpx.Client, owner: Admin, host: HostSite,
+                                 browser: Browser) -> None:
+    """API.md "Identity verification" through the SDK: the `user_hash` a page passes in `init` or `identify`
+    reaches Relay with every report, so a proven user is marked verified, a wrong hash is not, and with
+    `identity_verification: "required"` the SDK's report is refused until the page proves who it is."""
+    router = sdk_stack.dev.topology["router"]["url"]
+    project = owner.project("eu-west")
+    key = owner.key(project, ["ingest"])
+    base = f"/v1/projects/{project['id']}"
+    r = relay.post(f"{base}/identity-secret", headers=owner.h)
+    assert r.status_code == 201, r.text
+    secret = r.json()["secret"]
+    proven = f'{{external_id: "cust-7", email: "ada@example.com", user_hash: "{_hash(secret, "cust-7")}"}}'
+    host.pages["/verified"] = shop_page(router, key["key"], options=f", user: {proven}")
+
+    def person(external_id: str) -> dict[str, Any]:
+        found = _get(relay, owner, f"{base}/end-users?q={external_id}")["data"]
+        return next(u for u in found if u["external_id"] == external_id)
+
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        page.goto(host.origin + "/verified")
+        page.wait_for_function("window.relayReady === true")
+        sent = page.evaluate("Relay.report({type: 'bug', text: 'as a proven user'})")
+        reported = _get(relay, owner, f"{base}/interactions/{sent}")
+        ada = person("cust-7")
+        assert reported["user_id"] == ada["id"] and ada["verified"] is True and ada["email"] == "ada@example.com"
+
+        # identify() with a hash of another id: kept, but not verified.
+        forged = _hash(secret, "someone-else")
+        page.evaluate(f"Relay.identify({{external_id: 'cust-8', email: 'eve@example.com', user_hash: '{forged}'}})")
+        sent = page.evaluate("Relay.report({type: 'bug', text: 'as a claimed user'})")
+        assert _get(relay, owner, f"{base}/interactions/{sent}")["user_id"] == person("cust-8")["id"]
+        assert person("cust-8")["verified"] is False
+
+        r = relay.patch(f"{base}/settings", headers=owner.h, json={"identity_verification": "required"})
+        assert r.status_code == 200, r.text
+        time.sleep(PLACEMENT_TTL)
+        refused = page.evaluate("Relay.report({type: 'bug', text: 'unproven'}).then(() => null, e => e.message)")
+        assert refused is not None and "user_hash" in refused, refused
+        page.evaluate(f"Relay.identify({{external_id: 'cust-8', user_hash: '{_hash(secret, 'cust-8')}'}})")
+        sent = page.evaluate("Relay.report({type: 'bug', text: 'proven at last'})")
+        assert _get(relay, owner, f"{base}/interactions/{sent}")["content"]["text"] == "proven at last"
+        assert person("cust-8")["verified"] is True
     finally:
         context.close()
