@@ -7,14 +7,16 @@ from __future__ import annotations
 import base64
 import json
 import os
+import struct
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, FilePayload, Page, expect
 
 from tests.conftest import Admin, Stack, until
 from tests.sdk.browser import HostSite, shop_page
@@ -249,3 +251,45 @@ def test_light_and_dark_themes(sdk_stack: Stack, owner: Admin, host: HostSite, b
     dark = {"background": "rgb(17, 24, 39)", "text": "rgb(249, 250, 251)", "scheme": "dark", "file": "dark"}
     assert seen == {("light", "light"): light, ("light", "dark"): light, ("dark", "light"): dark,
                     ("dark", "dark"): dark, ("auto", "light"): light, ("auto", "dark"): dark}, seen
+
+
+def _png() -> bytes:
+    """A 2x2 PNG the user attaches (what a phone's screenshot would be)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * 2 for _ in range(2))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_attached_image_and_nothing_loaded_unasked(sdk_stack: Stack, relay: httpx.Client, owner: Admin,
+                                                   host: HostSite, page: Page) -> None:
+    """The file upload beside the screenshot: an attached image is stored as the report's screenshot, as the
+    user gave it, and no DOM screenshot is drawn. An idea is sent as `feedback`. The chunks load only when
+    asked: no replay without `replay.sampleRate`, no screenshot library when an image was attached."""
+    router = sdk_stack.dev.topology["router"]["url"]
+    project, key = _project(owner, "us-west")
+    host.pages["/attach"] = shop_page(router, key["key"])
+    loaded: list[str] = []
+    page.on("request", lambda request: loaded.append(request.url.split("?")[0].rsplit("/", 1)[-1])
+            if "/sdk/v1/" in request.url else None)
+    page.goto(host.origin + "/attach")
+    page.wait_for_function("window.relayReady === true")
+    page.get_by_role("button", name="Feedback").click()
+    page.get_by_label("Idea").check()
+    page.get_by_label("What happened?").fill("Here is what I see on my phone")
+    image = _png()
+    page.get_by_label("Or attach an image").set_input_files(
+        files=[FilePayload(name="phone.png", mimeType="image/png", buffer=image)])
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.get_by_text("Thanks", exact=True)).to_be_visible(timeout=20_000)
+
+    stored = until(lambda: _interactions(relay, owner, project), 20, "the report")
+    assert [(i["type"], i["source"]) for i in stored] == [("feedback", "widget")]
+    shots = until(lambda: relay.get(f"/v1/projects/{project['id']}/interactions/{stored[0]['id']}/media",
+                                    headers=owner.h).json()["data"], 20, "the attached image")
+    assert [(m["kind"], m["content_type"], m["size_bytes"]) for m in shots] == [("screenshot", "image/png",
+                                                                                  len(image))]
+    content = relay.get(f"/v1/projects/{project['id']}/media/{shots[0]['id']}/content", headers=owner.h)
+    assert content.content == image
+    assert loaded == ["relay.js"], loaded  # neither replay.mjs nor screenshot.mjs
