@@ -26,6 +26,11 @@ export async function compress(json: string): Promise<{ body: Blob | string; enc
   return { body: await new Response(stream).blob(), encoding: "gzip" };
 }
 
+/** The size of a body on the wire: the keepalive budget counts bytes, and a character may take up to four. */
+export function utf8Bytes(text: string): number {
+  return new TextEncoder().encode(text).length;
+}
+
 export class Recorder {
   replayId: string;
   private index: number;
@@ -138,7 +143,7 @@ export class Recorder {
     const chunk = this.take();
     if (!chunk) return;
     const job = { method: "POST" as const, path: chunk.path, body: chunk.json, contentType: "application/json" };
-    if (chunk.json.length <= KEEPALIVE_BYTES) {
+    if (utf8Bytes(chunk.json) <= KEEPALIVE_BYTES) {
       void this.relay.client.send({ ...job, id: "", seq: 0, key: "", attempts: 0, notBefore: 0 }, true);
     }
     // Also written down: should the keepalive not make it, the next page sends it (the index makes it once).
