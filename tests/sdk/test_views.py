@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import httpx
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Route, expect
 
 from cell.auth import PLACEMENT_TTL
 from tests.conftest import Admin, Stack, until
@@ -155,3 +155,50 @@ def test_identify_with_user_hash(sdk_stack: Stack, relay: httpx.Client, owner: A
         assert person("cust-8")["verified"] is True
     finally:
         context.close()
+
+
+def test_a_survey_answer_retried_is_stored_once(sdk_stack: Stack, relay: httpx.Client, owner: Admin,
+                                               host: HostSite, browser: Browser) -> None:
+    """Answers go through the outbox, so they are retried; their client id makes a retry of an answer Relay
+    stored (its reply lost on the way back) return that answer instead of storing a second one."""
+    router = sdk_stack.dev.topology["router"]["url"]
+    project = owner.project("eu-west")
+    key = owner.key(project, ["ingest"])
+    base = f"/v1/projects/{project['id']}"
+    survey = relay.post(f"{base}/surveys", headers=owner.h, json={
+        "definition": {"title": "One question", "questions": [{"id": "q1", "type": "text", "text": "Why?"}]},
+        "targeting": {}}).json()
+    host.pages["/asked"] = shop_page(router, key["key"])
+    replies: list[int] = []
+
+    def reply_lost_once(route: Route) -> None:
+        stored = route.fetch()
+        replies.append(stored.status)
+        if len(replies) == 1:  # Relay stored it; the page hears 503
+            route.fulfill(status=503, headers={"Retry-After": "1", "Access-Control-Allow-Origin": host.origin,
+                                               "Access-Control-Expose-Headers": "Retry-After"}, body="")
+        else:
+            route.fulfill(response=stored)
+
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        page.route(f"{router}/v1/ingest/surveys/{survey['id']}/responses", reply_lost_once)
+        page.goto(host.origin + "/asked")
+        form = page.get_by_role("dialog", name="One question")
+        expect(form).to_be_visible()
+        page.get_by_label("Why?").fill("Because")
+        form.get_by_role("button", name="Submit").click()
+
+        def retried() -> bool:
+            page.wait_for_timeout(200)  # route handlers run while Playwright is called
+            return len(replies) >= 2
+
+        until(retried, 20, "the answer retried", every=0)
+        page.wait_for_timeout(1500)
+    finally:
+        context.close()
+    assert replies == [201, 200], replies
+    responses = _get(relay, owner, f"{base}/surveys/{survey['id']}/responses")["data"]
+    assert len(responses) == 1 and "Because" in str(responses[0]), responses
+    assert len([i for i in _get(relay, owner, f"{base}/interactions")["data"] if i["type"] == "survey"]) == 1

@@ -1,6 +1,7 @@
 // The widget's further views (extras.mjs, loaded when one is opened): the public board with votes, the
 // roadmap, chat (its conversation token kept in the page's localStorage), and surveys the server chose
 // for this page (each recorded as seen here, so it is not shown again).
+import { uuid7 } from "../ids";
 import type { Relay } from "../relay";
 
 interface Item { id: string; title: string; description?: string | null; status: string; vote_count?: number;
@@ -77,13 +78,13 @@ async function chat(relay: Relay, panel: HTMLElement): Promise<void> {
     if (!body) return;
     const current = JSON.parse(localStorage.getItem(CHAT) ?? "null") as typeof saved;
     if (current && current.key === relay.options.key) {
-      await relay.client.post(`/v1/ingest/conversations/${current.id}/messages`, { body },
+      await relay.client.post(`/v1/ingest/conversations/${current.id}/messages`, { id: uuid7(), body },
         { "X-Relay-Conversation-Token": current.token });
       show((await relay.client.get<Page<Message>>(`/v1/ingest/conversations/${current.id}/messages`,
         { "X-Relay-Conversation-Token": current.token })).data);
     } else {
       const started = await relay.client.post<{ id: string; token: string }>("/v1/ingest/conversations",
-        { session_id: relay.sessionId, user: relay.user, body });
+        { id: uuid7(), session_id: relay.sessionId, user: relay.user, body });
       localStorage.setItem(CHAT, JSON.stringify({ ...started, key: relay.options.key }));
       show([{ id: started.id, direction: "inbound", body }]);
     }
@@ -118,8 +119,9 @@ export function showSurvey(relay: Relay, survey: SurveyToShow): void {
     e.preventDefault();
     const responses: Record<string, string | number> = {};
     for (const [k, v] of new FormData(box)) responses[k] = /^\d+$/.test(String(v)) ? Number(v) : String(v);
-    await relay.json(`/v1/ingest/surveys/${survey.id}/responses`, { session_id: relay.sessionId, user: relay.user,
-      responses });
+    // A client id, as for every interaction: the outbox may send it again, Relay stores it once.
+    await relay.json(`/v1/ingest/surveys/${survey.id}/responses`, { id: uuid7(), session_id: relay.sessionId,
+      user: relay.user, responses });
     box.replaceChildren(el("p", survey.definition.thankYouMessage ?? "Thanks", { class: "thanks" }));
     setTimeout(() => box.remove(), 2500);
   });
