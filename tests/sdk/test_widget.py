@@ -187,7 +187,8 @@ def test_module_build_own_button_and_placement(sdk_stack: Stack, relay: httpx.Cl
                                                host: HostSite, browser: Browser) -> None:
     router = sdk_stack.dev.topology["router"]["url"]
     project, key = _project(owner, "us-west")
-    host.pages["/module"] = f"""<!doctype html><html><body><h1>Module shop</h1>
+    host.pages["/module"] = f"""<!doctype html><html><body><h1>Module shop</h1><img src="/logo.png" alt="">
+<div style="width:20px;height:20px;background:url(/pattern.png)"></div>
 <script type="module">
 import Relay from "{router}/sdk/v1/relay.mjs";
 window.Relay = Relay;
@@ -209,6 +210,8 @@ window.relayReady = true;
         assert [m["kind"] for m in shots] == ["screenshot"]
         stored = relay.get(f"/v1/projects/{project['id']}/interactions/{sent}", headers=owner.h).json()
         assert stored["source"] == "sdk" and stored["content"]["text"] == "from the module"
+        # The screenshot library fetched the page's images to draw them: the SDK's own requests, not the page's.
+        assert not [e for e in stored["logs"]["network"] if e["url"].endswith(".png")], stored["logs"]["network"]
 
         host.pages["/left"] = shop_page(router, key["key"], options=', widget: {placement: "bottom-left"}')
         page.goto(host.origin + "/left")

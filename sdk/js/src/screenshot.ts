@@ -2,6 +2,7 @@
 // modern-screenshot, so no permission prompt. The widget is left out; every input and every element under a
 // masked selector (the project's privacy rules, `.relay-mask`) is blanked in the copy before it is drawn.
 import { domToBlob } from "modern-screenshot";
+import { SDK_REQUEST } from "./capture/network";
 import { selectorList } from "./mask";
 
 const MARK = "data-relay-blank";
@@ -44,6 +45,13 @@ export async function capture(masked: string[]): Promise<Blob> {
         }
       },
       features: { restoreScrollPosition: true },
+      // Its fetches of the page's images and fonts are marked as the SDK's, so capture leaves them out. (The
+      // whole `fetch` option is given: modern-screenshot takes it as it is, defaults included.)
+      fetch: {
+        requestInit: { cache: "force-cache", [SDK_REQUEST]: true } as RequestInit,
+        bypassingCache: false,
+        placeholderImage: "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7",
+      },
     });
     if (!blob) throw new Error("the page could not be drawn");
     return blob;
