@@ -40,11 +40,13 @@ describe("Recorder", () => {
   });
   const track = (r: Recorder) => (made.push(r), r);
 
-  it("masks every input and the project's selectors, and blocks the widget", () => {
+  it("masks every input and editable text, and blocks the widget and the project's selectors", () => {
     const { relay } = fakeRelay();
-    track(new Recorder(relay as never, ["input", ".account", "::bad(("])).start();
-    expect(recording.options).toMatchObject({ maskAllInputs: true, maskTextSelector: ".account" });
-    expect(String(recording.options.blockSelector)).toContain("relay-widget");
+    track(new Recorder(relay as never, ["input", "[contenteditable]", ".account", "::bad(("])).start();
+    expect(recording.options).toMatchObject({ maskAllInputs: true, maskTextSelector: "[contenteditable], .account" });
+    // The project's selectors are blocked (no text, no attributes); editable text and inputs are not.
+    const blocked = String(recording.options.blockSelector).split(", ");
+    expect(blocked).toEqual(["relay-widget", ".relay-block", "[data-relay-block]", ".account"]);
   });
 
   it("numbers chunks, keeps the index across pages, and links a report", async () => {
