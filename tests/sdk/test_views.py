@@ -202,3 +202,39 @@ def test_a_survey_answer_retried_is_stored_once(sdk_stack: Stack, relay: httpx.C
     responses = _get(relay, owner, f"{base}/surveys/{survey['id']}/responses")["data"]
     assert len(responses) == 1 and "Because" in str(responses[0]), responses
     assert len([i for i in _get(relay, owner, f"{base}/interactions")["data"] if i["type"] == "survey"]) == 1
+
+
+def test_a_failed_vote_or_message_says_so(sdk_stack: Stack, relay: httpx.Client, owner: Admin, host: HostSite,
+                                          browser: Browser) -> None:
+    """Votes and chat are sent at once, not through the outbox: when Relay fails them the panel says so, and
+    the failure stays the SDK's (it is not captured as the page's own uncaught error)."""
+    router = sdk_stack.dev.topology["router"]["url"]
+    project = owner.project("us-west")
+    key = owner.key(project, ["ingest"])
+    base = f"/v1/projects/{project['id']}"
+    assert relay.post(f"{base}/feedback-items", headers=owner.h, json={"title": "Exports"}).status_code == 201
+    host.pages["/failing"] = shop_page(router, key["key"])
+
+    def busy(route: Route) -> None:
+        route.fulfill(status=503, headers={"Access-Control-Allow-Origin": host.origin}, body="")
+
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        page.route(f"{router}/v1/ingest/feedback-items/*/votes", busy)
+        page.route(f"{router}/v1/ingest/conversations", busy)
+        page.goto(host.origin + "/failing")
+        page.wait_for_function("window.relayReady === true")
+        page.get_by_role("button", name="Feedback").click()
+        page.get_by_role("button", name="Ideas").click()
+        page.get_by_role("button", name="Vote for Exports").click()
+        expect(page.get_by_role("status")).to_have_text("Could not vote: please try again.")
+        page.get_by_role("button", name="Chat").click()
+        page.get_by_label("Your message").fill("Anyone there?")
+        page.get_by_role("button", name="Send message").click()
+        expect(page.get_by_role("status")).to_have_text("Could not send your message: please try again.")
+        expect(page.get_by_label("Your message")).to_have_value("Anyone there?")  # kept to send again
+        sent = page.evaluate("Relay.report({type: 'bug', text: 'after the failures'})")
+    finally:
+        context.close()
+    assert _get(relay, owner, f"{base}/interactions/{sent}")["logs"]["errors"] == []

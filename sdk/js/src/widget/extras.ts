@@ -20,6 +20,21 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, text = "", attrs: Rec
   return node;
 }
 
+/** The panel's live status line: where a failed vote or message says so (an error thrown from a click
+ * handler would reach the page's `unhandledrejection` and be captured as the page's own error). */
+function status(): HTMLElement {
+  return el("p", "", { class: "status", role: "status", "aria-live": "polite" });
+}
+
+async function attempt(line: HTMLElement, what: string, run: () => Promise<void>): Promise<void> {
+  line.textContent = "";
+  try {
+    await run();
+  } catch {
+    line.textContent = `Could not ${what}: please try again.`;
+  }
+}
+
 export async function render(relay: Relay, view: string, panel: HTMLElement): Promise<void> {
   if (view === "board") return board(relay, panel);
   if (view === "roadmap") return roadmap(relay, panel);
@@ -29,20 +44,21 @@ export async function render(relay: Relay, view: string, panel: HTMLElement): Pr
 async function board(relay: Relay, panel: HTMLElement): Promise<void> {
   const page = await relay.client.get<Page<Item>>(`/v1/ingest/feedback-items?session_id=${relay.sessionId}`);
   const list = el("ul", "", { "aria-label": "Ideas" });
+  const line = status();
   for (const item of page.data) {
     const li = el("li");
     const vote = el("button", `▲ ${item.vote_count ?? 0}`, { type: "button", "aria-label": `Vote for ${item.title}`,
       "aria-pressed": String(Boolean(item.voted)) });
-    vote.addEventListener("click", async () => {
+    vote.addEventListener("click", () => void attempt(line, "vote", async () => {
       const receipt = await relay.client.post<{ vote_count: number }>(
         `/v1/ingest/feedback-items/${item.id}/votes`, { session_id: relay.sessionId, user: relay.user });
       vote.textContent = `▲ ${receipt.vote_count}`;
       vote.setAttribute("aria-pressed", "true");
-    });
+    }));
     li.append(el("span", item.title), vote);
     list.append(li);
   }
-  panel.replaceChildren(page.data.length ? list : el("p", "No ideas yet.", { class: "hint" }));
+  panel.replaceChildren(page.data.length ? list : el("p", "No ideas yet.", { class: "hint" }), line);
 }
 
 async function roadmap(relay: Relay, panel: HTMLElement): Promise<void> {
@@ -65,17 +81,20 @@ async function chat(relay: Relay, panel: HTMLElement): Promise<void> {
   const input = el("textarea", "", { id: "relay-chat", "aria-label": "Your message" });
   const send = el("button", "Send message", { type: "submit", class: "send" });
   const form = el("form");
-  form.append(log, input, send);
+  const line = status();
+  form.append(log, input, line, send);
   const show = (messages: Message[]) => log.replaceChildren(...messages.map((m) =>
     el("li", `${m.direction === "inbound" ? "You" : "Team"}: ${m.body}`)));
   if (mine) {
     show((await relay.client.get<Page<Message>>(`/v1/ingest/conversations/${mine.id}/messages`,
       { "X-Relay-Conversation-Token": mine.token })).data);
   }
-  form.addEventListener("submit", async (e) => {
+  form.addEventListener("submit", (e) => {
     e.preventDefault();
     const body = input.value.trim();
-    if (!body) return;
+    if (body) void attempt(line, "send your message", () => say(body));
+  });
+  const say = async (body: string): Promise<void> => {
     const current = JSON.parse(localStorage.getItem(CHAT) ?? "null") as typeof saved;
     if (current && current.key === relay.options.key) {
       await relay.client.post(`/v1/ingest/conversations/${current.id}/messages`, { id: uuid7(), body },
@@ -89,7 +108,7 @@ async function chat(relay: Relay, panel: HTMLElement): Promise<void> {
       show([{ id: started.id, direction: "inbound", body }]);
     }
     input.value = "";
-  });
+  };
   panel.replaceChildren(form);
 }
 
