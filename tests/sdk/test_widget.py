@@ -296,3 +296,22 @@ def test_attached_image_and_nothing_loaded_unasked(sdk_stack: Stack, relay: http
     content = relay.get(f"/v1/projects/{project['id']}/media/{shots[0]['id']}/content", headers=owner.h)
     assert content.content == image
     assert loaded == ["relay.js"], loaded  # neither replay.mjs nor screenshot.mjs
+
+
+def test_capture_switches(sdk_stack: Stack, relay: httpx.Client, owner: Admin, host: HostSite, page: Page) -> None:
+    """`capture` turns each kind of capture off on its own (all are on by default: the first test)."""
+    router = sdk_stack.dev.topology["router"]["url"]
+    project, key = _project(owner, "eu-west")
+    host.pages["/quiet"] = shop_page(router, key["key"], options=", capture: {console: false, network: false}")
+    page.goto(host.origin + "/quiet")
+    page.wait_for_function("window.relayReady === true")
+    sent = page.evaluate("""async () => {
+        console.log("not captured");
+        await fetch("/api/quiet").catch(() => {});
+        setTimeout(() => { throw new Error("still captured"); });
+        await new Promise((r) => setTimeout(r, 50));
+        return Relay.report({type: "bug", text: "quiet page"});
+    }""")
+    logs = relay.get(f"/v1/projects/{project['id']}/interactions/{sent}", headers=owner.h).json()["logs"]
+    assert logs["console"] == [] and logs["network"] == [], logs
+    assert [e["message"] for e in logs["errors"]] == ["Error: still captured"], logs
