@@ -120,17 +120,20 @@ def test_report_through_the_widget(sdk_stack: Stack, relay: httpx.Client, owner:
         g.drawImage(img, 0, 0);
         const scale = img.width / innerWidth;
         const at = (sel) => {  // every distinct colour inside the element's box, borders left out
-            const r = document.querySelector(sel).getBoundingClientRect();
+            const r = (typeof sel === "string" ? document.querySelector(sel) : sel).getBoundingClientRect();
             const x = Math.round((r.left + 3) * scale), y = Math.round((r.top + 3) * scale);
             const w = Math.round((r.width - 6) * scale), h = Math.round((r.height - 6) * scale);
             const data = g.getImageData(x, y, w, h).data, seen = new Set();
             for (let i = 0; i < data.length; i += 4) seen.add(data.slice(i, i + 4).join(","));
             return [...seen];
         };
-        return {card: at("#card"), email: at(".account-email"), heading: at("h1"), size: [img.width, img.height]};
+        const shadow = document.querySelector("relay-widget").shadowRoot;
+        return {card: at("#card"), email: at(".account-email"), heading: at("h1"), size: [img.width, img.height],
+                launcher: at(shadow.querySelector(".launcher")), dialog: at(shadow.querySelector(".dialog"))};
     }""", base64.b64encode(png.content).decode())
     assert colours["card"] == colours["email"] == ["156,163,175,255"], colours  # the mask's grey, nothing else
     assert len(colours["heading"]) > 1  # what is not masked is drawn
+    assert colours["launcher"] == colours["dialog"] == ["255,255,255,255"], colours  # the widget left out
     assert colours["size"][0] == 1280    # Stored in the project's region only.
     stores = {region: Path(cell["object_store"].removeprefix("file://"))
               for region, cell in sdk_stack.dev.topology["cells"].items()}

@@ -27,6 +27,16 @@ export function blank(el: HTMLElement): void {
   for (const child of el.querySelectorAll<HTMLElement>("*")) child.style.setProperty("visibility", "hidden", "important");
 }
 
+/** What the browser paints behind the page: the root's or body's background, else the canvas's white (a
+ * transparent PNG would show the page's text on whatever the dashboard draws it over). */
+export function pageBackground(doc: Document = document): string {
+  for (const el of [doc.documentElement, doc.body]) {
+    const colour = el ? getComputedStyle(el).backgroundColor : "";
+    if (colour && colour !== "transparent" && !/^rgba\(.*,\s*0\)$/.test(colour)) return colour;
+  }
+  return "#ffffff";
+}
+
 export async function capture(masked: string[]): Promise<Blob> {
   const selector = selectorList(masked);
   const marked = selector ? [...document.querySelectorAll<HTMLElement>(selector)] : [];
@@ -37,6 +47,7 @@ export async function capture(masked: string[]): Promise<Blob> {
       width: innerWidth,
       height: innerHeight,
       scale: Math.min(devicePixelRatio || 1, 2),
+      backgroundColor: pageBackground(),
       timeout: 5000,
       filter: (node) => !(node instanceof Element && node.localName === "relay-widget"),
       onCloneNode: (cloned) => {
