@@ -238,3 +238,30 @@ def test_a_failed_vote_or_message_says_so(sdk_stack: Stack, relay: httpx.Client,
     finally:
         context.close()
     assert _get(relay, owner, f"{base}/interactions/{sent}")["logs"]["errors"] == []
+
+
+def test_a_delayed_survey_shows_on_a_page_left_open(sdk_stack: Stack, relay: httpx.Client, owner: Admin,
+                                                    host: HostSite, browser: Browser) -> None:
+    """A survey with `showAfterSeconds` is not due when the page starts; the SDK asks again when the server
+    says it will be (`check_again_in`), so a page left open (a single-page app) shows it without a reload."""
+    router = sdk_stack.dev.topology["router"]["url"]
+    project = owner.project("us-west")
+    key = owner.key(project, ["ingest"])
+    r = relay.post(f"/v1/projects/{project['id']}/surveys", headers=owner.h, json={
+        "definition": {"title": "Still with us?", "questions": [{"id": "q1", "type": "text", "text": "How so?"}]},
+        "targeting": {"showAfterSeconds": 4}})
+    assert r.status_code == 201, r.text
+    host.pages["/open"] = shop_page(router, key["key"])
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        page.goto(host.origin + "/open")
+        page.wait_for_function("window.relayReady === true")
+        started = time.monotonic()
+        survey = page.get_by_role("dialog", name="Still with us?")
+        page.wait_for_timeout(1500)
+        expect(survey).to_have_count(0)
+        expect(survey).to_be_visible(timeout=15_000)
+        assert time.monotonic() - started >= 2  # not before it was due
+    finally:
+        context.close()
