@@ -18,6 +18,7 @@ import { technicalContext } from "./context";
 import { uuid7 } from "./ids";
 import { ALWAYS_MASKED } from "./mask";
 import { Ring } from "./ring";
+import { sampledForReplay } from "./sampling";
 import { Client } from "./transport/client";
 import { Queue, type FirstTry } from "./transport/queue";
 import { openStore } from "./transport/store";
@@ -113,10 +114,7 @@ export class Relay {
   }
 
   private async startReplay(rate: number): Promise<void> {
-    const decided = sessionStorage.getItem("relay.replay.sampled");
-    const sampled = decided !== null ? decided === "1" : Math.random() < rate;
-    sessionStorage.setItem("relay.replay.sampled", sampled ? "1" : "0");
-    if (!sampled) return;
+    if (!sampledForReplay(rate)) return;
     try {
       const { Recorder } = await this.chunks.replay();
       this.recorder = new Recorder(this, this.masked);

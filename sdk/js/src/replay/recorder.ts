@@ -165,7 +165,11 @@ export class Recorder {
     for (const [target, type, fn] of this.listeners.splice(0)) target.removeEventListener(type, fn, true);
     await this.flush();
     if (finish) {
-      sessionStorage.removeItem(STATE);
+      try {
+        sessionStorage.removeItem(STATE);
+      } catch {
+        // no storage: nothing was kept
+      }
       await this.relay.enqueue({ method: "POST", path: `/v1/ingest/replays/${this.replayId}/finish` });
     }
   }
