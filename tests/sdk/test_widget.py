@@ -318,3 +318,25 @@ def test_capture_switches(sdk_stack: Stack, relay: httpx.Client, owner: Admin, h
     logs = relay.get(f"/v1/projects/{project['id']}/interactions/{sent}", headers=owner.h).json()["logs"]
     assert logs["console"] == [] and logs["network"] == [], logs
     assert [e["message"] for e in logs["errors"]] == ["Error: still captured"], logs
+
+
+def test_demo_shop(sdk_stack: Stack, relay: httpx.Client, owner: Admin, page: Page) -> None:
+    """The page to try the SDK by hand (README): `/sdk/v1/demo?key=…` runs the widget against that key's
+    project, and its failing checkout shows up in the report."""
+    router = sdk_stack.dev.topology["router"]["url"]
+    project, key = _project(owner, "us-west")
+    page.goto(f"{router}/sdk/v1/demo?key={key['key']}")
+    expect(page.get_by_text("Relay is running")).to_be_visible(timeout=20_000)
+    page.get_by_role("button", name="Add to cart").first.click()
+    page.get_by_role("button", name="Checkout (fails on purpose)").click()
+    page.wait_for_timeout(300)
+    page.get_by_role("button", name="Feedback").click()
+    page.get_by_label("What happened?").fill("Checkout failed in the demo")
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.get_by_text("Thanks", exact=True)).to_be_visible(timeout=20_000)
+    stored = until(lambda: _interactions(relay, owner, project), 20, "the demo's report")
+    detail = relay.get(f"/v1/projects/{project['id']}/interactions/{stored[0]['id']}", headers=owner.h).json()
+    assert detail["content"]["text"] == "Checkout failed in the demo"
+    assert any(e["url"].endswith("/demo-shop/checkout?cart=") and e["status"] == 404
+               for e in detail["logs"]["network"]), detail["logs"]["network"]
+    assert any("added to cart" in e["message"] for e in detail["logs"]["console"])
