@@ -15,6 +15,7 @@ from playwright.sync_api import Browser, Route, expect
 from cell.auth import PLACEMENT_TTL
 from tests.conftest import Admin, Stack, until
 from tests.sdk.browser import HostSite, shop_page
+from tests.sdk.test_widget import SHOTS
 
 
 def _get(relay: httpx.Client, owner: Admin, path: str) -> Any:
@@ -56,6 +57,7 @@ def test_board_chat_survey_identity_and_flags(sdk_stack: Stack, relay: httpx.Cli
         vote = page.get_by_role("button", name="Vote for Dark mode")
         vote.click()
         expect(vote).to_have_text("▲ 1")
+        page.screenshot(path=str(SHOTS / "widget-board.png"))
         votes = _get(relay, owner, f"{base}/feedback-items/{item['id']}/votes")["data"]
         assert len(votes) == 1 and votes[0]["user_id"]
 
@@ -65,6 +67,7 @@ def test_board_chat_survey_identity_and_flags(sdk_stack: Stack, relay: httpx.Cli
         expect(roadmap).to_contain_text("Offline mode")
         expect(roadmap).to_contain_text("in progress")
         expect(roadmap).not_to_contain_text("Secret plan")
+        page.screenshot(path=str(SHOTS / "widget-roadmap.png"))
 
         # Chat: the conversation token stays in the page's storage, so a reload finds the conversation.
         page.get_by_role("button", name="Chat").click()
@@ -79,6 +82,7 @@ def test_board_chat_survey_identity_and_flags(sdk_stack: Stack, relay: httpx.Cli
         page.get_by_role("button", name="Feedback").click()
         page.get_by_role("button", name="Chat").click()
         expect(page.get_by_role("list", name="Messages")).to_contain_text("Is there a discount?")
+        page.screenshot(path=str(SHOTS / "widget-chat.png"))
 
         # identify: reports carry the end user.
         page.evaluate("Relay.identify({external_id: 'cust-42', email: 'ada@example.com', name: 'Ada Lovelace'})")
@@ -92,6 +96,7 @@ def test_board_chat_survey_identity_and_flags(sdk_stack: Stack, relay: httpx.Cli
         form = page.get_by_role("dialog", name="How was checkout?")
         expect(form).to_be_visible()
         page.get_by_label("Tell us").fill("Smooth")
+        page.screenshot(path=str(SHOTS / "widget-survey.png"))
         form.get_by_role("button", name="Submit").click()
         responses = until(lambda: _get(relay, owner, f"{base}/surveys/{survey['id']}/responses")["data"], 20,
                           "the survey response")
@@ -263,5 +268,8 @@ def test_a_delayed_survey_shows_on_a_page_left_open(sdk_stack: Stack, relay: htt
         expect(survey).to_have_count(0)
         expect(survey).to_be_visible(timeout=15_000)
         assert time.monotonic() - started >= 2  # not before it was due
+        page.get_by_label("How so?").focus()
+        page.keyboard.press("Escape")  # as "Not now"
+        expect(survey).to_have_count(0)
     finally:
         context.close()

@@ -133,7 +133,12 @@ export function showSurvey(relay: Relay, survey: SurveyToShow): void {
   });
   const close = el("button", "Not now", { type: "button" });
   close.addEventListener("click", () => box.remove());
-  box.append(el("button", "Submit", { type: "submit", class: "send" }), close);
+  box.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") box.remove();
+  });
+  const actions = el("div", "", { class: "actions" });
+  actions.append(close, el("button", "Submit", { type: "submit", class: "send" }));
+  box.append(actions);
   box.addEventListener("submit", async (e) => {
     e.preventDefault();
     const responses: Record<string, string | number> = {};

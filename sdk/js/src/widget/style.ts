@@ -38,6 +38,7 @@ label{font-weight:600}
 .row{display:flex;gap:8px;align-items:center;font-weight:400}
 textarea,input[type=text],select{width:100%;border:1px solid var(--line);border-radius:8px;padding:8px;background:var(--field)}
 textarea{min-height:96px;resize:vertical}
+.actions{display:flex;gap:8px;justify-content:flex-end;align-items:center}
 .send{background:var(--accent);color:var(--on);border:0;font-weight:600;padding:8px 16px;align-self:flex-end}
 .status,.hint{color:var(--muted);font-size:13px}
 .thanks{font-size:20px;font-weight:700}
