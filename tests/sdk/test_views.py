@@ -14,8 +14,7 @@ from playwright.sync_api import Browser, Route, expect
 
 from cell.auth import PLACEMENT_TTL
 from tests.conftest import Admin, Stack, until
-from tests.sdk.browser import HostSite, shop_page
-from tests.sdk.test_widget import SHOTS
+from tests.sdk.browser import SHOTS, HostSite, shop_page
 
 
 def _get(relay: httpx.Client, owner: Admin, path: str) -> Any:

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +17,7 @@ import pytest
 from playwright.sync_api import Browser, FilePayload, Page, expect
 
 from tests.conftest import Admin, Stack, until
-from tests.sdk.browser import HostSite, shop_page
-
-SHOTS = Path(os.environ.get("RELAY_SDK_SHOTS") or tempfile.mkdtemp(prefix="relay-sdk-shots-"))
-
+from tests.sdk.browser import SHOTS, HostSite, shop_page
 
 
 @pytest.fixture
