@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,7 @@ from cell.surveys.types import (
     SurveyIn,
     SurveyPatch,
     SurveyResponse,
+    SurveysToShow,
     SurveyToShow,
 )
 from common.ids import uuid7
@@ -119,15 +121,15 @@ async def surveys_to_show(
     request: Request[Any, Any, Any],
     url: str | None = Parameter(default=None, max_length=4096),
     session_id: uuid.UUID | None = None,
-) -> Page[SurveyToShow]:
+) -> SurveysToShow:
     """The active surveys whose targeting holds now for this page and session (an unknown session has
-    just started)."""
+    just started), and when one that holds but for its delay becomes due."""
     principal = require(await caller(request), ingest=True)
     pid = principal.project_id
     pool = ctx(request).pool
     candidates = await queries.active(pool, pid)
     if not candidates:
-        return Page([], None)
+        return SurveysToShow(data=[])
     session = await queries.session(pool, pid, session_id) if session_id is not None else None
     now = session["now"] if session is not None else datetime.now(UTC)
     started_at = session["started_at"] if session is not None else now
@@ -137,12 +139,17 @@ async def surveys_to_show(
         if person is not None and not await users.countable(pool, pid, person):
             person = None  # a claimed identity nobody proved counts for its session only
         done = await queries.answered(pool, pid, session_id, person)
-    shown = [
-        SurveyToShow(id=s["id"], name=s["name"], definition=s["definition"], targeting=s["targeting"])
-        for s in candidates
-        if targeting.to_show(s["targeting"], url=url, started_at=started_at, now=now, answered=s["id"] in done)
-    ]
-    return Page(shown, None)
+    shown: list[SurveyToShow] = []
+    waits: list[float] = []
+    for s in candidates:
+        answered = s["id"] in done
+        if targeting.to_show(s["targeting"], url=url, started_at=started_at, now=now, answered=answered):
+            shown.append(SurveyToShow(id=s["id"], name=s["name"], definition=s["definition"],
+                                      targeting=s["targeting"]))
+        elif not (s["targeting"].get("showOnce") and answered) and targeting.page_matches(
+                s["targeting"].get("showOnPages"), url):
+            waits.append(targeting.due_in(s["targeting"], started_at, now))
+    return SurveysToShow(data=shown, check_again_in=math.ceil(min(waits)) if waits else None)
 
 
 @post("/v1/ingest/surveys/{survey_id:uuid}/responses", status_code=201)

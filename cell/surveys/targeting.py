@@ -38,6 +38,13 @@ def is_due(targeting: dict[str, Any], started_at: datetime, now: datetime) -> bo
     return (now - started_at).total_seconds() >= after
 
 
+def due_in(targeting: dict[str, Any], started_at: datetime, now: datetime) -> float:
+    """Seconds until `showAfterSeconds` is reached (0 once it is): when a page that asked too early should
+    ask again, rather than waiting for its next load (a single-page app may never have one)."""
+    after = targeting.get("showAfterSeconds") or 0
+    return max(0.0, after - (now - started_at).total_seconds())
+
+
 def to_show(targeting: dict[str, Any], *, url: str | None, started_at: datetime, now: datetime,
             answered: bool) -> bool:
     """Whether an active survey with this targeting is shown now to this session."""

@@ -139,6 +139,16 @@ class SurveyToShow(msgspec.Struct, kw_only=True):
     targeting: dict[str, Any]
 
 
+class SurveysToShow(msgspec.Struct, kw_only=True):
+    """`GET /v1/ingest/surveys`: the contract's page of surveys to show now, and (an extension) when to ask
+    again: the seconds until the next survey this page would show becomes due by its `showAfterSeconds`, or
+    null when waiting would change nothing. The SDK asks once at start, and again then."""
+
+    data: list[SurveyToShow]
+    next_cursor: str | None = None
+    check_again_in: int | None = None
+
+
 class ResponseIn(msgspec.Struct, kw_only=True):
     """`POST /v1/ingest/surveys/{id}/responses`.
 

@@ -148,6 +148,12 @@ def test_targeting_is_evaluated_on_the_server(router: httpx.Client, admin: Admin
     assert _show(router, key, url="/home", session_id=old) == sorted([always, late, once])
     assert _show(router, key, url="/home", session_id=recent) == sorted([always, once])
     assert _show(router, key, url="/home", session_id=unknown) == sorted([always, once])
+    # And when to ask again (an extension of the contract's page): once the delayed survey becomes due.
+    def again(**params: Any) -> Any:
+        return router.get("/v1/ingest/surveys", headers=key["h"], params=params).json()["check_again_in"]
+    assert 48 <= again(url="/home", session_id=recent) <= 50
+    assert again(url="/home", session_id=unknown) == 60
+    assert again(url="/home", session_id=old) is None  # nothing left to wait for
 
     # Once per session and per person, across their sessions.
     ext = f"u-{secrets.token_hex(4)}"

@@ -8,6 +8,7 @@ install, except under CI=true, where a missing browser fails the run.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
+# Where the browser tests save screenshots of the widget, to look at (RELAY_SDK_SHOTS, else a new temp folder).
+SHOTS = Path(os.environ.get("RELAY_SDK_SHOTS") or tempfile.mkdtemp(prefix="relay-sdk-shots-"))
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-dev-shm-usage"]
 

@@ -10,13 +10,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, expect, sync_playwright
 
 from tests.conftest import Admin, Stack
 from tests.sdk.browser import ARGS, CHROMIUM, HostSite, need_chromium
 from tests.services import StorePostgres
 
 DASHBOARD_ORIGIN = "https://admin.example.com"
+# Assertions on the page wait up to 15 s, not Playwright's 5: on a 2-core machine other test processes share,
+# a chunk load and a round trip through router and cell have taken longer than 5 s.
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture(scope="package")

@@ -18,6 +18,7 @@ import { technicalContext } from "./context";
 import { uuid7 } from "./ids";
 import { ALWAYS_MASKED } from "./mask";
 import { Ring } from "./ring";
+import { sampledForReplay } from "./sampling";
 import { Client } from "./transport/client";
 import { Queue, type FirstTry } from "./transport/queue";
 import { openStore } from "./transport/store";
@@ -27,6 +28,8 @@ import type { Recorder } from "./replay/recorder";
 export type { InitOptions, ReportInput, RelayUser } from "./types";
 
 const SESSION_KEY = "relay.session";
+/** Surveys due later than this (seconds) wait for a later page rather than a timer. */
+const SURVEY_WAIT_MAX_S = 3600;
 /** The console as it was before capture: the SDK's own notes are not the page's logs. */
 const note = console.warn.bind(console);
 
@@ -49,6 +52,7 @@ export class Relay {
   recorder: Recorder | undefined;
   widget: HTMLElement | undefined;
   private stops: (() => void)[] = [];
+  private ended = false;
   private queue!: Queue;
   readonly ready: Promise<void>;
 
@@ -110,10 +114,7 @@ export class Relay {
   }
 
   private async startReplay(rate: number): Promise<void> {
-    const decided = sessionStorage.getItem("relay.replay.sampled");
-    const sampled = decided !== null ? decided === "1" : Math.random() < rate;
-    sessionStorage.setItem("relay.replay.sampled", sampled ? "1" : "0");
-    if (!sampled) return;
+    if (!sampledForReplay(rate)) return;
     try {
       const { Recorder } = await this.chunks.replay();
       this.recorder = new Recorder(this, this.masked);
@@ -123,14 +124,25 @@ export class Relay {
     }
   }
 
+  /** Ask which survey to show now; when one is only waiting for its delay (`check_again_in`, seconds), ask
+   * again then, so a page left open (a single-page app) still shows it. */
   private async surveys(): Promise<void> {
+    if (this.ended) return;
     try {
       const url = encodeURIComponent(location.href.split("#")[0] ?? "");
-      const found = await this.client.get<{ data: { id: string }[] }>(
+      const found = await this.client.get<{ data: { id: string }[]; check_again_in?: number | null }>(
         `/v1/ingest/surveys?url=${url}&session_id=${this.sessionId}`);
       const seen = JSON.parse(localStorage.getItem("relay.surveys.seen") ?? "[]") as string[];
       const next = found.data.find((s) => !seen.includes(s.id));
-      if (next) (await this.chunks.extras()).showSurvey(this, next as never);
+      if (next) {
+        (await this.chunks.extras()).showSurvey(this, next as never);
+        return;
+      }
+      const wait = found.check_again_in;
+      if (typeof wait === "number" && wait > 0 && wait <= SURVEY_WAIT_MAX_S && !this.ended) {
+        const timer = setTimeout(() => void this.surveys(), wait * 1000 + 500);
+        this.stops.push(() => clearTimeout(timer));
+      }
     } catch {
       // no survey now
     }
@@ -199,6 +211,7 @@ export class Relay {
 
   /** Stop capture and the widget; a replay being recorded ends (its last chunk and `finish` are sent first). */
   async shutdown(): Promise<void> {
+    this.ended = true;
     for (const stop of this.stops.splice(0)) stop();
     this.widget?.remove();
     const recorder = this.recorder;

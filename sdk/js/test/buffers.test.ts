@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { captureConsole } from "../src/capture/console";
-import { captureNetwork } from "../src/capture/network";
+import { captureNetwork, SDK_REQUEST } from "../src/capture/network";
 import { captureErrors, errorEntry } from "../src/capture/errors";
 import { Ring } from "../src/ring";
 import type { ConsoleEntry, ErrorEntry, NetworkEntry } from "../src/types";
@@ -47,7 +47,7 @@ describe("console capture", () => {
 });
 
 describe("network capture", () => {
-  it("records fetch without query values, and skips the SDK's own calls", async () => {
+  it("records fetch without query values, and skips the SDK's own calls and marked requests", async () => {
     const ring = new Ring<NetworkEntry>(10);
     const win = window as Window & typeof globalThis;
     const original = win.fetch;
@@ -55,6 +55,7 @@ describe("network capture", () => {
     const stop = captureNetwork(ring, (url) => url.startsWith("https://relay.example/v1/ingest/"), win);
     await win.fetch("https://api.example/cart?token=secret&id=3#frag", { method: "post" });
     await win.fetch("https://relay.example/v1/ingest/interactions", { method: "POST" });
+    await win.fetch("https://api.example/logo.png", { [SDK_REQUEST]: true } as RequestInit); // the screenshot's
     stop();
     win.fetch = original;
     expect(ring.toArray()).toEqual([expect.objectContaining({ method: "POST", url: "https://api.example/cart?token=&id=",

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ALWAYS_MASKED, cap, describe as text, isMasked, selectorList, stripQuery } from "../src/mask";
-import { blank } from "../src/screenshot";
+import { blank, pageBackground } from "../src/screenshot";
 
 describe("stripQuery", () => {
   it("keeps parameter names, drops values, fragment and credentials", () => {
@@ -37,5 +37,19 @@ describe("selectors", () => {
     blank(p);
     expect(p.style.getPropertyValue("color")).toBe("transparent");
     expect((p.querySelector("b") as HTMLElement).style.getPropertyValue("visibility")).toBe("hidden");
+  });
+});
+
+describe("screenshot background", () => {
+  it("is the page's own, else white", () => {
+    document.documentElement.style.background = "";
+    document.body.style.background = "";
+    expect(pageBackground()).toBe("#ffffff");
+    document.body.style.background = "rgb(1, 2, 3)";
+    expect(pageBackground()).toBe("rgb(1, 2, 3)");
+    document.documentElement.style.background = "rgb(4, 5, 6)";
+    expect(pageBackground()).toBe("rgb(4, 5, 6)");
+    document.documentElement.style.background = "";
+    document.body.style.background = "";
   });
 });

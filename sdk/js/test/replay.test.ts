@@ -11,7 +11,7 @@ vi.mock("@rrweb/record", () => ({
   },
 }));
 
-import { KEEPALIVE_BYTES, MAX_BYTES, Recorder } from "../src/replay/recorder";
+import { FLUSH_MS, IDLE_MS, KEEPALIVE_BYTES, MAX_BYTES, Recorder, utf8Bytes } from "../src/replay/recorder";
 
 const made: Recorder[] = [];
 
@@ -40,11 +40,13 @@ describe("Recorder", () => {
   });
   const track = (r: Recorder) => (made.push(r), r);
 
-  it("masks every input and the project's selectors, and blocks the widget", () => {
+  it("masks every input and editable text, and blocks the widget and the project's selectors", () => {
     const { relay } = fakeRelay();
-    track(new Recorder(relay as never, ["input", ".account", "::bad(("])).start();
-    expect(recording.options).toMatchObject({ maskAllInputs: true, maskTextSelector: ".account" });
-    expect(String(recording.options.blockSelector)).toContain("relay-widget");
+    track(new Recorder(relay as never, ["input", "[contenteditable]", ".account", "::bad(("])).start();
+    expect(recording.options).toMatchObject({ maskAllInputs: true, maskTextSelector: "[contenteditable], .account" });
+    // The project's selectors are blocked (no text, no attributes); editable text and inputs are not.
+    const blocked = String(recording.options.blockSelector).split(", ");
+    expect(blocked).toEqual(["relay-widget", ".relay-block", "[data-relay-block]", ".account"]);
   });
 
   it("numbers chunks, keeps the index across pages, and links a report", async () => {
@@ -101,6 +103,41 @@ describe("Recorder", () => {
     await flushed();
     expect(beacons).toEqual([{ path: expect.stringContaining("/chunks/0?"), keepalive: true }]);
     expect(queued.map((j) => j.path.split("?")[0]?.split("/").pop())).toEqual(["0", "1"]);
+  });
+
+  it("counts the keepalive budget in bytes, not characters", async () => {
+    const { relay, beacons, queued } = fakeRelay();
+    track(new Recorder(relay as never, [])).start();
+    // Fewer characters than the budget, more bytes than it: written down for the next page, not sent now.
+    recording.emit?.({ type: 3, data: { text: "é".repeat(KEEPALIVE_BYTES * 0.6) } });
+    window.dispatchEvent(new Event("pagehide"));
+    await flushed();
+    expect(utf8Bytes("é")).toBe(2);
+    expect(beacons).toEqual([]);
+    expect(queued).toHaveLength(1);
+  });
+
+  it("ends the recording after a long idle: last chunk, then finish", async () => {
+    vi.useFakeTimers();
+    vi.stubGlobal("CompressionStream", undefined); // its streams run outside the fake clock
+    try {
+      const { relay, queued } = fakeRelay();
+      const recorder = track(new Recorder(relay as never, []));
+      recorder.start();
+      recording.emit?.({ type: 2, data: {} });
+      await vi.advanceTimersByTimeAsync(FLUSH_MS);
+      expect(queued.map((j) => j.path.split("?")[0]?.split("/").pop())).toEqual(["0"]);
+      window.dispatchEvent(new Event("pointerdown")); // activity keeps it going
+      await vi.advanceTimersByTimeAsync(IDLE_MS - FLUSH_MS);
+      expect(recording.stops).toBe(0);
+      recording.emit?.({ type: 3, data: {} });
+      await vi.advanceTimersByTimeAsync(2 * FLUSH_MS + FLUSH_MS);
+      expect(recording.stops).toBe(1);
+      expect(queued.map((j) => j.path.split("?")[0]?.split("/").pop())).toEqual(["0", "1", "finish"]);
+    } finally {
+      vi.useRealTimers();
+      vi.unstubAllGlobals();
+    }
   });
 
   it("ends the replay: last chunk, then finish, and the next page starts a new one", async () => {

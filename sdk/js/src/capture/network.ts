@@ -6,6 +6,10 @@ import type { NetworkEntry } from "../types";
 
 export type Ignore = (url: string) => boolean;
 
+/** Set in a request's init by the SDK's own chunks (the screenshot library fetching the page's images and
+ * fonts to draw them): such a request is the SDK's, not the page's, whatever its URL. */
+export const SDK_REQUEST: unique symbol = Symbol.for("relay.sdk-request") as never;
+
 function record(ring: Ring<NetworkEntry>, method: string, url: string, status: number, started: number): void {
   ring.push({
     method: method.toUpperCase(),
@@ -26,7 +30,9 @@ export function captureNetwork(ring: Ring<NetworkEntry>, ignore: Ignore, win: Wi
       const method = init?.method ?? (typeof input === "object" && "method" in input ? input.method : "GET");
       const started = performance.now();
       const call = originalFetch.call(win, input, init);
-      if (ignore(new URL(url, win.location.href).href)) return call;
+      if ((init as Record<symbol, unknown> | undefined)?.[SDK_REQUEST] || ignore(new URL(url, win.location.href).href)) {
+        return call;
+      }
       return call.then((response) => {
         record(ring, method, url, response.status, started);
         return response;

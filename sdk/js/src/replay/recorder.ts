@@ -1,6 +1,8 @@
 // The replay chunk (replay.mjs, loaded only when `replay.sampleRate` picks the session): records the page
-// with @rrweb/record and ships the events in chunks. Every input is masked and the project's selectors have
-// their text masked before an event exists; the widget and `.relay-block` elements are blocked. Chunks
+// with @rrweb/record and ships the events in chunks. Every input is masked, and elements under the project's
+// selectors (and `mask`, `.relay-mask`) are blocked before an event exists: recorded as an empty box of their
+// size, so neither their text nor their attributes (title, alt, href, src) leave the page, as in screenshots.
+// Editable text is masked; the widget and `.relay-block` elements are blocked too. Chunks
 // leave every few seconds (gzip by CompressionStream where the browser has it) through the outbox, each
 // with its index, so a retried chunk is stored once. The recording continues across navigations in the tab
 // (replay id and index live in sessionStorage), pauses while the tab is hidden, ends after a long idle,
@@ -24,6 +26,11 @@ export async function compress(json: string): Promise<{ body: Blob | string; enc
   if (typeof CompressionStream === "undefined") return { body: json };
   const stream = new Blob([json]).stream().pipeThrough(new CompressionStream("gzip"));
   return { body: await new Response(stream).blob(), encoding: "gzip" };
+}
+
+/** The size of a body on the wire: the keepalive budget counts bytes, and a character may take up to four. */
+export function utf8Bytes(text: string): number {
+  return new TextEncoder().encode(text).length;
 }
 
 export class Recorder {
@@ -78,13 +85,16 @@ export class Recorder {
 
   private resume(): void {
     if (this.ended || this.stopRecording) return;
+    // Form fields are masked by maskAllInputs; editable text keeps its layout with its words masked.
     const mask = selectorList(this.masked.filter((s) => !/^(input|textarea|select)$/.test(s)));
+    const block = selectorList(["relay-widget", ".relay-block", "[data-relay-block]",
+      ...this.masked.filter((s) => !/^(input|textarea|select|\[contenteditable\])$/.test(s))]);
     this.stopRecording = record({
       emit: (event) => this.add(event),
       maskAllInputs: true,
       maskInputOptions: { password: true },
       maskTextSelector: mask || undefined,
-      blockSelector: "relay-widget, .relay-block, [data-relay-block]",
+      blockSelector: block,
       recordCanvas: false,
       collectFonts: false,
       inlineImages: false,
@@ -138,7 +148,7 @@ export class Recorder {
     const chunk = this.take();
     if (!chunk) return;
     const job = { method: "POST" as const, path: chunk.path, body: chunk.json, contentType: "application/json" };
-    if (chunk.json.length <= KEEPALIVE_BYTES) {
+    if (utf8Bytes(chunk.json) <= KEEPALIVE_BYTES) {
       void this.relay.client.send({ ...job, id: "", seq: 0, key: "", attempts: 0, notBefore: 0 }, true);
     }
     // Also written down: should the keepalive not make it, the next page sends it (the index makes it once).
@@ -155,7 +165,11 @@ export class Recorder {
     for (const [target, type, fn] of this.listeners.splice(0)) target.removeEventListener(type, fn, true);
     await this.flush();
     if (finish) {
-      sessionStorage.removeItem(STATE);
+      try {
+        sessionStorage.removeItem(STATE);
+      } catch {
+        // no storage: nothing was kept
+      }
       await this.relay.enqueue({ method: "POST", path: `/v1/ingest/replays/${this.replayId}/finish` });
     }
   }

@@ -1,6 +1,7 @@
 // The widget's further views (extras.mjs, loaded when one is opened): the public board with votes, the
 // roadmap, chat (its conversation token kept in the page's localStorage), and surveys the server chose
 // for this page (each recorded as seen here, so it is not shown again).
+import { uuid7 } from "../ids";
 import type { Relay } from "../relay";
 
 interface Item { id: string; title: string; description?: string | null; status: string; vote_count?: number;
@@ -19,6 +20,21 @@ function el<K extends keyof HTMLElementTagNameMap>(tag: K, text = "", attrs: Rec
   return node;
 }
 
+/** The panel's live status line: where a failed vote or message says so (an error thrown from a click
+ * handler would reach the page's `unhandledrejection` and be captured as the page's own error). */
+function status(): HTMLElement {
+  return el("p", "", { class: "status", role: "status", "aria-live": "polite" });
+}
+
+async function attempt(line: HTMLElement, what: string, run: () => Promise<void>): Promise<void> {
+  line.textContent = "";
+  try {
+    await run();
+  } catch {
+    line.textContent = `Could not ${what}: please try again.`;
+  }
+}
+
 export async function render(relay: Relay, view: string, panel: HTMLElement): Promise<void> {
   if (view === "board") return board(relay, panel);
   if (view === "roadmap") return roadmap(relay, panel);
@@ -28,20 +44,21 @@ export async function render(relay: Relay, view: string, panel: HTMLElement): Pr
 async function board(relay: Relay, panel: HTMLElement): Promise<void> {
   const page = await relay.client.get<Page<Item>>(`/v1/ingest/feedback-items?session_id=${relay.sessionId}`);
   const list = el("ul", "", { "aria-label": "Ideas" });
+  const line = status();
   for (const item of page.data) {
     const li = el("li");
     const vote = el("button", `▲ ${item.vote_count ?? 0}`, { type: "button", "aria-label": `Vote for ${item.title}`,
       "aria-pressed": String(Boolean(item.voted)) });
-    vote.addEventListener("click", async () => {
+    vote.addEventListener("click", () => void attempt(line, "vote", async () => {
       const receipt = await relay.client.post<{ vote_count: number }>(
         `/v1/ingest/feedback-items/${item.id}/votes`, { session_id: relay.sessionId, user: relay.user });
       vote.textContent = `▲ ${receipt.vote_count}`;
       vote.setAttribute("aria-pressed", "true");
-    });
+    }));
     li.append(el("span", item.title), vote);
     list.append(li);
   }
-  panel.replaceChildren(page.data.length ? list : el("p", "No ideas yet.", { class: "hint" }));
+  panel.replaceChildren(page.data.length ? list : el("p", "No ideas yet.", { class: "hint" }), line);
 }
 
 async function roadmap(relay: Relay, panel: HTMLElement): Promise<void> {
@@ -64,31 +81,34 @@ async function chat(relay: Relay, panel: HTMLElement): Promise<void> {
   const input = el("textarea", "", { id: "relay-chat", "aria-label": "Your message" });
   const send = el("button", "Send message", { type: "submit", class: "send" });
   const form = el("form");
-  form.append(log, input, send);
+  const line = status();
+  form.append(log, input, line, send);
   const show = (messages: Message[]) => log.replaceChildren(...messages.map((m) =>
     el("li", `${m.direction === "inbound" ? "You" : "Team"}: ${m.body}`)));
   if (mine) {
     show((await relay.client.get<Page<Message>>(`/v1/ingest/conversations/${mine.id}/messages`,
       { "X-Relay-Conversation-Token": mine.token })).data);
   }
-  form.addEventListener("submit", async (e) => {
+  form.addEventListener("submit", (e) => {
     e.preventDefault();
     const body = input.value.trim();
-    if (!body) return;
+    if (body) void attempt(line, "send your message", () => say(body));
+  });
+  const say = async (body: string): Promise<void> => {
     const current = JSON.parse(localStorage.getItem(CHAT) ?? "null") as typeof saved;
     if (current && current.key === relay.options.key) {
-      await relay.client.post(`/v1/ingest/conversations/${current.id}/messages`, { body },
+      await relay.client.post(`/v1/ingest/conversations/${current.id}/messages`, { id: uuid7(), body },
         { "X-Relay-Conversation-Token": current.token });
       show((await relay.client.get<Page<Message>>(`/v1/ingest/conversations/${current.id}/messages`,
         { "X-Relay-Conversation-Token": current.token })).data);
     } else {
       const started = await relay.client.post<{ id: string; token: string }>("/v1/ingest/conversations",
-        { session_id: relay.sessionId, user: relay.user, body });
+        { id: uuid7(), session_id: relay.sessionId, user: relay.user, body });
       localStorage.setItem(CHAT, JSON.stringify({ ...started, key: relay.options.key }));
       show([{ id: started.id, direction: "inbound", body }]);
     }
     input.value = "";
-  });
+  };
   panel.replaceChildren(form);
 }
 
@@ -113,13 +133,19 @@ export function showSurvey(relay: Relay, survey: SurveyToShow): void {
   });
   const close = el("button", "Not now", { type: "button" });
   close.addEventListener("click", () => box.remove());
-  box.append(el("button", "Submit", { type: "submit", class: "send" }), close);
+  box.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") box.remove();
+  });
+  const actions = el("div", "", { class: "actions" });
+  actions.append(close, el("button", "Submit", { type: "submit", class: "send" }));
+  box.append(actions);
   box.addEventListener("submit", async (e) => {
     e.preventDefault();
     const responses: Record<string, string | number> = {};
     for (const [k, v] of new FormData(box)) responses[k] = /^\d+$/.test(String(v)) ? Number(v) : String(v);
-    await relay.json(`/v1/ingest/surveys/${survey.id}/responses`, { session_id: relay.sessionId, user: relay.user,
-      responses });
+    // A client id, as for every interaction: the outbox may send it again, Relay stores it once.
+    await relay.json(`/v1/ingest/surveys/${survey.id}/responses`, { id: uuid7(), session_id: relay.sessionId,
+      user: relay.user, responses });
     box.replaceChildren(el("p", survey.definition.thankYouMessage ?? "Thanks", { class: "thanks" }));
     setTimeout(() => box.remove(), 2500);
   });
