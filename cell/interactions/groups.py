@@ -139,14 +139,14 @@ async def unmerge(conn: asyncpg.Connection, project_id: uuid.UUID, interaction_i
                                "WHERE project_id = $1 AND id = $2", project_id, interaction_id)
             return Change(True, own, (group,), await demand.sync(conn, project_id, items))
         return Change(False, own, (group,))
+    rest = str(min(others)) if group == own else group
+    if group == own:  # the rest was named after the one leaving: renamed first, or the rename would take it along
+        await _rename(conn, project_id, [group], rest)
     await conn.execute(
         """UPDATE interactions SET ai_duplicate_group_id = $3, duplicate_confirmed = false, updated_at = now()
             WHERE project_id = $1 AND id = $2""", project_id, interaction_id, own)
     await conn.execute("UPDATE enrichment_signatures SET group_id = $3 WHERE project_id = $1 AND interaction_id = $2",
                        project_id, interaction_id, own)
-    rest = str(min(others)) if group == own else group
-    if group == own:  # the rest was named after the one leaving
-        await _rename(conn, project_id, [group], rest)
     await _settle(conn, project_id, [rest])
     await conn.executemany(
         """INSERT INTO duplicate_dismissals (project_id, interaction_id, other_id) VALUES ($1, $2, $3)

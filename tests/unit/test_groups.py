@@ -97,3 +97,22 @@ async def test_a_worker_keeps_the_group_a_person_chose_before_it_came(dsn: str, 
     assert {(r["ai_duplicate_group_id"], r["duplicate_confirmed"]) for r in rows.values()} == {(str(min(a, b)), True)}
     signed = await pool.fetch("SELECT group_id FROM enrichment_signatures WHERE project_id = $1", pid)
     assert [s["group_id"] for s in signed] == [str(min(a, b))] * 2
+
+
+async def test_unmerging_the_interaction_a_group_is_named_after_leaves_it_alone(pool: asyncpg.Pool) -> None:
+    """The group bears the leaving interaction's id (the workers formed it around that one first): the rest
+    takes its smallest id, and the one leaving keeps a group of its own (it used to be renamed with the rest)."""
+    pid = uuid7()
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO projects (id, name, region, secret) VALUES ($1, 'p', 'eu-west', '\\x00')",
+                           pid)
+        namesake = await _interaction(conn, pid, None, True)
+        first = await _interaction(conn, pid, str(namesake), True)
+        second = await _interaction(conn, pid, str(namesake), False)
+        async with conn.transaction():
+            change = await groups.unmerge(conn, pid, namesake)
+        assert change.changed and change.group_id == str(namesake)
+        rows = {r["id"]: (r["ai_duplicate_group_id"], r["duplicate_confirmed"]) for r in await conn.fetch(
+            "SELECT id, ai_duplicate_group_id, duplicate_confirmed FROM interactions WHERE project_id = $1", pid)}
+        assert rows == {namesake: (str(namesake), False), first: (str(first), False), second: (str(first), False)}
+        assert await conn.fetchval("SELECT count(*) FROM duplicate_dismissals WHERE project_id = $1", pid) == 2
