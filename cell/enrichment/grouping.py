@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -428,6 +428,8 @@ def decide(interaction_id: str, sig: Signature, candidates: Sequence[Candidate],
     return Window.of(candidates).decide(interaction_id, sig, limits, idf)
 
 
+_Key = TypeVar("_Key", bound=Hashable)
+
 _TRASH = 0
 """The slot that owns the terms of rows removed from a window (no row lives in it)."""
 
@@ -531,23 +533,66 @@ class Window:
         window.sync(list(range(len(candidates))), [c.group_id for c in candidates], dict(enumerate(candidates)), 0)
         return window
 
-    def missing(self, keys: Iterable[Hashable]) -> list[Hashable]:
+    def missing(self, keys: Iterable[_Key]) -> list[_Key]:
         """The keys whose candidates this window does not hold (the caller reads them for `sync`)."""
         held = self.slot_of
         return [k for k in keys if k not in held]
 
-    def sync(self, keys: Sequence[Hashable], groups: Sequence[str], found: dict[Hashable, Candidate],
+    def sync(self, keys: Sequence[Hashable], groups: Sequence[str], found: Mapping[Any, Candidate],
              counted: int) -> None:
         """Make the candidates these keys in this order, with these groups: rows it holds are kept, the others
-        taken from `found` (keys in neither are left out, as an erased signature is), rows no longer wanted
-        dropped. The first `counted` keys are counted in the document frequencies."""
+        taken from `found` (their id and signature; the group is the one in `groups`; keys in neither are
+        left out, as an erased signature is), rows no longer wanted dropped. The first `counted` keys are
+        counted in the document frequencies. A worker calls it under the project's lock, before deciding."""
         if self.generation != _VOCABULARY.generation:  # term ids renewed: prepare every row again
             held = {k: c for k in self.keys if (c := self.rows[self.slot_of[k]]) is not None}
             self.keys, self.groups, self.counted = [], [], 0
             self._reset()
             found = {**held, **found}
-        if list(keys) == self.keys and list(groups) == self.groups and counted == self.counted:
+        keys, groups = list(keys), list(groups)
+        if keys == self.keys and groups == self.groups and counted == self.counted:
             return
+        if not self._shift(keys, groups, found, counted):
+            self._sync(keys, groups, found, counted)
+        if self.terms["word"].dead > max(self.terms["word"].size // 2, 4096):
+            self._compact()
+
+    def _shift(self, keys: list[Hashable], groups: list[str], found: Mapping[Any, Candidate], counted: int) -> bool:
+        """`sync` when the keys are rows it holds, in the order it holds them, between new rows at the front and
+        new rows at the end (the project's newer reports, older ones sharing a rare term), groups unchanged
+        (no merge renamed them): False when they are not."""
+        held = self.keys
+        if not held:
+            return False
+        try:
+            front = keys.index(held[0])
+        except ValueError:
+            return False
+        middle = min(len(keys) - front, len(held))
+        if keys[front:front + middle] != held[:middle] or groups[front:front + middle] != self.groups[:middle]:
+            return False
+        added = keys[:front] + keys[front + middle:]
+        if any(k in self.slot_of or k not in found for k in added):
+            return False
+        for key in held[middle:]:
+            self._remove(key)
+        if added:
+            self._add([(k, found[k]) for k in added])
+        slot_of = self.slot_of
+        self.order = np.r_[np.fromiter((slot_of[k] for k in keys[:front]), dtype=np.intp, count=front),
+                           self.order[:middle],
+                           np.fromiter((slot_of[k] for k in keys[front + middle:]), dtype=np.intp,
+                                       count=len(keys) - front - middle)]
+        self.keys, self.groups = keys, groups
+        self._count(min(counted, len(keys)))
+        if len(self.group_code_of) > 4 * len(groups) + 64:
+            self._name_groups(groups)
+        else:
+            fresh = list(range(front)) + list(range(front + middle, len(keys)))
+            self._name_groups([groups[i] for i in fresh], self.order[fresh])
+        return True
+
+    def _sync(self, keys: list[Hashable], groups: list[str], found: Mapping[Any, Candidate], counted: int) -> None:
         slot_of = self.slot_of
         kept: list[Hashable] = []
         kept_groups: list[str] = []
@@ -571,8 +616,6 @@ class Window:
             sum(1 for k in keys[:counted] if k in wanted)
         self._count(counted)
         self._name_groups(kept_groups)
-        if self.terms["word"].dead > max(self.terms["word"].size // 2, 4096):
-            self._compact()
 
     def _add(self, added: list[tuple[Hashable, Candidate]]) -> None:
         need = len(added) - len(self.free)
@@ -666,9 +709,13 @@ class Window:
         self.is_counted[:self.high] = want
         self.counted = counted
 
-    def _name_groups(self, groups: list[str]) -> None:
-        if len(self.group_code_of) > 4 * len(groups) + 64:
-            self.group_names, self.group_code_of = [], {}
+    def _name_groups(self, groups: list[str], slots: npt.NDArray[np.intp] | None = None) -> None:
+        """Code the groups of the rows in `slots` (every candidate when None: then unused names are dropped
+        first if they have piled up)."""
+        if slots is None:
+            slots = self.order
+            if len(self.group_code_of) > 4 * len(groups) + 64:
+                self.group_names, self.group_code_of = [], {}
         code_of, names = self.group_code_of, self.group_names
         codes = []
         for name in groups:
@@ -677,7 +724,7 @@ class Window:
                 code = code_of[name] = len(names)
                 names.append(name)
             codes.append(code)
-        self.group_codes[self.order] = codes
+        self.group_codes[slots] = codes
 
     def _compact(self) -> None:
         """Rebuild the concatenated terms in the candidates' order, without removed rows' entries."""
@@ -916,18 +963,18 @@ class Window:
         vectors = self.vectors[len(sig.embedding or ())]
         members = members[np.argsort(index[members], kind="stable")]
         rows = self.order[members]
-        owners = index[members]
+        which, owners = np.unique(index[members], return_inverse=True)  # only the groups members have
         first = np.r_[True, np.diff(owners) != 0]
         position = np.arange(len(members)) - np.flatnonzero(first)[np.cumsum(first) - 1]
-        sums = np.zeros((groups, vectors.shape[1]))
+        sums = np.zeros((len(which), vectors.shape[1]))
         for k in range(int(position.max()) + 1):  # the k-th member of every group at once, in candidate order
             at = position == k
             sums[owners[at]] += vectors[rows[at]]
         a = sig.array()
         norms = np.sqrt(np.einsum("ij,ij->i", sums, sums)) * math.sqrt(float(a @ a))
-        dots = np.bincount(index[members], emb_dot[members], groups)
-        cosines: npt.NDArray[np.float64] = np.divide(dots, norms, out=out, where=norms != 0)
-        return cosines
+        dots = np.bincount(owners, emb_dot[members], len(which))
+        out[which] = np.divide(dots, norms, out=np.zeros(len(which)), where=norms != 0)
+        return out
 
 
 class _Pairs(NamedTuple):
