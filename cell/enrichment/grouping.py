@@ -431,6 +431,8 @@ def decide(interaction_id: str, sig: Signature, candidates: Sequence[Candidate],
 _Key = TypeVar("_Key", bound=Hashable)
 
 _TRASH = 0
+_Rows = tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float64], npt.NDArray[np.float64]]
+"""Term ids, owning slots, IDF-weighted values and per-slot norms of a window's terms (`Window._rows`)."""
 """The slot that owns the terms of rows removed from a window (no row lives in it)."""
 
 
@@ -447,16 +449,22 @@ class _Terms:
 
     def append(self, slots: list[int], ids: list[npt.NDArray[np.intp]], weights: list[npt.NDArray[np.float64]],
                start: npt.NDArray[np.intp], length: npt.NDArray[np.intp]) -> None:
+        if len(slots) == 1:  # one report on: no concatenation
+            slot, row, size = slots[0], ids[0], len(ids[0])
+            end = self.size + size
+            if end > len(self.ids):
+                self._grow(end)
+            self.ids[self.size:end] = row
+            self.weights[self.size:end] = weights[0]
+            self.owner[self.size:end] = slot
+            start[slot], length[slot] = self.size, size
+            self.size = end
+            return
         lengths = np.fromiter(map(len, ids), dtype=np.intp, count=len(ids))
         total = int(lengths.sum())
         end = self.size + total
         if end > len(self.ids):
-            grown = max(end, 2 * len(self.ids), 1024)
-            for name in ("ids", "weights", "owner"):
-                old = getattr(self, name)
-                new = np.zeros(grown, dtype=old.dtype)
-                new[:self.size] = old[:self.size]
-                setattr(self, name, new)
+            self._grow(end)
         if total:
             self.ids[self.size:end] = np.concatenate(ids)
             self.weights[self.size:end] = np.concatenate(weights)
@@ -465,6 +473,14 @@ class _Terms:
         start[at] = self.size + np.cumsum(lengths) - lengths
         length[at] = lengths
         self.size = end
+
+    def _grow(self, end: int) -> None:
+        grown = max(end, 2 * len(self.ids), 1024)
+        for name in ("ids", "weights", "owner"):
+            old = getattr(self, name)
+            new = np.zeros(grown, dtype=old.dtype)
+            new[:self.size] = old[:self.size]
+            setattr(self, name, new)
 
     def remove(self, slot: int, start: npt.NDArray[np.intp], length: npt.NDArray[np.intp]) -> None:
         self.owner[start[slot]:start[slot] + length[slot]] = _TRASH
@@ -525,6 +541,12 @@ class Window:
         """Whether a row has a negative term weight (no signature made here has)."""
         self.df = np.zeros(max(len(_VOCABULARY.ids), 1024), dtype=np.intp)
         self.scratch = np.zeros(len(self.df))
+        self.idf = np.zeros(len(self.df))
+        """The inverse document frequency of every term id for `idf_n` documents (kept term by term as
+        `df` changes; all again when the number of documents does)."""
+        self.idf_n = -1
+        self.decided = -1
+        """The number of documents of the last decision (a window still filling up changes it every time)."""
 
     @classmethod
     def of(cls, candidates: Sequence[Candidate]) -> Window:
@@ -533,9 +555,20 @@ class Window:
         window.sync(list(range(len(candidates))), [c.group_id for c in candidates], dict(enumerate(candidates)), 0)
         return window
 
-    def missing(self, keys: Iterable[_Key]) -> list[_Key]:
-        """The keys whose candidates this window does not hold (the caller reads them for `sync`)."""
+    def missing(self, keys: Sequence[_Key]) -> list[_Key]:
+        """The keys whose candidates this window does not hold (the caller reads them for `sync`): when the
+        keys are the ones it holds in its order, with new ones before and after (one report on from its last
+        decision), only those are looked at."""
         held = self.slot_of
+        keys = list(keys)
+        if self.keys:
+            try:
+                front = keys.index(self.keys[0])  # type: ignore[arg-type]  # any key compares
+            except ValueError:
+                front = -1
+            middle = min(len(keys) - front, len(self.keys))
+            if front >= 0 and keys[front:front + middle] == self.keys[:middle]:
+                return [k for k in keys[:front] + keys[front + middle:] if k not in held]
         return [k for k in keys if k not in held]
 
     def sync(self, keys: Sequence[Hashable], groups: Sequence[str], found: Mapping[Any, Candidate],
@@ -579,12 +612,19 @@ class Window:
         if added:
             self._add([(k, found[k]) for k in added])
         slot_of = self.slot_of
-        self.order = np.r_[np.fromiter((slot_of[k] for k in keys[:front]), dtype=np.intp, count=front),
-                           self.order[:middle],
-                           np.fromiter((slot_of[k] for k in keys[front + middle:]), dtype=np.intp,
-                                       count=len(keys) - front - middle)]
+        self.order = np.concatenate([np.fromiter((slot_of[k] for k in keys[:front]), dtype=np.intp, count=front),
+                                     self.order[:middle],
+                                     np.fromiter((slot_of[k] for k in keys[front + middle:]), dtype=np.intp,
+                                                 count=len(keys) - front - middle)])
         self.keys, self.groups = keys, groups
-        self._count(min(counted, len(keys)))
+        counted = min(counted, len(keys))
+        if counted == len(keys) and self.counted == len(held):  # all counted before and now: only the new rows
+            for slot in self.order[:front].tolist() + self.order[front + middle:].tolist():
+                self._frequencies(slot, +1)
+                self.is_counted[slot] = True
+            self.counted = counted
+        else:
+            self._count(counted)
         if len(self.group_code_of) > 4 * len(groups) + 64:
             self._name_groups(groups)
         else:
@@ -635,8 +675,11 @@ class Window:
         self.has_evidence[at] = [bool(p.evidence) for p in prepared]
         self.is_counted[at] = False
         self.negative = self.negative or any(bool((p.full_weights < 0).any()) for p in prepared)
-        for name, ids, weights in (("word", [p.word_ids for p in prepared], [p.word_weights for p in prepared]),
-                                   ("full", [p.full_ids for p in prepared], [p.full_weights for p in prepared])):
+        nothing = (np.zeros(0, dtype=np.intp), np.zeros(0))
+        for name, ids, weights in (
+                ("word", [p.word_ids for p in prepared], [p.word_weights for p in prepared]),
+                ("full", [p.full_ids if p.has_logs else nothing[0] for p in prepared],
+                 [p.full_weights if p.has_logs else nothing[1] for p in prepared])):
             self.terms[name].append(slots, ids, weights, self.starts[name], self.lengths[name])
         top = max((int(p.full_ids.max()) for p in prepared if len(p.full_ids)), default=0) + 1
         if top > len(self.df):
@@ -686,16 +729,24 @@ class Window:
             self.vectors[dims] = np.r_[matrix, np.zeros((capacity - old, dims))]
 
     def _frequencies(self, slot: int, change: int) -> None:
-        start, length = self.starts["full"][slot], self.lengths["full"][slot]
-        ids = self.terms["full"].ids[start:start + length]  # distinct within a row
+        name = "full" if self.has_logs[slot] else "word"  # a row without logs has only its words
+        start, length = self.starts[name][slot], self.lengths[name][slot]
+        ids = self.terms[name].ids[start:start + length]  # distinct within a row
         if len(ids) and int(ids.max()) >= len(self.df):
             self._widen(int(ids.max()) + 1)
         self.df[ids] += change
+        self._refresh(ids)
+
+    def _refresh(self, ids: npt.NDArray[np.intp]) -> None:
+        """Recompute the inverse document frequencies of these term ids after their counts changed."""
+        if self.idf_n >= 0:
+            self.idf[ids] = np.log(self.idf_n / (self.df[ids] + 1.0)) + 1.0
 
     def _widen(self, size: int) -> None:
         size = max(size, 2 * len(self.df))
-        self.df = np.r_[self.df, np.zeros(size - len(self.df), dtype=np.intp)]
+        self.df = np.concatenate([self.df, np.zeros(size - len(self.df), dtype=np.intp)])
         self.scratch = np.zeros(size)
+        self.idf, self.idf_n = np.zeros(size), -1
 
     def _count(self, counted: int) -> None:
         """Count the first `counted` candidates in the document frequencies, and no others."""
@@ -779,14 +830,20 @@ class Window:
         if self.generation != _VOCABULARY.generation:  # renewed by another decision meanwhile
             self.sync(self.keys, self.groups, {}, self.counted)
         new = _prepare(sig)
+        if len(new.full_ids) and int(new.full_ids.max()) >= len(self.df):
+            self._widen(int(new.full_ids.max()) + 1)
         if idf is None:
-            if len(new.full_ids) and int(new.full_ids.max()) >= len(self.df):
-                self._widen(int(new.full_ids.max()) + 1)
+            n = self.counted + 1 + 1
+            if self.idf_n != n and self.decided == n:  # the same number of documents twice: keep their IDF
+                self.idf, self.idf_n = np.log(n / (self.df + 1.0)) + 1.0, n
+            self.decided = n
             self.df[new.full_ids] += 1  # the new signature counts too, for this decision
+            self._refresh(new.full_ids)
             try:
                 pairs = self._pairs(sig, new, limits, None)
             finally:
                 self.df[new.full_ids] -= 1
+                self._refresh(new.full_ids)
         else:
             pairs = self._pairs(sig, new, limits, idf)
         return self._choose(interaction_id, sig, pairs, limits)
@@ -794,41 +851,50 @@ class Window:
     def _weights(self, ids: npt.NDArray[np.intp], idf: Idf | None) -> npt.NDArray[np.float64]:
         if idf is not None:
             return idf.weights(ids)
-        weights: npt.NDArray[np.float64] = np.log((self.counted + 1 + 1) / (self.df[ids] + 1.0)) + 1.0
+        n = self.counted + 1 + 1  # as `Idf.weights` over the counted rows and the new signature
+        if self.idf_n == n:
+            kept: npt.NDArray[np.float64] = self.idf[ids]
+            return kept
+        weights: npt.NDArray[np.float64] = np.log(n / (self.df[ids] + 1.0)) + 1.0
         return weights
 
-    def _cosines(self, name: str, ids: npt.NDArray[np.intp], weights: npt.NDArray[np.float64],
-                 idf: Idf | None) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64],
-                                           npt.NDArray[np.float64]]:
-        """Per slot: the cosine of the new signature's `name` terms with the row's; the rows' values
-        (IDF-weighted, entry by entry) and norms."""
-        terms, high = self.terms[name], self.high
+    def _rows(self, name: str, idf: Idf | None) -> _Rows:
+        """The `name` terms of every row: term ids, owning slots, IDF-weighted values (entry by entry) and each
+        slot's norm (1 where it has none)."""
+        terms = self.terms[name]
         flat, owner = terms.ids[:terms.size], terms.owner[:terms.size]
         values = terms.weights[:terms.size] * self._weights(flat, idf)
-        norms = np.sqrt(np.bincount(owner, values * values, high))
+        norms = np.sqrt(np.bincount(owner, values * values, self.high))
         norms[norms == 0] = 1.0
+        return flat, owner, values, norms
+
+    def _cosines(self, rows: _Rows, ids: npt.NDArray[np.intp], weights: npt.NDArray[np.float64],
+                 idf: Idf | None) -> npt.NDArray[np.float64]:
+        """Per slot: the cosine of the new signature's terms (`ids`, raw `weights`) with the row's (`_rows`)."""
+        flat, owner, values, norms = rows
         if not len(ids):
-            return np.zeros(high), values, norms
+            return np.zeros(self.high)
         raw = weights * self._weights(ids, idf)
         unit = raw / (math.sqrt(float(raw @ raw)) or 1.0)
-        top = max(int(ids.max()), int(flat.max()) if len(flat) else 0) + 1
-        if top > len(self.scratch):
-            self._widen(top)
-        scratch = self.scratch
+        scratch = self.scratch  # covers every id of the rows and of the new signature (`_add`, `decide`)
         scratch[ids] = unit
         shared = scratch[flat]
         scratch[ids] = 0.0
-        cosines: npt.NDArray[np.float64] = np.bincount(owner, values * shared, high) / norms
-        return cosines, values, norms
+        cosines: npt.NDArray[np.float64] = np.bincount(owner, values * shared, self.high) / norms
+        return cosines
 
     def _pairs(self, sig: Signature, new: _Prepared, limits: Thresholds, idf: Idf | None) -> _Pairs:
-        """Per candidate, in the candidates' order: as `_Pairs` says."""
+        """Per candidate, in the candidates' order: as `_Pairs` says. The word terms of every row and the full
+        terms of the rows with logs are kept apart: a row without logs has its words as full terms."""
         high = self.high
-        words_dot, word_values, word_norms = self._cosines("word", new.word_ids, new.word_weights, idf)
-        self.word_values, self.word_norms = word_values, word_norms
+        words = self._rows("word", idf)
+        words_dot = self._cosines(words, new.word_ids, new.word_weights, idf)
+        self.word_values, self.word_norms = words[2], words[3]
         has_logs = self.has_logs[:high]
         if new.has_logs or has_logs[self.order].any():
-            full_dot = self._cosines("full", new.full_ids, new.full_weights, idf)[0]
+            full_dot = self._cosines(self._rows("full", idf), new.full_ids, new.full_weights, idf)
+            if new.has_logs:
+                full_dot = np.where(has_logs, full_dot, self._cosines(words, new.full_ids, new.full_weights, idf))
             cosine = np.where(has_logs | new.has_logs, np.maximum(full_dot, words_dot), full_dot)
             if not new.has_logs:  # both without logs: the full vectors are the word vectors
                 cosine = np.where(has_logs, cosine, words_dot)
@@ -887,9 +953,8 @@ class Window:
         # every one of them is compared by words and embedding alike).
         codes, index = np.unique(self.group_codes[self.order], return_inverse=True)
         n = len(codes)
-        by_group = np.argsort(index, kind="stable")
-        starts = np.flatnonzero(np.r_[True, np.diff(index[by_group]) != 0])
-        best = np.maximum.reduceat(margin[by_group], starts)
+        best = np.full(n, -np.inf)
+        np.maximum.at(best, index, margin)
         whole = np.bincount(index, margin, n) / np.bincount(index, minlength=n)
         count = np.bincount(index, centroid.astype(np.float64), n)
         if (count > 1).any():
@@ -993,9 +1058,10 @@ class _Pairs(NamedTuple):
 
 class Windows:
     """The windows a worker keeps, by (project, method), the least recently used dropped past `limit` (each
-    holds its candidates' embeddings: ~3 MB for a thousand of 384 dimensions)."""
+    holds its candidates' embeddings, ~3 MB for a thousand of 384 dimensions, and a count and an IDF per
+    term id of the worker's vocabulary, up to ~3 MB at its bound)."""
 
-    def __init__(self, limit: int = 32) -> None:
+    def __init__(self, limit: int = 16) -> None:
         self.limit = limit
         self.entries: OrderedDict[Hashable, Window] = OrderedDict()
 
