@@ -338,10 +338,12 @@ def cost(reports: Sequence[Report]) -> tuple[float, dict[str, float]]:
     window of the job's size (`jobs.RECENT` earlier reports), rare-term keys (`Window.top`) included. The
     project's reports arrive as a stream that cycles through the labelled set under new ids, in the groups
     one arrival order gave them, and every report meets the `jobs.RECENT` rows before it in the stream,
-    newest first, so consecutive reports share all but one row. As a running worker does, the window
+    newest first, so consecutive reports share all but one row (the set has fewer reports than the window,
+    so every report meets an earlier copy of itself and joins its group: the costlier kind of decision,
+    which scores group centroids). As a running worker does, the window
     (`grouping.Window`) is kept between reports and filled before timing; per report the job's ids and
     groups are listed, the one row enriched since the last report is rebuilt from its stored form (terms,
-    log terms, embedding as a list of floats) as `queries.recent_window` reads it, and the window applies
+    log terms, embedding as a list of floats) as `queries.recent` reads it, and the window applies
     that difference (`sync`: one row in, the oldest out) before it decides. Not included: Postgres and
     asyncpg reading the window's ids and that one row, and the older candidates sharing a rare term that a
     project with a longer history adds (`jobs.OLDER`).
@@ -412,7 +414,7 @@ def stream_window(stored: Sequence[StoredRow]) -> Iterator[Callable[[grouping.Wi
               for p in range(len(stored) + RECENT + 1)]
     n = 0
     while True:
-        rows = listed[n:n + RECENT][::-1]  # what `queries.recent_window` reads: newest first
+        rows = listed[n:n + RECENT][::-1]  # what `queries.recent` reads: newest first
 
         def step(window: grouping.Window, rows: list[tuple[str, str]] = rows, n: int = n) -> None:
             keys = [r[0] for r in rows]

@@ -18,11 +18,14 @@ and feature names. Embeddings of an external provider's model are compared alone
 Group ids are the id of the group's first interaction, so an id never changes once given, except by
 a merge, which always keeps the smallest id (the oldest, for time-ordered ids) — whichever worker runs it.
 
-A worker compares each new report with about a thousand earlier ones, so `decide` scores them all at once:
-each signature's terms become integer ids and weights once (`_prepare`, kept with the signature and, across
-reports, in the worker's `SignatureCache`), the TF-IDF cosines are sparse dot products in numpy and the
-embedding cosines one matrix product (`_Window`). `Vector`, `similarity` and `agreement` define the same
-scores pair by pair; a unit test holds the two to the same decisions.
+A worker compares each new report with about a thousand earlier ones, so a decision scores them all at
+once: each signature's terms become integer ids and weights once (`_prepare`, kept with the signature and,
+across reports, in the worker's `SignatureCache`), the TF-IDF cosines are sparse dot products in numpy and
+the embedding cosines one matrix product (`Window`). Consecutive reports of a project share all but a few
+of those candidates, so the worker keeps each project's `Window` between reports and applies only the
+difference (`Window.sync`); `decide` builds one from scratch. `Vector`, `similarity` and `agreement` define
+the same scores pair by pair; unit tests hold the pairwise definitions, a window built from scratch and
+one kept over a long stream of reports to the same decisions.
 """
 
 from __future__ import annotations
@@ -576,7 +579,9 @@ class Window:
         """Make the candidates these keys in this order, with these groups: rows it holds are kept, the others
         taken from `found` (their id and signature; the group is the one in `groups`; keys in neither are
         left out, as an erased signature is), rows no longer wanted dropped. The first `counted` keys are
-        counted in the document frequencies. A worker calls it under the project's lock, before deciding."""
+        counted in the document frequencies. A worker calls it under the project's lock, before deciding: it
+        starts a decision, so the vocabulary is renewed here when full (as `Idf` does)."""
+        _VOCABULARY.renew_if_full()
         if self.generation != _VOCABULARY.generation:  # term ids renewed: prepare every row again
             held = {k: c for k in self.keys if (c := self.rows[self.slot_of[k]]) is not None}
             self.keys, self.groups, self.counted = [], [], 0

@@ -423,6 +423,25 @@ def test_a_window_kept_between_reports_decides_as_one_built_from_scratch(vocabul
     assert joined > 200 and merged > 10 and extras > 1000 and erased > 10  # the cases above did occur
 
 
+def test_a_kept_window_bounds_the_vocabulary_and_windows_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker builds no `Idf` any more: its windows renew the term ids when the vocabulary is full (at
+    `sync`, between decisions) and still decide as before; the worker keeps a bounded number of windows."""
+    monkeypatch.setattr(grouping._VOCABULARY, "limit", 5)
+    a, b = Signature({"alpha": 1.0, "beta": 1.0, "gamma": 1.0}), Signature({"alpha": 1.0, "beta": 1.0, "delta": 1.0})
+    window = grouping.Window()
+    window.sync(["a"], ["g"], {"a": Candidate("a", "g", a)}, 1)
+    grouping._prepare(Signature({f"t{n}": 1.0 for n in range(10)}))  # the vocabulary fills up
+    generation = grouping._VOCABULARY.generation
+    window.sync(["a"], ["g"], {}, 1)
+    assert grouping._VOCABULARY.generation == generation + 1 and len(grouping._VOCABULARY.ids) <= 5
+    assert window.decide("b", b, Thresholds(join=0.3)).group_id == "g"
+    windows = grouping.Windows(limit=2)
+    first = windows.get("p1")
+    windows.get("p2")
+    windows.get("p3")
+    assert list(windows.entries) == ["p2", "p3"] and windows.get("p1") is not first
+
+
 def test_the_signature_cache_keeps_the_latest_used_and_drops_the_oldest() -> None:
     cache = grouping.SignatureCache(limit=2)
     a, b, c = Signature({"a": 1.0}), Signature({"b": 1.0}), Signature({"c": 1.0})
