@@ -956,7 +956,11 @@ class Window:
         # Per group: its closest member's margin, the mean margin of its members, and the centroid of its
         # members compared by words (with their agreement, count, and the sum of their local embeddings when
         # every one of them is compared by words and embedding alike).
-        codes, index = np.unique(self.group_codes[self.order], return_inverse=True)
+        listed = self.group_codes[self.order]
+        present = np.zeros(len(self.group_names), dtype=bool)
+        present[listed] = True
+        codes = np.flatnonzero(present)  # the groups the candidates have, numbered in the order of their codes
+        index = (np.cumsum(present) - 1)[listed]
         n = len(codes)
         best = np.full(n, -np.inf)
         np.maximum.at(best, index, margin)
@@ -1034,12 +1038,8 @@ class Window:
         members = members[np.argsort(index[members], kind="stable")]
         rows = self.order[members]
         which, owners = np.unique(index[members], return_inverse=True)  # only the groups members have
-        first = np.r_[True, np.diff(owners) != 0]
-        position = np.arange(len(members)) - np.flatnonzero(first)[np.cumsum(first) - 1]
-        sums = np.zeros((len(which), vectors.shape[1]))
-        for k in range(int(position.max()) + 1):  # the k-th member of every group at once, in candidate order
-            at = position == k
-            sums[owners[at]] += vectors[rows[at]]
+        starts = np.flatnonzero(np.r_[True, np.diff(owners) != 0])
+        sums = np.add.reduceat(vectors[rows], starts, axis=0)  # member by member, in candidate order
         a = sig.array()
         norms = np.sqrt(np.einsum("ij,ij->i", sums, sums)) * math.sqrt(float(a @ a))
         dots = np.bincount(owners, emb_dot[members], len(which))
