@@ -434,9 +434,9 @@ def decide(interaction_id: str, sig: Signature, candidates: Sequence[Candidate],
 _Key = TypeVar("_Key", bound=Hashable)
 
 _TRASH = 0
+"""The slot that owns the terms of rows removed from a window (no row lives in it)."""
 _Rows = tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float64], npt.NDArray[np.float64]]
 """Term ids, owning slots, IDF-weighted values and per-slot norms of a window's terms (`Window._rows`)."""
-"""The slot that owns the terms of rows removed from a window (no row lives in it)."""
 
 
 class _Terms:
