@@ -582,11 +582,8 @@ class Window:
         counted in the document frequencies. A worker calls it under the project's lock, before deciding: it
         starts a decision, so the vocabulary is renewed here when full (as `Idf` does)."""
         _VOCABULARY.renew_if_full()
-        if self.generation != _VOCABULARY.generation:  # term ids renewed: prepare every row again
-            held = {k: c for k in self.keys if (c := self.rows[self.slot_of[k]]) is not None}
-            self.keys, self.groups, self.counted = [], [], 0
-            self._reset()
-            found = {**held, **found}
+        if self.generation != _VOCABULARY.generation:  # term ids renewed: look every row's terms up again
+            self._renew()
         keys, groups = list(keys), list(groups)
         if keys == self.keys and groups == self.groups and counted == self.counted:
             return
@@ -670,7 +667,8 @@ class Window:
         prepared = [_prepare(c.signature) for _, c in added]
         for slot, (key, cand) in zip(slots, added, strict=True):
             self.slot_of[key] = slot
-            self.rows[slot] = cand
+            sig = cand.signature  # kept without its embedding (the window has it): terms to look up again
+            self.rows[slot] = Candidate(cand.interaction_id, "", Signature(sig.terms, sig.log_terms, kind=sig.kind))
         self.high = max(self.high, max(slots) + 1)
         at = np.asarray(slots, dtype=np.intp)
         kind_codes = self.kind_codes
@@ -680,15 +678,7 @@ class Window:
         self.has_evidence[at] = [bool(p.evidence) for p in prepared]
         self.is_counted[at] = False
         self.negative = self.negative or any(bool((p.full_weights < 0).any()) for p in prepared)
-        nothing = (np.zeros(0, dtype=np.intp), np.zeros(0))
-        for name, ids, weights in (
-                ("word", [p.word_ids for p in prepared], [p.word_weights for p in prepared]),
-                ("full", [p.full_ids if p.has_logs else nothing[0] for p in prepared],
-                 [p.full_weights if p.has_logs else nothing[1] for p in prepared])):
-            self.terms[name].append(slots, ids, weights, self.starts[name], self.lengths[name])
-        top = max((int(p.full_ids.max()) for p in prepared if len(p.full_ids)), default=0) + 1
-        if top > len(self.df):
-            self._widen(top)
+        self._append_terms(slots, prepared)
         codes = self.evidence_codes
         evidence = [np.fromiter((codes.setdefault(e, len(codes)) for e in sorted(p.evidence)), dtype=np.intp)
                     for p in prepared]
@@ -705,6 +695,41 @@ class Window:
                 self.vector_norms[slot] = np.sqrt(np.einsum("ij,ij->i", row[None], row[None]))[0]
             else:
                 self.models[slot] = -1
+
+    def _append_terms(self, slots: list[int], prepared: list[_Prepared]) -> None:
+        """The rows' word terms, and the full terms of those with logs (a row without has its words)."""
+        nothing = (np.zeros(0, dtype=np.intp), np.zeros(0))
+        for name, ids, weights in (
+                ("word", [p.word_ids for p in prepared], [p.word_weights for p in prepared]),
+                ("full", [p.full_ids if p.has_logs else nothing[0] for p in prepared],
+                 [p.full_weights if p.has_logs else nothing[1] for p in prepared])):
+            self.terms[name].append(slots, ids, weights, self.starts[name], self.lengths[name])
+        top = max((int(p.full_ids.max()) for p in prepared if len(p.full_ids)), default=0) + 1
+        if top > len(self.df):
+            self._widen(top)
+
+    def _renew(self) -> None:
+        """After the vocabulary renewed its term ids: every row's terms looked up again, in the candidates'
+        order, and counted again (kinds, symptoms, evidence and embeddings do not depend on term ids)."""
+        self.generation = _VOCABULARY.generation
+        slots = self.order.tolist()
+        prepared = []
+        for slot in slots:
+            row = self.rows[slot]
+            assert row is not None
+            prepared.append(_prepare(row.signature))
+        for name in ("word", "full"):
+            self.terms[name] = _Terms()
+            self.starts[name][:] = 0
+            self.lengths[name][:] = 0
+        self.df = np.zeros(max(len(_VOCABULARY.ids), 1024), dtype=np.intp)
+        self.scratch = np.zeros(len(self.df))
+        self.idf, self.idf_n = np.zeros(len(self.df)), -1
+        if slots:
+            self._append_terms(slots, prepared)
+        for slot in slots:
+            if self.is_counted[slot]:
+                self._frequencies(slot, +1)
 
     def _remove(self, key: Hashable) -> None:
         slot = self.slot_of.pop(key)
@@ -1063,8 +1088,8 @@ class _Pairs(NamedTuple):
 
 class Windows:
     """The windows a worker keeps, by (project, method), the least recently used dropped past `limit` (each
-    holds its candidates' embeddings, ~3 MB for a thousand of 384 dimensions, and a count and an IDF per
-    term id of the worker's vocabulary, up to ~3 MB at its bound)."""
+    holds its candidates' embeddings, ~3 MB for a thousand of 384 dimensions, their terms without their
+    embeddings, and a count and an IDF per term id of the worker's vocabulary, up to ~5 MB at its bound)."""
 
     def __init__(self, limit: int = 16) -> None:
         self.limit = limit
