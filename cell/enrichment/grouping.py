@@ -433,6 +433,10 @@ def decide(interaction_id: str, sig: Signature, candidates: Sequence[Candidate],
 
 _Key = TypeVar("_Key", bound=Hashable)
 
+_SCRATCH = np.zeros(0)
+"""Zeros by term id, shared by every window: a decision puts the new signature's values in, reads them at the
+candidates' term ids and takes them out again (decisions never interleave inside one call)."""
+
 _TRASH = 0
 """The slot that owns the terms of rows removed from a window (no row lives in it)."""
 _Rows = tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float64], npt.NDArray[np.float64]]
@@ -543,7 +547,6 @@ class Window:
         self.negative = False
         """Whether a row has a negative term weight (no signature made here has)."""
         self.df = np.zeros(max(len(_VOCABULARY.ids), 1024), dtype=np.intp)
-        self.scratch = np.zeros(len(self.df))
         self.idf = np.zeros(len(self.df))
         """The inverse document frequency of every term id for `idf_n` documents (kept term by term as
         `df` changes; all again when the number of documents does)."""
@@ -723,7 +726,6 @@ class Window:
             self.starts[name][:] = 0
             self.lengths[name][:] = 0
         self.df = np.zeros(max(len(_VOCABULARY.ids), 1024), dtype=np.intp)
-        self.scratch = np.zeros(len(self.df))
         self.idf, self.idf_n = np.zeros(len(self.df)), -1
         if slots:
             self._append_terms(slots, prepared)
@@ -775,7 +777,6 @@ class Window:
     def _widen(self, size: int) -> None:
         size = max(size, 2 * len(self.df))
         self.df = np.concatenate([self.df, np.zeros(size - len(self.df), dtype=np.intp)])
-        self.scratch = np.zeros(size)
         self.idf, self.idf_n = np.zeros(size), -1
 
     def _count(self, counted: int) -> None:
@@ -906,7 +907,10 @@ class Window:
             return np.zeros(self.high)
         raw = weights * self._weights(ids, idf)
         unit = raw / (math.sqrt(float(raw @ raw)) or 1.0)
-        scratch = self.scratch  # covers every id of the rows and of the new signature (`_add`, `decide`)
+        global _SCRATCH
+        if len(_SCRATCH) < len(self.df):  # the window's df covers every id of its rows and the new signature
+            _SCRATCH = np.zeros(len(self.df))
+        scratch = _SCRATCH
         scratch[ids] = unit
         shared = scratch[flat]
         scratch[ids] = 0.0
