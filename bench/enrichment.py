@@ -129,7 +129,7 @@ import random
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -347,17 +347,25 @@ def cost(reports: Sequence[Report]) -> tuple[float, dict[str, float]]:
     Per report, what the job does with the local provider: the document read from the stored row
     (`text.document`), the embedding (onnxruntime, one thread, in batches of the worker's concurrency,
     `WORKER_BATCH`), the summary and labels, the signature, and the grouping decision against a project
-    window of the job's size (`jobs.RECENT` earlier reports: the labelled set's other reports, repeated under
-    new ids while it has fewer, in the groups one arrival order gave them), IDF and rare-term keys
-    (`Idf.top`) included. The window's signatures come from the worker's cache (`grouping.SignatureCache`,
-    filled before timing, as a running worker has it), except one per report, rebuilt from its stored form
-    (terms, log terms, embedding as a list of floats) as `queries.recent` reads the row a report enriched
-    since then. Not included: Postgres and asyncpg reading the window's ids and that one row.
+    window of the job's size (`jobs.RECENT` earlier reports), rare-term keys (`Window.top`) included. The
+    project's reports arrive as a stream that cycles through the labelled set under new ids, in the groups
+    one arrival order gave them, and every report meets the `jobs.RECENT` rows before it in the stream,
+    newest first, so consecutive reports share all but one row (the set has fewer reports than the window,
+    so every report meets an earlier copy of itself and joins its group: the costlier kind of decision,
+    which scores group centroids). As a running worker does, the window
+    (`grouping.Window`) is kept between reports and filled before timing; per report the job's ids and
+    groups are listed, the one row enriched since the last report is rebuilt from its stored form (terms,
+    log terms, embedding as a list of floats) as `queries.recent` reads it, and the window applies
+    that difference (`sync`: one row in, the oldest out) before it decides. Not included: Postgres and
+    asyncpg reading the window's ids and that one row, and the older candidates sharing a rare term that a
+    project with a longer history adds (`jobs.OLDER`).
 
     Until local-v5's vectorised `decide`, this figure grouped the set once in arrival order, so a report met
     on average half the set (~360 earlier reports, not the thousand of a real project) and the signatures
-    were reused across decisions while the job read and rebuilt all of them for every report. Process CPU
-    time, so other load on the machine does not count.
+    were reused across decisions while the job read and rebuilt all of them for every report; until the
+    window was kept (issue 15) it rebuilt the thousand candidates' arrays for every report (~3.7 ms of
+    grouping per report on a quiet machine then). Process CPU time, so other load on the machine does not
+    count.
     """
     model = embedding.model()
     assert model is not None
@@ -379,16 +387,10 @@ def cost(reports: Sequence[Report]) -> tuple[float, dict[str, float]]:
         vectors += [[float(x) for x in row] for row in model.encode(texts[start:start + WORKER_BATCH])]
     stages["embedding"] = clock() - mark
     found = iter(vectors)
-    cache = grouping.SignatureCache(limit=2 * RECENT)
-
-    def rebuilt(m: int) -> grouping.Signature:
-        _, _, terms, log_terms, vector = stored[m]
-        return grouping.Signature.from_stored(dict(terms), dict(log_terms),
-                                              list(vector) if vector is not None else None,
-                                              embedding.MODEL if vector is not None else "")
-
-    for m in range(len(stored)):  # before the clock: a running worker holds its project's window
-        cache.put(m, rebuilt(m))
+    limits = auto_limits(grouping.MIXED_THRESHOLD)
+    streamed = stream_window(stored)
+    window = grouping.Window()
+    next(streamed)(window)  # before the clock: a running worker holds its project's window
     for n, doc in enumerate(docs):
         mark = clock()
         summary.extractive(doc)
@@ -398,20 +400,42 @@ def cost(reports: Sequence[Report]) -> tuple[float, dict[str, float]]:
             sig.embedding, sig.embedding_model = next(found), embedding.MODEL
         stages["summary, labels, signature"] += clock() - mark
         mark = clock()
-        others = [m for m in range(len(stored)) if m != n]
-        window = [others[m % len(others)] for m in range(RECENT)]
-        cache.put(window[0], rebuilt(window[0]))  # the row enriched since the last report: read anew
-        candidates = []
-        for k, m in enumerate(window):
-            sig_m = cache.get(m)
-            assert sig_m is not None
-            candidates.append(grouping.Candidate(f"{k:05d}-{stored[m][0]}", stored[m][1], sig_m))
-        idf = grouping.Idf([c.signature for c in candidates] + [sig])
-        idf.top(sig)
-        grouping.decide(f"new-{n}", sig, candidates, idf, auto_limits(grouping.MIXED_THRESHOLD))
+        next(streamed)(window)
+        window.top(sig)
+        window.decide(f"new-{n}", sig, limits)
         stages["grouping"] += clock() - mark
     total = sum(stages.values()) * 1000 / len(reports)
     return total, {name: spent * 1000 / len(reports) for name, spent in stages.items()}
+
+
+StoredRow = tuple[str, str, dict[str, float], dict[str, float], list[float] | None]
+
+
+def stream_window(stored: Sequence[StoredRow]) -> Iterator[Callable[[grouping.Window], None]]:
+    """For `cost`: a generator of steps, each bringing a kept window to the next report's candidates (the
+    `jobs.RECENT` rows before it in a stream cycling through `stored`, newest first) as the job does: the
+    ids and groups listed, the rows the window lacks rebuilt from their stored form, `Window.sync`."""
+
+    def rebuilt(p: int) -> grouping.Candidate:
+        rid, gid, terms, log_terms, vector = stored[p % len(stored)]
+        return grouping.Candidate(f"{p:05d}-{rid}", gid, grouping.Signature.from_stored(
+            dict(terms), dict(log_terms), list(vector) if vector is not None else None,
+            embedding.MODEL if vector is not None else ""))
+
+    listed = [(f"{p:05d}-{stored[p % len(stored)][0]}", stored[p % len(stored)][1])
+              for p in range(len(stored) + RECENT + 1)]
+    n = 0
+    while True:
+        rows = listed[n:n + RECENT][::-1]  # what `queries.recent` reads: newest first
+
+        def step(window: grouping.Window, rows: list[tuple[str, str]] = rows, n: int = n) -> None:
+            keys = [r[0] for r in rows]
+            group_ids = [r[1] for r in rows]
+            wanted = window.missing(keys)
+            window.sync(keys, group_ids, {key: rebuilt(n + RECENT - 1 - keys.index(key)) for key in wanted}, len(keys))
+
+        yield step
+        n += 1
 
 
 def main() -> None:

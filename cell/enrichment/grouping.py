@@ -18,20 +18,23 @@ and feature names. Embeddings of an external provider's model are compared alone
 Group ids are the id of the group's first interaction, so an id never changes once given, except by
 a merge, which always keeps the smallest id (the oldest, for time-ordered ids) — whichever worker runs it.
 
-A worker compares each new report with about a thousand earlier ones, so `decide` scores them all at once:
-each signature's terms become integer ids and weights once (`_prepare`, kept with the signature and, across
-reports, in the worker's `SignatureCache`), the TF-IDF cosines are sparse dot products in numpy and the
-embedding cosines one matrix product (`_Window`). `Vector`, `similarity` and `agreement` define the same
-scores pair by pair; a unit test holds the two to the same decisions.
+A worker compares each new report with about a thousand earlier ones, so a decision scores them all at
+once: each signature's terms become integer ids and weights once (`_prepare`, kept with the signature and,
+across reports, in the worker's `SignatureCache`), the TF-IDF cosines are sparse dot products in numpy and
+the embedding cosines one matrix product (`Window`). Consecutive reports of a project share all but a few
+of those candidates, so the worker keeps each project's `Window` between reports and applies only the
+difference (`Window.sync`); `decide` builds one from scratch. `Vector`, `similarity` and `agreement` define
+the same scores pair by pair; unit tests hold the pairwise definitions, a window built from scratch and
+one kept over a long stream of reports to the same decisions.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -423,72 +426,660 @@ def mixed(a: Signature, b: Signature) -> bool:
 
 def decide(interaction_id: str, sig: Signature, candidates: Sequence[Candidate], idf: Idf,
            limits: Thresholds | None = None) -> Decision:
-    """Choose the group of a new interaction among the earlier ones.
+    """Choose the group of a new interaction among the earlier ones, built from scratch (see `Window.decide`,
+    which a worker keeps between reports instead)."""
+    return Window.of(candidates).decide(interaction_id, sig, limits, idf)
 
-    A group's score is the mean of its closest member's similarity and of how close the group is as a
-    whole (each as a margin over the threshold that pair must clear). The closest member alone would
-    chain: one report loosely like one member of a group would join, and the next report loosely like
-    it would follow, until unrelated problems share a group. The group as a whole is the better of the
-    average similarity of its members and the similarity to their centroid (the sum of their word
-    vectors, damped by the members' mean `agreement`): the centroid holds every wording the group has seen,
-    so a new report that says one thing like one member and another like a second still finds it, while
-    a report that shares a single word with a single member stays weak against it. When every such member
-    is compared with the new report by words and local embedding (`mixed`), the centroid is mixed alike:
-    the word centroid's cosine and the cosine to the sum of their embeddings, weighed by `MIX`.
-    """
-    limits = limits or Thresholds()
-    if not sig.terms and not sig.log_terms and not sig.embedding:
-        return Decision(group_id=interaction_id)  # nothing to compare: a group of its own
-    if not candidates:
-        return Decision(group_id=interaction_id)
-    window = _Window(sig, candidates, idf)
-    score, needed, agreed, words_dot, emb_dot, centroid = window.pairs(limits)
-    margin = score - needed
-    closest = max(0.0, float(score.max()))
 
-    # Per group (numbered in order of first appearance): its closest member's margin, the mean margin of its
-    # members, and the centroid of its members compared by words (with their agreement, count, and the sum
-    # of their local embeddings when every one of them is compared by words and embedding alike).
-    group_of: dict[str, int] = {}
-    index = np.fromiter((group_of.setdefault(c.group_id, len(group_of)) for c in candidates), dtype=np.intp,
-                        count=len(candidates))
-    n = len(group_of)
-    by_group = np.argsort(index, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(index[by_group]) != 0])
-    best = np.maximum.reduceat(margin[by_group], starts)
-    whole = np.bincount(index, margin, n) / np.bincount(index, minlength=n)
-    count = np.bincount(index, centroid.astype(np.float64), n)
-    several = np.flatnonzero(count > 1)
-    if len(several):
-        members = np.flatnonzero(centroid & (count[index] > 1))
-        norm = window.centroid_norms(members, index, n)
-        words = np.bincount(index[members], words_dot[members], n) / norm
-        agree = np.bincount(index[members], agreed[members], n)
-        mixed_members = members[window.mixed[members]]
-        all_mixed = np.bincount(index[mixed_members], minlength=n) == count
-        emb = window.centroid_embedding_cosines(mixed_members, index, n, emb_dot)
-        centre = np.where(all_mixed, (MIX * words + (1 - MIX) * emb) * agree / np.maximum(count, 1) - limits.mixed,
-                          words * agree / np.maximum(count, 1) - limits.join)
-        whole[several] = np.maximum(whole[several], centre[several])
-    overall = (best + whole) / 2
-    names = list(group_of)
-    joined = sorted((float(overall[g]), names[g], g) for g in np.flatnonzero(overall >= 0))
-    if not joined:
-        return Decision(group_id=interaction_id, similarity=closest)
-    joined.sort(key=lambda x: (-x[0], x[1]))
-    _, group, g = joined[0]
-    # Its closest member, ties broken as a comparison of (margin, similarity, id) tuples would.
-    member = max((float(margin[i]), float(score[i]), candidates[i].interaction_id)
-                  for i in np.flatnonzero(index == g).tolist())
-    groups = [group] + [name for m, name, _ in joined[1:] if m >= limits.merge - limits.join]
-    keep = min(groups)
-    return Decision(group_id=keep, merged=sorted(x for x in groups if x != keep), matched=member[2],
-                    similarity=member[1])
+_Key = TypeVar("_Key", bound=Hashable)
+
+_SCRATCH = np.zeros(0)
+"""Zeros by term id, shared by every window: a decision puts the new signature's values in, reads them at the
+candidates' term ids and takes them out again (decisions never interleave inside one call)."""
+
+_TRASH = 0
+"""The slot that owns the terms of rows removed from a window (no row lives in it)."""
+_Rows = tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float64], npt.NDArray[np.float64]]
+"""Term ids, owning slots, IDF-weighted values and per-slot norms of a window's terms (`Window._rows`)."""
+
+
+class _Terms:
+    """Every row's term ids and raw weights, concatenated (rows appended as they come; a removed row's entries
+    are handed to `_TRASH` until the next compaction), with each row's place in them."""
+
+    def __init__(self) -> None:
+        self.ids = np.zeros(0, dtype=np.intp)
+        self.weights = np.zeros(0, dtype=np.float64)
+        self.owner = np.zeros(0, dtype=np.intp)
+        self.size = 0
+        self.dead = 0
+
+    def append(self, slots: list[int], ids: list[npt.NDArray[np.intp]], weights: list[npt.NDArray[np.float64]],
+               start: npt.NDArray[np.intp], length: npt.NDArray[np.intp]) -> None:
+        if len(slots) == 1:  # one report on: no concatenation
+            slot, row, size = slots[0], ids[0], len(ids[0])
+            end = self.size + size
+            if end > len(self.ids):
+                self._grow(end)
+            self.ids[self.size:end] = row
+            self.weights[self.size:end] = weights[0]
+            self.owner[self.size:end] = slot
+            start[slot], length[slot] = self.size, size
+            self.size = end
+            return
+        lengths = np.fromiter(map(len, ids), dtype=np.intp, count=len(ids))
+        total = int(lengths.sum())
+        end = self.size + total
+        if end > len(self.ids):
+            self._grow(end)
+        if total:
+            self.ids[self.size:end] = np.concatenate(ids)
+            self.weights[self.size:end] = np.concatenate(weights)
+            self.owner[self.size:end] = np.repeat(np.asarray(slots, dtype=np.intp), lengths)
+        at = np.asarray(slots, dtype=np.intp)
+        start[at] = self.size + np.cumsum(lengths) - lengths
+        length[at] = lengths
+        self.size = end
+
+    def _grow(self, end: int) -> None:
+        grown = max(end, 2 * len(self.ids), 1024)
+        for name in ("ids", "weights", "owner"):
+            old = getattr(self, name)
+            new = np.zeros(grown, dtype=old.dtype)
+            new[:self.size] = old[:self.size]
+            setattr(self, name, new)
+
+    def remove(self, slot: int, start: npt.NDArray[np.intp], length: npt.NDArray[np.intp]) -> None:
+        self.owner[start[slot]:start[slot] + length[slot]] = _TRASH
+        self.dead += int(length[slot])
+        length[slot] = 0
+
+
+class Window:
+    """A project's candidates kept by a worker between reports, so that a decision reads each candidate's
+    terms, kind, symptoms, evidence and embedding from arrays made once instead of preparing, stacking and
+    concatenating a thousand signatures for every report: consecutive reports of a project share all but a
+    few of their candidates (`sync` applies the difference: rows added and removed, groups renamed by
+    merges), and the document frequencies of the counted rows (those IDF is taken from) are kept the same
+    way, adding a new row's term ids and subtracting an evicted row's.
+
+    A decision scores every candidate at once as `similarity` and `agreement` define it pair by pair (the
+    TF-IDF cosines as sparse dot products over term ids, the embedding cosines as one matrix product), then
+    works on the candidates in their given order, so that sums over a group add up as a window built from
+    scratch (`Window.of`) adds them. Rows live in slots (a removed row's slot is reused); slot 0 owns the
+    entries of removed rows until they are compacted away."""
+
+    def __init__(self) -> None:
+        self.keys: list[Hashable] = []
+        """The candidates' keys in their order (as the last `sync` gave them, missing ones left out)."""
+        self.groups: list[str] = []
+        self.counted = 0
+        """The first `counted` candidates are the documents IDF is taken from (with the new signature)."""
+        self._reset()
+
+    def _reset(self, capacity: int = 64) -> None:
+        self.generation = _VOCABULARY.generation
+        self.slot_of: dict[Hashable, int] = {}
+        self.rows: list[Candidate | None] = [None] * capacity
+        self.free = list(range(capacity - 1, 0, -1))
+        self.high = 1
+        """One past the highest slot in use."""
+        self.order = np.zeros(0, dtype=np.intp)
+        """Slot of each candidate, in the candidates' order."""
+        self.kinds = np.zeros(capacity, dtype=np.int8)
+        self.symptoms = np.zeros(capacity, dtype=np.int64)
+        self.has_logs = np.zeros(capacity, dtype=bool)
+        self.has_evidence = np.zeros(capacity, dtype=bool)
+        self.models = np.full(capacity, -1, dtype=np.intp)
+        self.vector_norms = np.zeros(capacity)
+        self.is_counted = np.zeros(capacity, dtype=bool)
+        self.group_codes = np.zeros(capacity, dtype=np.intp)
+        self.starts = {name: np.zeros(capacity, dtype=np.intp) for name in ("word", "full", "evidence")}
+        self.lengths = {name: np.zeros(capacity, dtype=np.intp) for name in ("word", "full", "evidence")}
+        self.terms = {name: _Terms() for name in ("word", "full", "evidence")}
+        self.vectors: dict[int, npt.NDArray[np.float64]] = {}
+        """Embedding rows by dimensions (a slot's row is zero unless its embedding has that many)."""
+        self.model_codes: dict[tuple[str, int], int] = {}
+        self.kind_codes: dict[str, int] = {"": 0}
+        self.evidence_codes: dict[str, int] = {}
+        self.group_names: list[str] = []
+        self.group_code_of: dict[str, int] = {}
+        self.negative = False
+        """Whether a row has a negative term weight (no signature made here has)."""
+        self.df = np.zeros(max(len(_VOCABULARY.ids), 1024), dtype=np.intp)
+        self.idf = np.zeros(len(self.df))
+        """The inverse document frequency of every term id for `idf_n` documents (kept term by term as
+        `df` changes; all again when the number of documents does)."""
+        self.idf_n = -1
+        self.decided = -1
+        """The number of documents of the last decision (a window still filling up changes it every time)."""
+
+    @classmethod
+    def of(cls, candidates: Sequence[Candidate]) -> Window:
+        """A window built from scratch over these candidates (none counted: the caller gives the IDF)."""
+        window = cls()
+        window.sync(list(range(len(candidates))), [c.group_id for c in candidates], dict(enumerate(candidates)), 0)
+        return window
+
+    def missing(self, keys: Sequence[_Key]) -> list[_Key]:
+        """The keys whose candidates this window does not hold (the caller reads them for `sync`): when the
+        keys are the ones it holds in its order, with new ones before and after (one report on from its last
+        decision), only those are looked at."""
+        held = self.slot_of
+        keys = list(keys)
+        if self.keys:
+            try:
+                front = keys.index(self.keys[0])  # type: ignore[arg-type]  # any key compares
+            except ValueError:
+                front = -1
+            middle = min(len(keys) - front, len(self.keys))
+            if front >= 0 and keys[front:front + middle] == self.keys[:middle]:
+                return [k for k in keys[:front] + keys[front + middle:] if k not in held]
+        return [k for k in keys if k not in held]
+
+    def sync(self, keys: Sequence[Hashable], groups: Sequence[str], found: Mapping[Any, Candidate],
+             counted: int) -> None:
+        """Make the candidates these keys in this order, with these groups: rows it holds are kept, the others
+        taken from `found` (their id and signature; the group is the one in `groups`; keys in neither are
+        left out, as an erased signature is), rows no longer wanted dropped. The first `counted` keys are
+        counted in the document frequencies. A worker calls it under the project's lock, before deciding: it
+        starts a decision, so the vocabulary is renewed here when full (as `Idf` does)."""
+        _VOCABULARY.renew_if_full()
+        if self.generation != _VOCABULARY.generation:  # term ids renewed: look every row's terms up again
+            self._renew()
+        keys, groups = list(keys), list(groups)
+        if keys == self.keys and groups == self.groups and counted == self.counted:
+            return
+        if not self._shift(keys, groups, found, counted):
+            self._sync(keys, groups, found, counted)
+        if self.terms["word"].dead > max(self.terms["word"].size // 2, 4096):
+            self._compact()
+
+    def _shift(self, keys: list[Hashable], groups: list[str], found: Mapping[Any, Candidate], counted: int) -> bool:
+        """`sync` when the keys are rows it holds, in the order it holds them, between new rows at the front and
+        new rows at the end (the project's newer reports, older ones sharing a rare term), groups unchanged
+        (no merge renamed them): False when they are not."""
+        held = self.keys
+        if not held:
+            return False
+        try:
+            front = keys.index(held[0])
+        except ValueError:
+            return False
+        middle = min(len(keys) - front, len(held))
+        if keys[front:front + middle] != held[:middle] or groups[front:front + middle] != self.groups[:middle]:
+            return False
+        added = keys[:front] + keys[front + middle:]
+        if any(k in self.slot_of or k not in found for k in added):
+            return False
+        for key in held[middle:]:
+            self._remove(key)
+        if added:
+            self._add([(k, found[k]) for k in added])
+        slot_of = self.slot_of
+        self.order = np.concatenate([np.fromiter((slot_of[k] for k in keys[:front]), dtype=np.intp, count=front),
+                                     self.order[:middle],
+                                     np.fromiter((slot_of[k] for k in keys[front + middle:]), dtype=np.intp,
+                                                 count=len(keys) - front - middle)])
+        self.keys, self.groups = keys, groups
+        counted = min(counted, len(keys))
+        if counted == len(keys) and self.counted == len(held):  # all counted before and now: only the new rows
+            for slot in self.order[:front].tolist() + self.order[front + middle:].tolist():
+                self._frequencies(slot, +1)
+                self.is_counted[slot] = True
+            self.counted = counted
+        else:
+            self._count(counted)
+        if len(self.group_code_of) > 4 * len(groups) + 64:
+            self._name_groups(groups)
+        else:
+            fresh = list(range(front)) + list(range(front + middle, len(keys)))
+            self._name_groups([groups[i] for i in fresh], self.order[fresh])
+        return True
+
+    def _sync(self, keys: list[Hashable], groups: list[str], found: Mapping[Any, Candidate], counted: int) -> None:
+        slot_of = self.slot_of
+        kept: list[Hashable] = []
+        kept_groups: list[str] = []
+        added: list[tuple[Hashable, Candidate]] = []
+        for key, group in zip(keys, groups, strict=True):
+            if key in slot_of:
+                kept.append(key)
+                kept_groups.append(group)
+            elif (cand := found.get(key)) is not None:
+                kept.append(key)
+                kept_groups.append(group)
+                added.append((key, cand))
+        wanted = set(kept)
+        for key in [k for k in slot_of if k not in wanted]:
+            self._remove(key)
+        if added:
+            self._add(added)
+        self.keys, self.groups = kept, kept_groups
+        self.order = np.fromiter((slot_of[k] for k in kept), dtype=np.intp, count=len(kept))
+        counted = min(counted, len(kept)) if len(kept) == len(keys) else \
+            sum(1 for k in keys[:counted] if k in wanted)
+        self._count(counted)
+        self._name_groups(kept_groups)
+
+    def _add(self, added: list[tuple[Hashable, Candidate]]) -> None:
+        need = len(added) - len(self.free)
+        if need > 0:
+            self._grow(len(self.rows) + max(need, len(self.rows) // 2))
+        slots = [self.free.pop() for _ in added]
+        prepared = [_prepare(c.signature) for _, c in added]
+        for slot, (key, cand) in zip(slots, added, strict=True):
+            self.slot_of[key] = slot
+            sig = cand.signature  # kept without its embedding (the window has it): terms to look up again
+            self.rows[slot] = Candidate(cand.interaction_id, "", Signature(sig.terms, sig.log_terms, kind=sig.kind))
+        self.high = max(self.high, max(slots) + 1)
+        at = np.asarray(slots, dtype=np.intp)
+        kind_codes = self.kind_codes
+        self.kinds[at] = [kind_codes.setdefault(p.kind, len(kind_codes)) for p in prepared]
+        self.symptoms[at] = [p.symptoms for p in prepared]
+        self.has_logs[at] = [p.has_logs for p in prepared]
+        self.has_evidence[at] = [bool(p.evidence) for p in prepared]
+        self.is_counted[at] = False
+        self.negative = self.negative or any(bool((p.full_weights < 0).any()) for p in prepared)
+        self._append_terms(slots, prepared)
+        codes = self.evidence_codes
+        evidence = [np.fromiter((codes.setdefault(e, len(codes)) for e in sorted(p.evidence)), dtype=np.intp)
+                    for p in prepared]
+        self.terms["evidence"].append(slots, evidence, [np.zeros(len(e)) for e in evidence],
+                                      self.starts["evidence"], self.lengths["evidence"])
+        for slot, p, (_, cand) in zip(slots, prepared, added, strict=True):
+            if p.model:
+                self.models[slot] = self.model_codes.setdefault((p.model, p.dimensions), len(self.model_codes))
+                matrix = self.vectors.get(p.dimensions)
+                if matrix is None:
+                    matrix = self.vectors[p.dimensions] = np.zeros((len(self.rows), p.dimensions))
+                row = cand.signature.array()
+                matrix[slot] = row
+                self.vector_norms[slot] = np.sqrt(np.einsum("ij,ij->i", row[None], row[None]))[0]
+            else:
+                self.models[slot] = -1
+
+    def _append_terms(self, slots: list[int], prepared: list[_Prepared]) -> None:
+        """The rows' word terms, and the full terms of those with logs (a row without has its words)."""
+        nothing = (np.zeros(0, dtype=np.intp), np.zeros(0))
+        for name, ids, weights in (
+                ("word", [p.word_ids for p in prepared], [p.word_weights for p in prepared]),
+                ("full", [p.full_ids if p.has_logs else nothing[0] for p in prepared],
+                 [p.full_weights if p.has_logs else nothing[1] for p in prepared])):
+            self.terms[name].append(slots, ids, weights, self.starts[name], self.lengths[name])
+        top = max((int(p.full_ids.max()) for p in prepared if len(p.full_ids)), default=0) + 1
+        if top > len(self.df):
+            self._widen(top)
+
+    def _renew(self) -> None:
+        """After the vocabulary renewed its term ids: every row's terms looked up again, in the candidates'
+        order, and counted again (kinds, symptoms, evidence and embeddings do not depend on term ids)."""
+        self.generation = _VOCABULARY.generation
+        slots = self.order.tolist()
+        prepared = []
+        for slot in slots:
+            row = self.rows[slot]
+            assert row is not None
+            prepared.append(_prepare(row.signature))
+        for name in ("word", "full"):
+            self.terms[name] = _Terms()
+            self.starts[name][:] = 0
+            self.lengths[name][:] = 0
+        self.df = np.zeros(max(len(_VOCABULARY.ids), 1024), dtype=np.intp)
+        self.idf, self.idf_n = np.zeros(len(self.df)), -1
+        if slots:
+            self._append_terms(slots, prepared)
+        for slot in slots:
+            if self.is_counted[slot]:
+                self._frequencies(slot, +1)
+
+    def _remove(self, key: Hashable) -> None:
+        slot = self.slot_of.pop(key)
+        if self.is_counted[slot]:
+            self._frequencies(slot, -1)
+            self.is_counted[slot] = False
+        for name, terms in self.terms.items():
+            terms.remove(slot, self.starts[name], self.lengths[name])
+        self.rows[slot] = None
+        self.models[slot] = -1
+        self.free.append(slot)
+
+    def _grow(self, capacity: int) -> None:
+        old = len(self.rows)
+        self.rows += [None] * (capacity - old)
+        self.free = list(range(capacity - 1, old - 1, -1)) + self.free
+        for name in ("kinds", "symptoms", "has_logs", "has_evidence", "models", "vector_norms", "is_counted",
+                     "group_codes"):
+            array = getattr(self, name)
+            grown = np.full(capacity, -1 if name == "models" else 0, dtype=array.dtype)
+            grown[:old] = array
+            setattr(self, name, grown)
+        for table in (self.starts, self.lengths):
+            for name, array in table.items():
+                table[name] = np.r_[array, np.zeros(capacity - old, dtype=array.dtype)]
+        for dims, matrix in self.vectors.items():
+            self.vectors[dims] = np.r_[matrix, np.zeros((capacity - old, dims))]
+
+    def _frequencies(self, slot: int, change: int) -> None:
+        name = "full" if self.has_logs[slot] else "word"  # a row without logs has only its words
+        start, length = self.starts[name][slot], self.lengths[name][slot]
+        ids = self.terms[name].ids[start:start + length]  # distinct within a row
+        if len(ids) and int(ids.max()) >= len(self.df):
+            self._widen(int(ids.max()) + 1)
+        self.df[ids] += change
+        self._refresh(ids)
+
+    def _refresh(self, ids: npt.NDArray[np.intp]) -> None:
+        """Recompute the inverse document frequencies of these term ids after their counts changed."""
+        if self.idf_n >= 0:
+            self.idf[ids] = np.log(self.idf_n / (self.df[ids] + 1.0)) + 1.0
+
+    def _widen(self, size: int) -> None:
+        size = max(size, 2 * len(self.df))
+        self.df = np.concatenate([self.df, np.zeros(size - len(self.df), dtype=np.intp)])
+        self.idf, self.idf_n = np.zeros(size), -1
+
+    def _count(self, counted: int) -> None:
+        """Count the first `counted` candidates in the document frequencies, and no others."""
+        want = np.zeros(self.high, dtype=bool)
+        want[self.order[:counted]] = True
+        have = self.is_counted[:self.high]
+        for slot in np.flatnonzero(want & ~have).tolist():
+            self._frequencies(slot, +1)
+        for slot in np.flatnonzero(have & ~want).tolist():
+            self._frequencies(slot, -1)
+        self.is_counted[:self.high] = want
+        self.counted = counted
+
+    def _name_groups(self, groups: list[str], slots: npt.NDArray[np.intp] | None = None) -> None:
+        """Code the groups of the rows in `slots` (every candidate when None: then unused names are dropped
+        first if they have piled up)."""
+        if slots is None:
+            slots = self.order
+            if len(self.group_code_of) > 4 * len(groups) + 64:
+                self.group_names, self.group_code_of = [], {}
+        code_of, names = self.group_code_of, self.group_names
+        codes = []
+        for name in groups:
+            code = code_of.get(name)
+            if code is None:
+                code = code_of[name] = len(names)
+                names.append(name)
+            codes.append(code)
+        self.group_codes[slots] = codes
+
+    def _compact(self) -> None:
+        """Rebuild the concatenated terms in the candidates' order, without removed rows' entries."""
+        live = [int(s) for s in self.order]
+        listed = set(live)
+        live += [s for s in range(1, self.high) if self.rows[s] is not None and s not in listed]
+        for name, terms in self.terms.items():
+            starts, lengths = self.starts[name], self.lengths[name]
+            pieces = [(terms.ids[starts[s]:starts[s] + lengths[s]], terms.weights[starts[s]:starts[s] + lengths[s]])
+                      for s in live]
+            self.terms[name] = fresh = _Terms()
+            fresh.append(live, [p[0] for p in pieces], [p[1] for p in pieces], starts, lengths)
+
+    def top(self, sig: Signature, k: int = MAX_KEYS) -> list[str]:
+        """`Idf.top` over the counted candidates and `sig`: its k terms that weigh most here."""
+        _prepare(sig)
+        n = self.counted + 1
+        terms = sig.all_terms()
+        ids = _VOCABULARY.ids
+        df = self.df
+
+        def weight(term: str) -> float:
+            found = ids.get(term)
+            count = int(df[found]) if found is not None and found < len(df) else 0
+            return math.log((n + 1) / (count + 1 + 1)) + 1.0  # + 1: `sig` itself has the term
+
+        return sorted(terms, key=lambda t: (-terms[t] * weight(t), t))[:k]
+
+    def decide(self, interaction_id: str, sig: Signature, limits: Thresholds | None = None,
+               idf: Idf | None = None) -> Decision:
+        """Choose the group of a new interaction among the window's candidates; IDF is `idf`, or else the
+        window's counted candidates and `sig`.
+
+        A group's score is the mean of its closest member's similarity and of how close the group is as a
+        whole (each as a margin over the threshold that pair must clear). The closest member alone would
+        chain: one report loosely like one member of a group would join, and the next report loosely like
+        it would follow, until unrelated problems share a group. The group as a whole is the better of the
+        average similarity of its members and the similarity to their centroid (the sum of their word
+        vectors, damped by the members' mean `agreement`): the centroid holds every wording the group has
+        seen, so a new report that says one thing like one member and another like a second still finds it,
+        while a report that shares a single word with a single member stays weak against it. When every such
+        member is compared with the new report by words and local embedding (`mixed`), the centroid is mixed
+        alike: the word centroid's cosine and the cosine to the sum of their embeddings, weighed by `MIX`.
+        A group that could not be joined even if its centroid were as close as its members' word cosines
+        allow (a centroid of unit vectors with no negative weight is at least 1 long) skips the centroid.
+        """
+        limits = limits or Thresholds()
+        if not sig.terms and not sig.log_terms and not sig.embedding:
+            return Decision(group_id=interaction_id)  # nothing to compare: a group of its own
+        if not self.keys:
+            return Decision(group_id=interaction_id)
+        if self.generation != _VOCABULARY.generation:  # renewed by another decision meanwhile
+            self.sync(self.keys, self.groups, {}, self.counted)
+        new = _prepare(sig)
+        if len(new.full_ids) and int(new.full_ids.max()) >= len(self.df):
+            self._widen(int(new.full_ids.max()) + 1)
+        if idf is None:
+            n = self.counted + 1 + 1
+            if self.idf_n != n and self.decided == n:  # the same number of documents twice: keep their IDF
+                self.idf, self.idf_n = np.log(n / (self.df + 1.0)) + 1.0, n
+            self.decided = n
+            self.df[new.full_ids] += 1  # the new signature counts too, for this decision
+            self._refresh(new.full_ids)
+            try:
+                pairs = self._pairs(sig, new, limits, None)
+            finally:
+                self.df[new.full_ids] -= 1
+                self._refresh(new.full_ids)
+        else:
+            pairs = self._pairs(sig, new, limits, idf)
+        return self._choose(interaction_id, sig, pairs, limits)
+
+    def _weights(self, ids: npt.NDArray[np.intp], idf: Idf | None) -> npt.NDArray[np.float64]:
+        if idf is not None:
+            return idf.weights(ids)
+        n = self.counted + 1 + 1  # as `Idf.weights` over the counted rows and the new signature
+        if self.idf_n == n:
+            kept: npt.NDArray[np.float64] = self.idf[ids]
+            return kept
+        weights: npt.NDArray[np.float64] = np.log(n / (self.df[ids] + 1.0)) + 1.0
+        return weights
+
+    def _rows(self, name: str, idf: Idf | None) -> _Rows:
+        """The `name` terms of every row: term ids, owning slots, IDF-weighted values (entry by entry) and each
+        slot's norm (1 where it has none)."""
+        terms = self.terms[name]
+        flat, owner = terms.ids[:terms.size], terms.owner[:terms.size]
+        values = terms.weights[:terms.size] * self._weights(flat, idf)
+        norms = np.sqrt(np.bincount(owner, values * values, self.high))
+        norms[norms == 0] = 1.0
+        return flat, owner, values, norms
+
+    def _cosines(self, rows: _Rows, ids: npt.NDArray[np.intp], weights: npt.NDArray[np.float64],
+                 idf: Idf | None) -> npt.NDArray[np.float64]:
+        """Per slot: the cosine of the new signature's terms (`ids`, raw `weights`) with the row's (`_rows`)."""
+        flat, owner, values, norms = rows
+        if not len(ids):
+            return np.zeros(self.high)
+        raw = weights * self._weights(ids, idf)
+        unit = raw / (math.sqrt(float(raw @ raw)) or 1.0)
+        global _SCRATCH
+        if len(_SCRATCH) < len(self.df):  # the window's df covers every id of its rows and the new signature
+            _SCRATCH = np.zeros(len(self.df))
+        scratch = _SCRATCH
+        scratch[ids] = unit
+        shared = scratch[flat]
+        scratch[ids] = 0.0
+        cosines: npt.NDArray[np.float64] = np.bincount(owner, values * shared, self.high) / norms
+        return cosines
+
+    def _pairs(self, sig: Signature, new: _Prepared, limits: Thresholds, idf: Idf | None) -> _Pairs:
+        """Per candidate, in the candidates' order: as `_Pairs` says. The word terms of every row and the full
+        terms of the rows with logs are kept apart: a row without logs has its words as full terms."""
+        high = self.high
+        words = self._rows("word", idf)
+        words_dot = self._cosines(words, new.word_ids, new.word_weights, idf)
+        self.word_values, self.word_norms = words[2], words[3]
+        has_logs = self.has_logs[:high]
+        if new.has_logs or has_logs[self.order].any():
+            full_dot = self._cosines(self._rows("full", idf), new.full_ids, new.full_weights, idf)
+            if new.has_logs:
+                full_dot = np.where(has_logs, full_dot, self._cosines(words, new.full_ids, new.full_weights, idf))
+            cosine = np.where(has_logs | new.has_logs, np.maximum(full_dot, words_dot), full_dot)
+            if not new.has_logs:  # both without logs: the full vectors are the word vectors
+                cosine = np.where(has_logs, cosine, words_dot)
+        else:
+            cosine = words_dot
+        agreed = self._agreement(new)
+        emb_dot = np.zeros(high)
+        emb_cos = np.zeros(high)
+        code = self.model_codes.get((new.model, new.dimensions), -2) if new.model else -2
+        same = self.models[:high] == code
+        local = new.model == local_embedding.MODEL
+        by_embedding = same & (not local)
+        mixed = same & local
+        if same.any():
+            a = sig.array()
+            dots = self.vectors[new.dimensions][:high] @ a
+            norms = self.vector_norms[:high] * math.sqrt(float(a @ a))
+            emb_dot[same] = dots[same]
+            emb_cos[same] = np.divide(dots[same], norms[same], out=np.zeros(int(same.sum())),
+                                      where=norms[same] != 0)
+        score = np.where(by_embedding, emb_cos, np.where(mixed, MIX * cosine + (1 - MIX) * emb_cos, cosine) * agreed)
+        needed = np.where(by_embedding, limits.embedding, np.where(mixed, limits.mixed, limits.join))
+        order = self.order
+        return _Pairs(score[order], needed[order], agreed[order], words_dot[order], emb_dot[order],
+                      ~by_embedding[order], mixed[order])
+
+    def _agreement(self, new: _Prepared) -> npt.NDArray[np.float64]:
+        """`agreement` of the new signature with every slot's row (factors applied in its order)."""
+        high = self.high
+        factor = np.ones(high)
+        if new.kind:
+            other = self.kinds[:high]
+            code = self.kind_codes.get(new.kind, -1)
+            praise = self.kind_codes.get("praise", -1)
+            differ = (other != 0) & (other != code)
+            either = np.full(high, True) if new.kind == "praise" else other == praise
+            factor = np.where(differ, np.where(either, PRAISE_AND_OTHER, OTHER_KIND), 1.0)
+        if new.symptoms:
+            bits = self.symptoms[:high]
+            factor[(bits != 0) & (bits & new.symptoms == 0)] *= OTHER_SYMPTOMS
+        if new.evidence:
+            terms = self.terms["evidence"]
+            codes = [c for e in new.evidence if (c := self.evidence_codes.get(e)) is not None]
+            owner = terms.owner[:terms.size]
+            hit = np.isin(terms.ids[:terms.size], np.asarray(codes, dtype=np.intp))
+            common = np.bincount(owner[hit], minlength=high)[:high] > 0
+            factor[self.has_evidence[:high] & ~common] *= OTHER_LOGS
+        return factor
+
+    def _choose(self, interaction_id: str, sig: Signature, pairs: _Pairs, limits: Thresholds) -> Decision:
+        score, needed, agreed, words_dot, emb_dot, centroid, mixed = pairs
+        margin = score - needed
+        closest = max(0.0, float(score.max()))
+        # Per group: its closest member's margin, the mean margin of its members, and the centroid of its
+        # members compared by words (with their agreement, count, and the sum of their local embeddings when
+        # every one of them is compared by words and embedding alike).
+        listed = self.group_codes[self.order]
+        present = np.zeros(len(self.group_names), dtype=bool)
+        present[listed] = True
+        codes = np.flatnonzero(present)  # the groups the candidates have, numbered in the order of their codes
+        index = (np.cumsum(present) - 1)[listed]
+        n = len(codes)
+        best = np.full(n, -np.inf)
+        np.maximum.at(best, index, margin)
+        whole = np.bincount(index, margin, n) / np.bincount(index, minlength=n)
+        count = np.bincount(index, centroid.astype(np.float64), n)
+        if (count > 1).any():
+            members = np.flatnonzero(centroid & (count[index] > 1))
+            agree = np.bincount(index[members], agreed[members], n)
+            mixed_members = members[mixed[members]]
+            all_mixed = np.bincount(index[mixed_members], minlength=n) == count
+            # What the centroid could give at most (words ≤ the sum of the members' word cosines, the
+            # embeddings' cosine ≤ 1), with room for rounding: only groups it could carry to a join need it.
+            words_most = np.maximum(np.bincount(index[members], words_dot[members], n), 0) * (1 + 1e-9) + 1e-12
+            share = agree / np.maximum(count, 1)
+            most = np.where(all_mixed, (MIX * words_most + (1 - MIX) * (1 + 1e-9)) * share - limits.mixed,
+                            words_most * share - limits.join)
+            possible = (best + np.maximum(whole, most) >= -1e-9) | self.negative  # else a centroid may be shorter
+            several = np.flatnonzero((count > 1) & possible)
+            if len(several):
+                wanted = np.zeros(n, dtype=bool)
+                wanted[several] = True
+                members = members[wanted[index[members]]]
+                norm = self._centroid_norms(members, index, n)
+                words = np.bincount(index[members], words_dot[members], n) / norm
+                mixed_members = members[mixed[members]]
+                emb = self._centroid_embedding_cosines(sig, mixed_members, index, n, emb_dot)
+                centre = np.where(all_mixed,
+                                  (MIX * words + (1 - MIX) * emb) * agree / np.maximum(count, 1) - limits.mixed,
+                                  words * agree / np.maximum(count, 1) - limits.join)
+                whole[several] = np.maximum(whole[several], centre[several])
+        overall = (best + whole) / 2
+        names = self.group_names
+        joined = [(float(overall[g]), names[codes[g]], g) for g in np.flatnonzero(overall >= 0).tolist()]
+        if not joined:
+            return Decision(group_id=interaction_id, similarity=closest)
+        joined.sort(key=lambda x: (-x[0], x[1]))
+        _, group, g = joined[0]
+        # Its closest member, ties broken as a comparison of (margin, similarity, id) tuples would.
+        rows = self.rows
+        member = max((float(margin[i]), float(score[i]), rows[self.order[i]].interaction_id)
+                     for i in np.flatnonzero(index == g).tolist())
+        groups = [group] + [name for m, name, _ in joined[1:] if m >= limits.merge - limits.join]
+        keep = min(groups)
+        return Decision(group_id=keep, merged=sorted(x for x in groups if x != keep), matched=member[2],
+                        similarity=member[1])
+
+    def _centroid_norms(self, members: npt.NDArray[np.intp], index: npt.NDArray[np.intp],
+                        groups: int) -> npt.NDArray[np.float64]:
+        """Length of the sum of the unit word vectors of `members` (candidate numbers), per group (1 where there
+        is none), summed in the candidates' order."""
+        terms = self.terms["word"]
+        flat, owner = terms.ids[:terms.size], terms.owner[:terms.size]
+        position = np.full(self.high, -1, dtype=np.intp)
+        position[self.order[members]] = members
+        at = position[owner]
+        keep = np.flatnonzero(at >= 0)
+        keep = keep[np.argsort(at[keep], kind="stable")]  # candidate by candidate, each row's terms in order
+        unit = self.word_values[keep] / self.word_norms[owner[keep]]
+        base = int(flat[keep].max()) + 1 if len(keep) else 1
+        keys = index[at[keep]] * base + flat[keep]
+        unique, inverse = np.unique(keys, return_inverse=True)
+        sums = np.bincount(inverse, unit, len(unique))
+        norms = np.sqrt(np.bincount(unique // base, sums * sums, groups))
+        norms[norms == 0] = 1.0
+        return norms
+
+    def _centroid_embedding_cosines(self, sig: Signature, members: npt.NDArray[np.intp],
+                                    index: npt.NDArray[np.intp], groups: int,
+                                    emb_dot: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Cosine of the new embedding with the sum of the embeddings of `members`, per group (0 for none)."""
+        out = np.zeros(groups)
+        if not len(members):
+            return out
+        vectors = self.vectors[len(sig.embedding or ())]
+        members = members[np.argsort(index[members], kind="stable")]
+        rows = self.order[members]
+        which, owners = np.unique(index[members], return_inverse=True)  # only the groups members have
+        starts = np.flatnonzero(np.r_[True, np.diff(owners) != 0])
+        sums = np.add.reduceat(vectors[rows], starts, axis=0)  # member by member, in candidate order
+        a = sig.array()
+        norms = np.sqrt(np.einsum("ij,ij->i", sums, sums)) * math.sqrt(float(a @ a))
+        dots = np.bincount(owners, emb_dot[members], len(which))
+        out[which] = np.divide(dots, norms, out=np.zeros(len(which)), where=norms != 0)
+        return out
 
 
 class _Pairs(NamedTuple):
     """Per candidate: similarity, the threshold it must clear, agreement, word cosine, dot product of the
-    embeddings (0 where not compared so), and whether it counts in its group's word centroid."""
+    embeddings (0 where not compared so), whether it counts in its group's word centroid, and whether it is
+    compared by words and local embedding (`mixed`)."""
 
     score: npt.NDArray[np.float64]
     needed: npt.NDArray[np.float64]
@@ -496,141 +1087,24 @@ class _Pairs(NamedTuple):
     words_dot: npt.NDArray[np.float64]
     emb_dot: npt.NDArray[np.float64]
     centroid: npt.NDArray[np.bool_]
+    mixed: npt.NDArray[np.bool_]
 
 
-class _Window:
-    """A new signature against its candidates, every pair at once: the TF-IDF cosines (words alone, words and
-    logs) as sparse dot products over term ids, the embedding cosines as one matrix product, and the
-    agreement factors, all as `similarity` and `agreement` define them pair by pair."""
+class Windows:
+    """The windows a worker keeps, by (project, method), the least recently used dropped past `limit` (each
+    holds its candidates' embeddings, ~3 MB for a thousand of 384 dimensions, their terms without their
+    embeddings, and a count and an IDF per term id of the worker's vocabulary, up to ~5 MB at its bound)."""
 
-    def __init__(self, sig: Signature, candidates: Sequence[Candidate], idf: Idf) -> None:
-        self.sig = sig
-        self.prepared = [_prepare(c.signature) for c in candidates]
-        self.new = _prepare(sig)
-        self.idf = idf
-        self.size = len(candidates)
-        model, dimensions = (sig.embedding_model, len(sig.embedding)) if sig.embedding else ("", 0)
-        same = np.fromiter((p.model == model and p.dimensions == dimensions for p in self.prepared), dtype=bool,
-                           count=self.size) if model else np.zeros(self.size, dtype=bool)
-        local = model == local_embedding.MODEL
-        self.by_embedding = same & (not local)
-        self.mixed = same & local
-        self.with_embedding = np.flatnonzero(self.by_embedding | self.mixed)
-        self.vectors = np.stack([candidates[i].signature.array() for i in self.with_embedding.tolist()]) \
-            if len(self.with_embedding) else np.zeros((0, 0))
-        self.candidates = candidates
+    def __init__(self, limit: int = 16) -> None:
+        self.limit = limit
+        self.entries: OrderedDict[Hashable, Window] = OrderedDict()
 
-    def _sparse(self, which: str) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64], npt.NDArray[np.intp]]:
-        """Term ids, IDF-weighted values and candidate numbers of every candidate's words or full terms."""
-        if which == "word":
-            ids = [p.word_ids for p in self.prepared]
-            weights = [p.word_weights for p in self.prepared]
-        else:
-            ids = [p.full_ids for p in self.prepared]
-            weights = [p.full_weights for p in self.prepared]
-        lengths = np.fromiter(map(len, ids), dtype=np.intp, count=self.size)
-        flat = np.concatenate(ids)
-        return flat, np.concatenate(weights) * self.idf.weights(flat), np.repeat(np.arange(self.size), lengths)
-
-    def _new_unit(self, ids: npt.NDArray[np.intp],
-                  weights: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
-        """The new signature's unit vector: its term ids, sorted, and their values."""
-        raw = weights * self.idf.weights(ids)
-        order = np.argsort(ids)
-        return ids[order], raw[order] / (math.sqrt(float(raw @ raw)) or 1.0)
-
-    def _cosines(self, which: str,
-                 new: tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
-        flat, values, owner = self._sparse(which)
-        norms = np.sqrt(np.bincount(owner, values * values, self.size))
-        norms[norms == 0] = 1.0
-        if which == "word":
-            self.word_terms, self.word_norms = (flat, values, owner), norms
-        ids, unit = new
-        if not len(ids):
-            return np.zeros(self.size)
-        at = np.minimum(np.searchsorted(ids, flat), len(ids) - 1)
-        shared = np.where(ids[at] == flat, unit[at], 0.0)
-        cosines: npt.NDArray[np.float64] = np.bincount(owner, values * shared, self.size) / norms
-        return cosines
-
-    def pairs(self, limits: Thresholds) -> _Pairs:
-        """Per candidate: similarity, the threshold it must clear, agreement, word cosine, dot product of the
-        embeddings (0 where not compared so), and whether it counts in its group's word centroid."""
-        new = self.new
-        words_dot = self._cosines("word", self._new_unit(new.word_ids, new.word_weights))
-        has_logs = np.fromiter((p.has_logs for p in self.prepared), dtype=bool, count=self.size)
-        if new.has_logs or has_logs.any():
-            full_dot = self._cosines("full", self._new_unit(new.full_ids, new.full_weights))
-            cosine = np.where(has_logs | new.has_logs, np.maximum(full_dot, words_dot), full_dot)
-            if not new.has_logs:  # both without logs: the full vectors are the word vectors
-                cosine = np.where(has_logs, cosine, words_dot)
-        else:
-            cosine = words_dot
-        agreed = self._agreement()
-        emb_dot = np.zeros(self.size)
-        emb_cos = np.zeros(self.size)
-        if len(self.with_embedding):
-            a = self.sig.array()
-            dots = self.vectors @ a
-            norms = np.sqrt(np.einsum("ij,ij->i", self.vectors, self.vectors)) * math.sqrt(float(a @ a))
-            emb_dot[self.with_embedding] = dots
-            emb_cos[self.with_embedding] = np.divide(dots, norms, out=np.zeros_like(dots), where=norms != 0)
-        score = np.where(self.by_embedding, emb_cos,
-                         np.where(self.mixed, MIX * cosine + (1 - MIX) * emb_cos, cosine) * agreed)
-        needed = np.where(self.by_embedding, limits.embedding, np.where(self.mixed, limits.mixed, limits.join))
-        return _Pairs(score, needed, agreed, words_dot, emb_dot, ~self.by_embedding)
-
-    def _agreement(self) -> npt.NDArray[np.float64]:
-        """`agreement` of the new signature with every candidate."""
-        factor = np.ones(self.size)
-        kind = self.sig.kind
-        if kind:
-            for i, p in enumerate(self.prepared):
-                other = p.kind
-                if other and other != kind:
-                    factor[i] *= PRAISE_AND_OTHER if "praise" in (kind, other) else OTHER_KIND
-        if self.new.symptoms:
-            bits = np.fromiter((p.symptoms for p in self.prepared), dtype=np.int64, count=self.size)
-            factor[(bits != 0) & (bits & self.new.symptoms == 0)] *= OTHER_SYMPTOMS
-        if self.new.evidence:
-            evidence = self.new.evidence
-            for i, p in enumerate(self.prepared):
-                if p.evidence and not p.evidence & evidence:
-                    factor[i] *= OTHER_LOGS
-        return factor
-
-    def centroid_norms(self, members: npt.NDArray[np.intp], index: npt.NDArray[np.intp],
-                       groups: int) -> npt.NDArray[np.float64]:
-        """Length of the sum of the unit word vectors of `members`, per group (1 where there is none)."""
-        flat, values, owner = self.word_terms
-        keep = np.isin(owner, members)
-        unit = values[keep] / self.word_norms[owner[keep]]
-        base = int(flat.max()) + 1 if len(flat) else 1
-        keys = index[owner[keep]] * base + flat[keep]
-        unique, inverse = np.unique(keys, return_inverse=True)
-        sums = np.bincount(inverse, unit, len(unique))
-        norms = np.sqrt(np.bincount(unique // base, sums * sums, groups))
-        norms[norms == 0] = 1.0
-        return norms
-
-    def centroid_embedding_cosines(self, members: npt.NDArray[np.intp], index: npt.NDArray[np.intp], groups: int,
-                                   emb_dot: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Cosine of the new embedding with the sum of the embeddings of `members`, per group (0 for none)."""
-        out = np.zeros(groups)
-        if not len(members):
-            return out
-        members = members[np.argsort(index[members], kind="stable")]
-        rows = np.searchsorted(self.with_embedding, members)
-        owners = index[members]
-        first = np.r_[True, np.diff(owners) != 0]
-        position = np.arange(len(members)) - np.flatnonzero(first)[np.cumsum(first) - 1]
-        sums = np.zeros((groups, self.vectors.shape[1]))
-        for k in range(int(position.max()) + 1):  # the k-th member of every group at once, in candidate order
-            at = position == k
-            sums[owners[at]] += self.vectors[rows[at]]
-        a = self.sig.array()
-        norms = np.sqrt(np.einsum("ij,ij->i", sums, sums)) * math.sqrt(float(a @ a))
-        dots = np.bincount(index[members], emb_dot[members], groups)
-        cosines: npt.NDArray[np.float64] = np.divide(dots, norms, out=out, where=norms != 0)
-        return cosines
+    def get(self, key: Hashable) -> Window:
+        """The window of this key, made empty when there is none."""
+        found = self.entries.get(key)
+        if found is None:
+            found = self.entries[key] = Window()
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.limit:
+            self.entries.popitem(last=False)
+        return found

@@ -3,9 +3,9 @@
 The provider (local, or the cell's configured endpoint) is asked outside any transaction, since it may
 take seconds. Grouping then runs in one transaction under a per-project advisory lock: it reads the
 signatures of the project's earlier interactions (ids and groups every time, a signature once per worker:
-`SIGNATURES`), decides, renames merged groups and writes this interaction's signature and ai_* fields
-together. A redelivered job finds the signature and does nothing;
-a job for an interaction erased meanwhile finds nothing to do.
+`SIGNATURES`) into the project's window the worker keeps (`WINDOWS`), decides, renames merged groups and
+writes this interaction's signature and ai_* fields together. A redelivered job finds the signature and
+does nothing; a job for an interaction erased meanwhile finds nothing to do.
 
 Signatures are compared only with signatures of the same method (`grouping.METHOD`). When the method
 changes, the signatures an earlier one wrote are re-signed by `enrichment.resign` — scheduled hourly for
@@ -41,6 +41,10 @@ OLDER = 500
 SIGNATURES = grouping.SignatureCache()
 """The candidates' signatures this worker process has read (`queries.recent` reads only ids and groups of
 those it holds)."""
+WINDOWS = grouping.Windows()
+"""Each project's candidates as this worker's last decision for it left them (`grouping.Window`): the next
+decision applies the difference (one row in, one out, groups renamed by merges) instead of rebuilding a
+thousand rows' arrays. Bounded: the least recently used project's window is dropped."""
 
 
 async def enrich(pool: asyncpg.Pool, settings: CellSettings, http: httpx.AsyncClient,
@@ -87,13 +91,14 @@ async def enrich(pool: asyncpg.Pool, settings: CellSettings, http: httpx.AsyncCl
 
 async def _decide(conn: asyncpg.Connection, pid: uuid.UUID, interaction_id: uuid.UUID, sig: grouping.Signature,
                   limits: grouping.Thresholds) -> grouping.Decision:
-    """The workers' own decision for a new interaction, among the project's earlier ones (under its lock)."""
-    candidates, oldest = await queries.recent(conn, pid, grouping.METHOD, RECENT, SIGNATURES)
-    idf = grouping.Idf([c.signature for c in candidates] + [sig])
+    """The workers' own decision for a new interaction, among the project's earlier ones (under its lock, so
+    the project's window is used by one decision at a time; other projects' decisions interleave with it
+    at every await, each with its own window)."""
+    window = WINDOWS.get((pid, grouping.METHOD))
+    oldest = await queries.recent(conn, pid, grouping.METHOD, RECENT, SIGNATURES, window)
     if oldest is not None:  # a long history: also the older ones that share a rare term
-        candidates += await queries.sharing(conn, pid, grouping.METHOD, idf.top(sig), oldest,
-                                            [c.interaction_id for c in candidates], OLDER, SIGNATURES)
-    decision = grouping.decide(str(interaction_id), sig, candidates, idf, limits)
+        await queries.sharing(conn, pid, grouping.METHOD, window.top(sig), oldest, OLDER, SIGNATURES, window)
+    decision = window.decide(str(interaction_id), sig, limits)
     if decision.matched and await groups.conflicts(conn, pid, interaction_id, [decision.group_id, *decision.merged]):
         decision = grouping.Decision(group_id=str(interaction_id), similarity=decision.similarity)
     return decision

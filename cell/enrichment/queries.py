@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from cell.enrichment.grouping import Candidate, Signature, SignatureCache
+from cell.enrichment.grouping import Candidate, Signature, SignatureCache, Window
 
 LOGS = """LEFT JOIN LATERAL (SELECT console, network, errors FROM interaction_logs
                                  WHERE project_id = i.project_id AND interaction_id = i.id
@@ -80,12 +80,12 @@ async def confirmed_group(conn: asyncpg.Connection, project_id: uuid.UUID, inter
     return group
 
 
-async def _candidates(conn: asyncpg.Connection, project_id: uuid.UUID, method: str, rows: list[asyncpg.Record],
-                      cache: SignatureCache) -> list[Candidate]:
-    """Candidates of the (interaction_id, group_id) rows, in their order: signatures this worker read before
-    come from its cache (a signature of one method never changes: re-signing writes another method's), the
-    others are read here in one query and kept. A signature erased in between is left out."""
-    wanted = [r["interaction_id"] for r in rows if (project_id, r["interaction_id"]) not in cache]
+async def _signatures(conn: asyncpg.Connection, project_id: uuid.UUID, method: str, ids: list[uuid.UUID],
+                      cache: SignatureCache) -> dict[uuid.UUID, Candidate]:
+    """Candidates of these interactions by id (their group left to the caller's list): signatures this worker
+    read before come from its cache (a signature of one method never changes: re-signing writes another
+    method's), the others are read here in one query and kept. A signature erased in between is left out."""
+    wanted = [i for i in ids if (project_id, i) not in cache]
     if wanted:
         for r in await conn.fetch(
                 """SELECT interaction_id, terms, log_terms, embedding, embedding_model FROM enrichment_signatures
@@ -95,37 +95,47 @@ async def _candidates(conn: asyncpg.Connection, project_id: uuid.UUID, method: s
             cache.put((project_id, r["interaction_id"]), Signature.from_stored(
                 dict(r["terms"]), dict(r["log_terms"]), list(embedding) if embedding is not None else None,
                 r["embedding_model"] or ""))
-    found = []
-    for r in rows:
-        sig = cache.get((project_id, r["interaction_id"]))
+    found = {}
+    for i in ids:
+        sig = cache.get((project_id, i))
         if sig is not None:
-            found.append(Candidate(str(r["interaction_id"]), r["group_id"], sig))
+            found[i] = Candidate(str(i), "", sig)
     return found
 
 
-async def recent(conn: asyncpg.Connection, project_id: uuid.UUID, method: str, limit: int,
-                 cache: SignatureCache) -> tuple[list[Candidate], datetime | None]:
-    """The project's most recently created enriched interactions, and the creation time of the oldest of
-    them (None when there are fewer than `limit`: then these are all there is). Only their ids and groups
-    are read every time; their signatures once per worker (`_candidates`)."""
+async def recent(conn: asyncpg.Connection, project_id: uuid.UUID, method: str, limit: int, cache: SignatureCache,
+                 window: Window) -> datetime | None:
+    """Bring the project's window (`grouping.Window`, kept by the worker) to its most recently created
+    enriched interactions, all counted for IDF; returns the creation time of the oldest of them (None when
+    there are fewer than `limit`: then these are all there is). Only their ids and groups are read every time;
+    the signatures of rows the window lacks (usually the few enriched since its last decision) come from the
+    worker's cache or are read once (`_signatures`)."""
     rows = await conn.fetch(
         """SELECT interaction_id, group_id, created_at FROM enrichment_signatures
             WHERE project_id = $1 AND method = $2
             ORDER BY created_at DESC, interaction_id DESC LIMIT $3""", project_id, method, limit)
     oldest = rows[-1]["created_at"] if len(rows) == limit else None
-    return await _candidates(conn, project_id, method, rows, cache), oldest
+    keys = [r["interaction_id"] for r in rows]
+    wanted = window.missing(keys)
+    found = await _signatures(conn, project_id, method, wanted, cache) if wanted else {}
+    window.sync(keys, [r["group_id"] for r in rows], found, len(keys))
+    return oldest
 
 
 async def sharing(conn: asyncpg.Connection, project_id: uuid.UUID, method: str, keys: list[str],
-                  before: datetime, exclude: list[str], limit: int, cache: SignatureCache) -> list[Candidate]:
-    """Older enriched interactions (created at or before `before`) that share any of `keys`, newest first."""
+                  before: datetime, limit: int, cache: SignatureCache, window: Window) -> None:
+    """Add to the window, after its recent rows and not counted for IDF, the older enriched interactions
+    (created at or before `before`) that share any of `keys`, newest first."""
+    recent = window.keys[:window.counted]
     rows = await conn.fetch(
         """SELECT interaction_id, group_id FROM enrichment_signatures
             WHERE project_id = $1 AND method = $2 AND keys && $3::text[] AND created_at <= $4
               AND NOT (interaction_id = ANY($5::uuid[]))
-            ORDER BY created_at DESC LIMIT $6""", project_id, method, keys, before,
-        [uuid.UUID(i) for i in exclude], limit)
-    return await _candidates(conn, project_id, method, rows, cache)
+            ORDER BY created_at DESC LIMIT $6""", project_id, method, keys, before, recent, limit)
+    older = [r["interaction_id"] for r in rows]
+    wanted = window.missing(older)
+    found = await _signatures(conn, project_id, method, wanted, cache) if wanted else {}
+    window.sync(recent + older, window.groups[:len(recent)] + [r["group_id"] for r in rows], found, len(recent))
 
 
 async def merge_groups(conn: asyncpg.Connection, project_id: uuid.UUID, merged: list[str], into: str) -> None:

@@ -363,6 +363,85 @@ def test_decide_compares_all_pairs_at_once_as_it_did_pair_by_pair(vocabulary: in
     assert (grouping._VOCABULARY.generation > generation + 100) == (vocabulary is not None)
 
 
+@pytest.mark.parametrize("vocabulary", [None, 1200])
+def test_a_window_kept_between_reports_decides_as_one_built_from_scratch(vocabulary: int | None,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker keeps each project's window between reports (`grouping.Window`, rows added, evicted, renamed
+    by merges, erased, older ones sharing a rare term added uncounted and dropped again): over a long stream
+    of the benchmark's reports every decision, similarity included, and every `top` equals what `decide`
+    gives over the same candidates built from scratch; also when the term ids start afresh now and then."""
+    import random
+    import zlib
+
+    import numpy as np
+
+    if vocabulary is not None:
+        monkeypatch.setattr(grouping._VOCABULARY, "limit", vocabulary)
+    rows = [json.loads(line) for line in
+            (Path(__file__).parents[2] / "bench" / "data" / "enrichment" / "reports.jsonl").read_text().splitlines()
+            if line.strip()]
+    rng = random.Random(11)
+    direction = np.random.default_rng(11).normal(size=(60, 16))
+    limits = Thresholds(join=0.2, merge=0.3, mixed=0.25, embedding=0.6)
+    size = 80
+    window = grouping.Window()
+    seen: list[Candidate] = []
+    joined = merged = extras = erased = 0
+    for n in range(900):
+        row = rows[rng.randrange(len(rows))]
+        content = {"title": row.get("title") or "", "description": row["text"]}
+        sig = grouping.signature(document(row["type"], content, row["text"], row.get("logs")))
+        roll = rng.random()
+        if roll < 0.7:
+            noise = np.random.default_rng(n).normal(scale=0.6, size=16)
+            sig.embedding = [float(x) for x in direction[zlib.crc32(row["cluster"].encode()) % 60] + noise]
+            sig.embedding_model = embedding.MODEL if roll < 0.6 else "other-model"
+        if seen and rng.random() < 0.03:  # an interaction erased meanwhile
+            seen.pop(rng.randrange(len(seen)))
+            erased += 1
+        recent = seen[::-1][:size]
+        older = seen[::-1][size:]
+        extra = rng.sample(older, min(len(older), rng.randrange(0, 12))) if rng.random() < 0.5 else []
+        extras += len(extra)
+        candidates = recent + extra
+        idf = Idf([c.signature for c in recent] + [sig])
+        keys = [c.interaction_id for c in candidates]
+        window.sync(keys[:len(recent)], [c.group_id for c in recent],
+                    {c.interaction_id: c for c in recent if c.interaction_id in window.missing(keys)}, len(recent))
+        assert window.top(sig) == idf.top(sig), n
+        window.sync(keys, [c.group_id for c in candidates], {c.interaction_id: c for c in candidates}, len(recent))
+        got = window.decide(f"id{n:04d}", sig, limits)
+        want = grouping.decide(f"id{n:04d}", sig, candidates, idf, limits)
+        assert (got.group_id, got.merged, got.matched) == (want.group_id, want.merged, want.matched), n
+        assert got.similarity == pytest.approx(want.similarity, abs=1e-12), n
+        joined += got.matched is not None
+        merged += bool(got.merged)
+        for cand in seen:
+            if cand.group_id in got.merged:
+                cand.group_id = got.group_id
+        seen.append(Candidate(f"id{n:04d}", got.group_id, sig))
+    assert joined > 200 and merged > 10 and extras > 1000 and erased > 10  # the cases above did occur
+
+
+def test_a_kept_window_bounds_the_vocabulary_and_windows_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker builds no `Idf` any more: its windows renew the term ids when the vocabulary is full (at
+    `sync`, between decisions) and still decide as before; the worker keeps a bounded number of windows."""
+    monkeypatch.setattr(grouping._VOCABULARY, "limit", 5)
+    a, b = Signature({"alpha": 1.0, "beta": 1.0, "gamma": 1.0}), Signature({"alpha": 1.0, "beta": 1.0, "delta": 1.0})
+    window = grouping.Window()
+    window.sync(["a"], ["g"], {"a": Candidate("a", "g", a)}, 1)
+    grouping._prepare(Signature({f"t{n}": 1.0 for n in range(10)}))  # the vocabulary fills up
+    generation = grouping._VOCABULARY.generation
+    window.sync(["a"], ["g"], {}, 1)
+    assert grouping._VOCABULARY.generation == generation + 1 and len(grouping._VOCABULARY.ids) <= 5
+    assert window.decide("b", b, Thresholds(join=0.3)).group_id == "g"
+    windows = grouping.Windows(limit=2)
+    first = windows.get("p1")
+    windows.get("p2")
+    windows.get("p3")
+    assert list(windows.entries) == ["p2", "p3"] and windows.get("p1") is not first
+
+
 def test_the_signature_cache_keeps_the_latest_used_and_drops_the_oldest() -> None:
     cache = grouping.SignatureCache(limit=2)
     a, b, c = Signature({"a": 1.0}), Signature({"b": 1.0}), Signature({"c": 1.0})

@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 import pytest
 
-from cell.enrichment import jobs
+from cell.enrichment import grouping, jobs
 from cell.interactions import groups
 from cell.settings import CellSettings
 from common.ids import uuid7
@@ -116,3 +116,38 @@ async def test_unmerging_the_interaction_a_group_is_named_after_leaves_it_alone(
             "SELECT id, ai_duplicate_group_id, duplicate_confirmed FROM interactions WHERE project_id = $1", pid)}
         assert rows == {namesake: (str(namesake), False), first: (str(first), False), second: (str(first), False)}
         assert await conn.fetchval("SELECT count(*) FROM duplicate_dismissals WHERE project_id = $1", pid) == 2
+
+
+async def test_a_worker_finds_an_older_duplicate_beyond_its_window_and_keeps_the_window(
+        dsn: str, pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A project with more enriched reports than a window holds (`jobs.RECENT`, two here): a new report still
+    meets an older one that shares a rare term (`queries.sharing`, added to the window uncounted), and the
+    worker's window of the project follows the latest reports from one decision to the next."""
+    monkeypatch.setattr(jobs, "RECENT", 2)
+    settings = CellSettings(region="eu-west", database_url=dsn, redis_url="redis://127.0.0.1:1",
+                            object_store=(tmp_path / "objects").as_uri(), hop_secret="h" * 32,
+                            secret_key="k" * 32, key_pepper="p" * 32)
+    pid = uuid7()
+    texts = ["the invoice PDF shows last month's totals after the currency switch",
+             "dark mode turns off after every restart of the app",
+             "push notifications arrive twice on Android tablets",
+             "the search box ignores accented letters in names",
+             "the invoice PDF shows last month's totals after the currency switch"]
+    ids = []
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO projects (id, name, region, secret) VALUES ($1, 'p', 'eu-west', '\\x00')",
+                           pid)
+        for text in texts:
+            iid = await _interaction(conn, pid, None, False)
+            await conn.execute("UPDATE interactions SET content_text = $2 WHERE id = $1", iid, text)
+            ids.append(iid)
+    async with httpx.AsyncClient() as http:
+        for iid in ids:
+            assert await jobs.enrich(pool, settings, http, iid) == "enriched"
+            window = jobs.WINDOWS.get((pid, grouping.METHOD))
+            before = sorted(ids[:ids.index(iid)], reverse=True)[:2]
+            assert window.keys[:window.counted] == before  # the latest two, newest first
+    rows = {r["id"]: r["ai_duplicate_group_id"] for r in await pool.fetch(
+        "SELECT id, ai_duplicate_group_id FROM interactions WHERE project_id = $1", pid)}
+    assert rows[ids[4]] == rows[ids[0]] == str(ids[0])  # found beyond the window
+    assert len({rows[i] for i in ids[:4]}) == 4
