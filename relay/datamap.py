@@ -37,6 +37,9 @@ class Column:
     type: str
     added_in: str = ""
     """The migration that added it."""
+    conditional: bool = False
+    """Added by a `DO` block's `EXECUTE` (an extension's column, where the server offers it): a server without
+    it builds the table without this column."""
 
 
 @dataclass
@@ -191,42 +194,54 @@ def _alter(table: Table, action: str, migration: str) -> None:
 
 
 def read_schema(directory: Path) -> dict[str, Table]:
-    """Every table the migrations in `directory` leave behind, by name."""
+    """Every table the migrations in `directory` leave behind, by name. Columns a `DO` block adds with
+    `EXECUTE 'ALTER TABLE … ADD COLUMN …'` (pgvector's, where the server has it) are read as `conditional`."""
     tables: dict[str, Table] = {}
     for path in sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql")):
         for statement in statements(path.read_text()):
-            flat = " ".join(statement.split())
-            m = re.match(rf"CREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?{_QUALIFIED}\s*\(",
-                         flat, re.IGNORECASE)
-            if m:
-                body = statement[statement.index("(") + 1:statement.rindex(")")]
-                name = _unquote(m.group(1))
-                if name not in tables:
-                    table = Table(name, path.name)
-                    table.columns = [c for c in map(_column, _split_top(body)) if c is not None]
-                    for column in table.columns:
-                        column.added_in = path.name
-                    tables[name] = table
+            if re.match(r"\s*DO\b", statement, re.IGNORECASE):
+                for quoted in re.findall(r"EXECUTE\s+'((?:[^']|'')*)'", statement, re.IGNORECASE):
+                    _apply(tables, quoted.replace("''", "'"), path.name, conditional=True)
                 continue
-            m = re.match(rf"ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?{_QUALIFIED}\s+(.*)$", flat,
-                         re.IGNORECASE | re.DOTALL)
-            if m:
-                name = _unquote(m.group(1))
-                rename = re.match(rf"RENAME\s+TO\s+({_NAME})$", m.group(2), re.IGNORECASE)
-                if rename and name in tables:
-                    table = tables.pop(name)
-                    table.name = _unquote(rename.group(1))
-                    tables[table.name] = table
-                elif name in tables:
-                    for action in _split_top(m.group(2)):
-                        _alter(tables[name], action, path.name)
-                continue
-            m = re.match(r"DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?(.*?)(?:\s+(?:CASCADE|RESTRICT))?$", flat,
-                         re.IGNORECASE)
-            if m:
-                for name in _split_top(m.group(1)):
-                    tables.pop(_unquote(name.split(".")[-1]), None)
+            _apply(tables, statement, path.name)
     return tables
+
+
+def _apply(tables: dict[str, Table], statement: str, migration: str, *, conditional: bool = False) -> None:
+    """Apply one statement of `migration` (CREATE, ALTER or DROP TABLE; others change no table) to `tables`."""
+    flat = " ".join(statement.split())
+    m = re.match(rf"CREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?{_QUALIFIED}\s*\(",
+                 flat, re.IGNORECASE)
+    if m:
+        body = statement[statement.index("(") + 1:statement.rindex(")")]
+        name = _unquote(m.group(1))
+        if name not in tables:
+            table = Table(name, migration)
+            table.columns = [c for c in map(_column, _split_top(body)) if c is not None]
+            for column in table.columns:
+                column.added_in = migration
+            tables[name] = table
+        return
+    m = re.match(rf"ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?{_QUALIFIED}\s+(.*)$", flat,
+                 re.IGNORECASE | re.DOTALL)
+    if m:
+        name = _unquote(m.group(1))
+        rename = re.match(rf"RENAME\s+TO\s+({_NAME})$", m.group(2), re.IGNORECASE)
+        if rename and name in tables:
+            table = tables.pop(name)
+            table.name = _unquote(rename.group(1))
+            tables[table.name] = table
+        elif name in tables:
+            before = {c.name for c in tables[name].columns}
+            for action in _split_top(m.group(2)):
+                _alter(tables[name], action, migration)
+            for column in tables[name].columns:
+                column.conditional = column.conditional or (conditional and column.name not in before)
+        return
+    m = re.match(r"DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?(.*?)(?:\s+(?:CASCADE|RESTRICT))?$", flat, re.IGNORECASE)
+    if m:
+        for name in _split_top(m.group(1)):
+            tables.pop(_unquote(name.split(".")[-1]), None)
 
 
 def enum_types(directory: Path) -> set[str]:
