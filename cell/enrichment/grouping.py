@@ -1108,3 +1108,8 @@ class Windows:
         while len(self.entries) > self.limit:
             self.entries.popitem(last=False)
         return found
+
+    def drop(self, key: Hashable) -> None:
+        """Forget the window of this key: a decision that failed or was cancelled half-way may have left it
+        between two states, and the next one builds it again from the database."""
+        self.entries.pop(key, None)

@@ -94,11 +94,16 @@ async def _decide(conn: asyncpg.Connection, pid: uuid.UUID, interaction_id: uuid
     """The workers' own decision for a new interaction, among the project's earlier ones (under its lock, so
     the project's window is used by one decision at a time; other projects' decisions interleave with it
     at every await, each with its own window)."""
-    window = WINDOWS.get((pid, grouping.METHOD))
-    oldest = await queries.recent(conn, pid, grouping.METHOD, RECENT, SIGNATURES, window)
-    if oldest is not None:  # a long history: also the older ones that share a rare term
-        await queries.sharing(conn, pid, grouping.METHOD, window.top(sig), oldest, OLDER, SIGNATURES, window)
-    decision = window.decide(str(interaction_id), sig, limits)
+    key = (pid, grouping.METHOD)
+    window = WINDOWS.get(key)
+    try:
+        oldest = await queries.recent(conn, pid, grouping.METHOD, RECENT, SIGNATURES, window)
+        if oldest is not None:  # a long history: also the older ones that share a rare term
+            await queries.sharing(conn, pid, grouping.METHOD, window.top(sig), oldest, OLDER, SIGNATURES, window)
+        decision = window.decide(str(interaction_id), sig, limits)
+    except BaseException:  # a query failed or the job was cancelled between two syncs: start afresh next time
+        WINDOWS.drop(key)
+        raise
     if decision.matched and await groups.conflicts(conn, pid, interaction_id, [decision.group_id, *decision.merged]):
         decision = grouping.Decision(group_id=str(interaction_id), similarity=decision.similarity)
     return decision

@@ -151,3 +151,32 @@ async def test_a_worker_finds_an_older_duplicate_beyond_its_window_and_keeps_the
         "SELECT id, ai_duplicate_group_id FROM interactions WHERE project_id = $1", pid)}
     assert rows[ids[4]] == rows[ids[0]] == str(ids[0])  # found beyond the window
     assert len({rows[i] for i in ids[:4]}) == 4
+
+
+async def test_a_decision_that_fails_half_way_forgets_the_project_window(
+        dsn: str, pool: asyncpg.Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window was brought to the recent rows, then the query for older ones failed: the worker drops the
+    window (it may be between two states) and the next decision builds it again from the database."""
+    monkeypatch.setattr(jobs, "RECENT", 1)
+    settings = CellSettings(region="eu-west", database_url=dsn, redis_url="redis://127.0.0.1:1",
+                            object_store=(tmp_path / "objects").as_uri(), hop_secret="h" * 32,
+                            secret_key="k" * 32, key_pepper="p" * 32)
+    pid = uuid7()
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO projects (id, name, region, secret) VALUES ($1, 'p', 'eu-west', '\\x00')",
+                           pid)
+        first = await _interaction(conn, pid, None, False)
+        second = await _interaction(conn, pid, None, False)
+
+    async def broken(*args: object) -> None:
+        raise ConnectionResetError("the database went away")
+
+    async with httpx.AsyncClient() as http:
+        assert await jobs.enrich(pool, settings, http, first) == "enriched"
+        assert (pid, grouping.METHOD) in jobs.WINDOWS.entries
+        with monkeypatch.context() as patch:
+            patch.setattr(jobs.queries, "sharing", broken)
+            with pytest.raises(ConnectionResetError):
+                await jobs.enrich(pool, settings, http, second)
+        assert (pid, grouping.METHOD) not in jobs.WINDOWS.entries
+        assert await jobs.enrich(pool, settings, http, second) == "enriched"
