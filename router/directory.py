@@ -187,8 +187,13 @@ class Directory:
                 log.warning("directory reload failed (%s); routing on the map in memory", type(exc).__name__)
 
 
-async def publish(redis: Redis, directory: Directory, change: Change) -> None:
-    """Apply a change locally at once, then tell the other router processes."""
-    directory.apply(change)
-    with contextlib.suppress(RedisError, OSError):  # the periodic reload still carries it
-        await redis.publish(CHANNEL, msgspec.json.encode(change))
+async def publish(redis: Redis, directory: Directory, change: Change, *more: Change) -> None:
+    """Apply changes locally at once, all of them before the first await (a request this process serves
+    meanwhile sees none or all: a project's keys and the project forgotten together), then tell the other
+    router processes."""
+    changes = (change, *more)
+    for one in changes:
+        directory.apply(one)
+    with contextlib.suppress(RedisError, OSError):  # the periodic reload still carries them
+        for one in changes:
+            await redis.publish(CHANNEL, msgspec.json.encode(one))

@@ -257,10 +257,11 @@ async def _forget(st: RouterState, project_id: uuid.UUID, deletion: asyncpg.Reco
             meta |= {"receipt_seq": receipt["seq"], "receipt_hash": receipt["hash"]}
         await audit.record(conn, action="project.deleted", actor_id=deletion["requested_by"], project_id=project_id,
                            target_type="project", target_id=project_id, ip=None, metadata=meta)
-    for key in keys:
-        await publish(st.redis, st.directory, Change(key=KeyEntry(**dict(key)), gone=True))
+    changes = [Change(key=KeyEntry(**dict(key)), gone=True) for key in keys]
     if project is not None:
-        await publish(st.redis, st.directory, Change(project=ProjectEntry(**dict(project)), gone=True))
+        changes.append(Change(project=ProjectEntry(**dict(project)), gone=True))
+    if changes:  # together: between one key's removal and the next, a request could meet a half-forgotten project
+        await publish(st.redis, st.directory, *changes)
     log.info("project %s deleted from %s; %d keys forgotten", project_id, deletion["region"], len(keys))
 
 

@@ -174,7 +174,8 @@ def test_a_deleted_project_leaves_nothing_in_its_region(router: httpx.Client, ad
     deletion = _wait_deleted(router, pid, admin.h)
     gone_at = time.monotonic()
 
-    # Refused everywhere within a second: keys at the edge, the project for every member.
+    # Refused everywhere within a second: keys at the edge, the project for every member (this router process
+    # forgot the project and its keys together, at once; the others hear it from Redis).
     for k in (sdk, manager):
         problem(router.post("/v1/ingest/interactions", headers=k["h"], json={"type": "bug", "content": {"text": "x"}}),
                 401)
