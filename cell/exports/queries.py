@@ -61,16 +61,19 @@ async def finish(pool: asyncpg.Pool, export_id: uuid.UUID, fields: dict[str, Any
 
 
 WITHDRAWN = "withdrawn: an end user was erased after it was asked for, and it may hold their data; request another"
+EXPIRED = ("withdrawn: the project's retention deleted data older than its limit, which it may hold; "
+           "request another")
 
 
-async def withdraw(conn: asyncpg.Connection, project_id: uuid.UUID) -> list[uuid.UUID]:
-    """Inside an end user's erasure: every export of the project not failed already becomes `failed` (reason
-    `WITHDRAWN`), since its archive may hold the person's rows and bytes; the ids, whose objects the caller
-    deletes with the person's. One being built is withdrawn too: its finish finds it so and drops its archive."""
+async def withdraw(conn: asyncpg.Connection, project_id: uuid.UUID, reason: str = WITHDRAWN) -> list[uuid.UUID]:
+    """Inside an end user's erasure (or a retention run that deleted anything: reason `EXPIRED`): every export of
+    the project not failed already becomes `failed` with `reason`, since its archive may hold the rows and bytes
+    just deleted; the ids, whose objects the caller deletes with the others. One being built is withdrawn too:
+    its finish finds it so and drops its archive."""
     rows = await conn.fetch(
         """UPDATE project_exports SET status = 'failed', finished_at = now(), failure_reason = $2,
                   storage_key = NULL, manifest_storage_key = NULL
-            WHERE project_id = $1 AND status <> 'failed' RETURNING id""", project_id, WITHDRAWN)
+            WHERE project_id = $1 AND status <> 'failed' RETURNING id""", project_id, reason)
     return sorted(r["id"] for r in rows)
 
 

@@ -12,7 +12,10 @@ in this order, each in batches of `batch` rows:
 - replays created before the cutoff, with their chunks;
 - conversations with no message since the cutoff (messages by cascade);
 - sessions not seen since the cutoff (their replays with them);
-- the project's dead letters that failed before the cutoff.
+- the project's dead letters that failed before the cutoff;
+- when any of the above went, the project's exports (built or being built), whose archives may hold it: they
+  show `failed` with the reason `EXPIRED` (cell/exports/queries.py), their objects deleted like the others,
+  so no copy outlives the limit.
 
 Each batch is one transaction that also writes an `objects.delete` outbox row
 naming the batch's objects, so the bytes go even if the process dies right
@@ -42,6 +45,8 @@ from obstore.exceptions import BaseError as ObjectStoreError
 
 from cell import audit
 from cell.enrichment.queries import lock_project
+from cell.exports import archive
+from cell.exports import queries as exports
 from cell.interactions import groups
 from cell.maintenance.counters import system_principal
 from cell.storage import ObjectStore
@@ -238,12 +243,34 @@ async def _run(conn: asyncpg.Connection, store: ObjectStore, project_id: uuid.UU
                 break
             if outbox_id is not None:
                 await _delete_now(conn, store, outbox_id, got.keys)
+    if any(n for name, n in totals.items() if name not in ("retention_days", "cutoff")):
+        await _withdraw_exports(conn, store, project_id, run_id, totals)
     async with conn.transaction():
         await audit.record(conn, system_principal(project_id, TASK), "retention.purged", "project", project_id,
                            {"run_id": str(run_id), **totals})
         await conn.execute("UPDATE maintenance_runs SET finished_at = now() WHERE id = $1", run_id)
     log.info("retention: project %s, %s", project_id, totals)
     return totals
+
+
+async def _withdraw_exports(conn: asyncpg.Connection, store: ObjectStore, project_id: uuid.UUID, run_id: uuid.UUID,
+                            totals: dict[str, Any]) -> None:
+    """The run deleted data: the project's exports may hold it, so they are withdrawn and their objects go (in
+    one transaction with an `objects.delete` row, as a batch's do)."""
+    outbox_id: int | None = None
+    async with conn.transaction():
+        withdrawn = await exports.withdraw(conn, project_id, exports.EXPIRED)
+        if not withdrawn:
+            return
+        keys = [k for export_id in withdrawn for k, _ in await store.keys(archive.prefix(project_id, export_id))]
+        if keys:
+            outbox_id = await conn.fetchval(
+                "INSERT INTO outbox (project_id, kind, payload) VALUES ($1, $2, $3) RETURNING id",
+                project_id, OBJECTS_DELETE, {"keys": keys})
+        _add(totals, {"exports_withdrawn": len(withdrawn), "objects": len(keys)})
+        await conn.execute("UPDATE maintenance_runs SET counts = $2 WHERE id = $1", run_id, totals)
+    if outbox_id is not None:
+        await _delete_now(conn, store, outbox_id, keys)
 
 
 async def purge(pool: asyncpg.Pool, store: ObjectStore, project_id: uuid.UUID, *,

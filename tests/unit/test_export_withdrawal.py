@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from cell.exports import archive, jobs, queries
+from cell.maintenance import retention
 from cell.settings import CellSettings
 from cell.storage import ObjectStore, project_key
 from common.ids import uuid7
@@ -71,5 +72,46 @@ async def test_an_export_withdrawn_while_it_is_built_keeps_no_archive(dsn: str, 
         assert done is not None and done["status"] == "ready"
         assert sorted(k for k, _ in await store.keys(archive.prefix(pid, fresh))) == sorted(
             [done["storage_key"], done["manifest_storage_key"]])
+    finally:
+        await pool.close()
+
+
+async def test_a_retention_run_that_deletes_withdraws_the_exports_that_may_hold_it(dsn: str, tmp_path: Path) -> None:
+    """An export built before data passed the project's retention limit holds that data: the run that deletes it
+    withdraws the export and deletes its archive; a run that deletes nothing leaves a fresh export alone."""
+    settings = CellSettings(region="eu-west", database_url=dsn, redis_url="redis://127.0.0.1:1",
+                            object_store=(tmp_path / "objects").as_uri(), hop_secret="h" * 32, secret_key="k" * 32,
+                            key_pepper="p" * 32)
+    store = ObjectStore(settings.object_store)
+    pool = await create_pool(dsn, 4)
+    try:
+        pid = uuid7()
+        await pool.execute("""INSERT INTO projects (id, name, region, secret, settings)
+                              VALUES ($1, 'p', 'eu-west', $2, '{"retention_days": 1}')""",
+                           pid, secrets.token_bytes(32))
+        await pool.execute("""INSERT INTO interactions (id, project_id, type, source, content_text, created_at)
+                              VALUES ($1, $2, 'bug', 'sdk', 'an old report', now() - interval '3 days')""",
+                           uuid7(), pid)
+        ctx = {"settings": settings, "pool": pool, "store": store}
+        old = uuid7()
+        async with pool.acquire() as conn:
+            await queries.insert(conn, old, pid, "someone")
+        await jobs.build_export(ctx, {"export_id": str(old)})
+        assert await store.keys(archive.prefix(pid, old))  # the archive holds the old report
+
+        totals = await retention.purge(pool, store, pid)
+        assert totals is not None and totals["interactions"] == 1 and totals["exports_withdrawn"] == 1
+        row = await queries.get(pool, pid, old)
+        assert row is not None and row["status"] == "failed" and row["failure_reason"] == queries.EXPIRED
+        assert await store.keys(archive.prefix(pid, old)) == []
+
+        fresh = uuid7()
+        async with pool.acquire() as conn:
+            await queries.insert(conn, fresh, pid, "someone")
+        await jobs.build_export(ctx, {"export_id": str(fresh)})
+        totals = await retention.purge(pool, store, pid)  # nothing older than the limit is left
+        assert totals is not None and "exports_withdrawn" not in totals
+        kept = await queries.get(pool, pid, fresh)
+        assert kept is not None and kept["status"] == "ready"
     finally:
         await pool.close()
