@@ -19,6 +19,7 @@ from typing import Literal
 
 import asyncpg
 
+from cell.settings import CellSettings
 from common.migrate import migrate
 from relay.cli import MIGRATIONS
 from relay.embedded import PostgresServer, RedisServer
@@ -105,3 +106,12 @@ class StorePostgres:
 def redis_server(scratch: Path, name: str) -> RedisServer:
     """A throwaway redis-server for one store."""
     return RedisServer(scratch / f"redis-{name}", persist=False).start()
+
+
+def offline_cell_settings(dsn: str, scratch: Path) -> CellSettings:
+    """A cell's settings for tests that call its code directly (no running cell): this database, an object
+    directory under `scratch`, fixed secrets, and a Redis address nothing listens on (the code under test
+    must not need one)."""
+    return CellSettings(region="eu-west", database_url=dsn, redis_url="redis://127.0.0.1:1",
+                        object_store=(scratch / "objects").as_uri(), hop_secret="h" * 32, secret_key="k" * 32,
+                        key_pepper="p" * 32)

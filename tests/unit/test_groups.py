@@ -14,10 +14,9 @@ import pytest
 
 from cell.enrichment import grouping, jobs
 from cell.interactions import groups
-from cell.settings import CellSettings
 from common.ids import uuid7
 from common.pg import create_pool
-from tests.services import StorePostgres
+from tests.services import StorePostgres, offline_cell_settings
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +31,10 @@ async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
     await p.close()
 
 
+async def _project(conn: asyncpg.Connection, pid: uuid.UUID) -> None:
+    await conn.execute("INSERT INTO projects (id, name, region, secret) VALUES ($1, 'p', 'eu-west', '\\x00')", pid)
+
+
 async def _interaction(conn: asyncpg.Connection, pid: uuid.UUID, group: str | None, confirmed: bool) -> uuid.UUID:
     iid = uuid7()
     await conn.execute(
@@ -44,8 +47,7 @@ async def _interaction(conn: asyncpg.Connection, pid: uuid.UUID, group: str | No
 async def test_a_worker_never_joins_two_confirmed_groups_or_a_dismissed_pair(pool: asyncpg.Pool) -> None:
     pid = uuid7()
     async with pool.acquire() as conn:
-        await conn.execute("INSERT INTO projects (id, name, region, secret) VALUES ($1, 'p', 'eu-west', '\\x00')",
-                           pid)
+        await _project(conn, pid)
         a = await _interaction(conn, pid, None, True)
         await _interaction(conn, pid, str(a), True)  # a person's group {a, …}
         b = await _interaction(conn, pid, None, True)
@@ -74,13 +76,10 @@ async def test_a_worker_keeps_the_group_a_person_chose_before_it_came(dsn: str, 
                                                                      tmp_path: Path) -> None:
     """`duplicate-of` may land before the workers reach a new report: enriching it then keeps the person's group
     (and its confirmation) instead of putting it where the workers would have."""
-    settings = CellSettings(region="eu-west", database_url=dsn, redis_url="redis://127.0.0.1:1",
-                            object_store=(tmp_path / "objects").as_uri(), hop_secret="h" * 32,
-                            secret_key="k" * 32, key_pepper="p" * 32)
+    settings = offline_cell_settings(dsn, tmp_path)
     pid = uuid7()
     async with pool.acquire() as conn:
-        await conn.execute("INSERT INTO projects (id, name, region, secret) VALUES ($1, 'p', 'eu-west', '\\x00')",
-                           pid)
+        await _project(conn, pid)
         # Two reports nothing in their words connects, neither enriched yet; a person says they are one.
         a = await _interaction(conn, pid, None, False)
         b = await _interaction(conn, pid, None, False)
@@ -104,8 +103,7 @@ async def test_unmerging_the_interaction_a_group_is_named_after_leaves_it_alone(
     takes its smallest id, and the one leaving keeps a group of its own (it used to be renamed with the rest)."""
     pid = uuid7()
     async with pool.acquire() as conn:
-        await conn.execute("INSERT INTO projects (id, name, region, secret) VALUES ($1, 'p', 'eu-west', '\\x00')",
-                           pid)
+        await _project(conn, pid)
         namesake = await _interaction(conn, pid, None, True)
         first = await _interaction(conn, pid, str(namesake), True)
         second = await _interaction(conn, pid, str(namesake), False)
@@ -124,9 +122,7 @@ async def test_a_worker_finds_an_older_duplicate_beyond_its_window_and_keeps_the
     meets an older one that shares a rare term (`queries.sharing`, added to the window uncounted), and the
     worker's window of the project follows the latest reports from one decision to the next."""
     monkeypatch.setattr(jobs, "RECENT", 2)
-    settings = CellSettings(region="eu-west", database_url=dsn, redis_url="redis://127.0.0.1:1",
-                            object_store=(tmp_path / "objects").as_uri(), hop_secret="h" * 32,
-                            secret_key="k" * 32, key_pepper="p" * 32)
+    settings = offline_cell_settings(dsn, tmp_path)
     pid = uuid7()
     texts = ["the invoice PDF shows last month's totals after the currency switch",
              "dark mode turns off after every restart of the app",
@@ -135,8 +131,7 @@ async def test_a_worker_finds_an_older_duplicate_beyond_its_window_and_keeps_the
              "the invoice PDF shows last month's totals after the currency switch"]
     ids = []
     async with pool.acquire() as conn:
-        await conn.execute("INSERT INTO projects (id, name, region, secret) VALUES ($1, 'p', 'eu-west', '\\x00')",
-                           pid)
+        await _project(conn, pid)
         for text in texts:
             iid = await _interaction(conn, pid, None, False)
             await conn.execute("UPDATE interactions SET content_text = $2 WHERE id = $1", iid, text)
@@ -158,13 +153,10 @@ async def test_a_decision_that_fails_half_way_forgets_the_project_window(
     """The window was brought to the recent rows, then the query for older ones failed: the worker drops the
     window (it may be between two states) and the next decision builds it again from the database."""
     monkeypatch.setattr(jobs, "RECENT", 1)
-    settings = CellSettings(region="eu-west", database_url=dsn, redis_url="redis://127.0.0.1:1",
-                            object_store=(tmp_path / "objects").as_uri(), hop_secret="h" * 32,
-                            secret_key="k" * 32, key_pepper="p" * 32)
+    settings = offline_cell_settings(dsn, tmp_path)
     pid = uuid7()
     async with pool.acquire() as conn:
-        await conn.execute("INSERT INTO projects (id, name, region, secret) VALUES ($1, 'p', 'eu-west', '\\x00')",
-                           pid)
+        await _project(conn, pid)
         first = await _interaction(conn, pid, None, False)
         second = await _interaction(conn, pid, None, False)
 

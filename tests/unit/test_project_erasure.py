@@ -15,14 +15,13 @@ import pytest
 
 from cell.projects import erasure
 from cell.residency import receipts
-from cell.settings import CellSettings
 from cell.storage import ObjectStore, project_key
 from common.audit import AuditEntry
 from common.ids import uuid7
 from common.paging import decode_cursor
 from common.pg import create_pool
 from router.audit import merge
-from tests.services import StorePostgres
+from tests.services import StorePostgres, offline_cell_settings
 
 
 async def _project(conn: asyncpg.Connection, store: ObjectStore, users: int, objects: int) -> uuid.UUID:
@@ -42,9 +41,7 @@ def dsn(pg: StorePostgres) -> str:
 
 
 async def test_an_erasure_cut_short_resumes_and_counts_everything(dsn: str, tmp_path: Path) -> None:
-    settings = CellSettings(region="eu-west", database_url=dsn, redis_url="redis://127.0.0.1:1",
-                            object_store=(tmp_path / "objects").as_uri(), hop_secret="h" * 32, secret_key="k" * 32,
-                            key_pepper="p" * 32)
+    settings = offline_cell_settings(dsn, tmp_path)
     store = ObjectStore(settings.object_store)
     pool = await create_pool(dsn, 4)
     try:
