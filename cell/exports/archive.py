@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cell import sealed
 from cell.exports import manifest
+from cell.exports.queries import prefix
 from cell.moves.schema import Table, ident, read_plan
 from cell.storage import ObjectStore, project_key
 from cell.users.export import copy_object
@@ -48,11 +49,6 @@ IN_MEMORY = 8 * 1024 * 1024
 WRITE_SIZE = 256 * 1024
 READ_SIZE = 1024 * 1024
 MAX_ARCHIVE = 1 << 40
-
-
-def prefix(project_id: uuid.UUID, export_id: uuid.UUID) -> str:
-    """Where one export's archive and manifest are stored."""
-    return project_key(project_id, "exports", str(export_id))
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ async def build_export(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
     except (OSError, ObjectStoreError, asyncpg.PostgresError) as exc:
         log.warning("project export %s failed: %s", export_id, type(exc).__name__)
         with contextlib.suppress(OSError, ObjectStoreError):  # no half-written archive is left behind
-            await store.delete_prefix(archive.prefix(row["project_id"], export_id))
+            await store.delete_prefix(queries.prefix(row["project_id"], export_id))
         await queries.fail(pool, export_id, f"the export could not be built ({type(exc).__name__}); request another")
         return
     kept = await queries.finish(pool, export_id, {
@@ -49,7 +49,7 @@ async def build_export(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
         "signature": built.manifest.signature, "public_key": built.manifest.public_key, "counts": built.counts})
     if not kept:  # withdrawn while it was built (an end user erased): its archive may hold them, so it goes
         log.info("project export %s was withdrawn while it was built; its archive is deleted", export_id)
-        await store.delete_prefix(archive.prefix(row["project_id"], export_id))
+        await store.delete_prefix(queries.prefix(row["project_id"], export_id))
 
 
 JOBS = [Job(REQUESTED, build_export, timeout=3600, retries=3, name="exports.build")]

@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from cell.storage import ObjectStore, project_key
+
 COLUMNS = """id, project_id, status, created_at, started_at, finished_at, size_bytes, sha256, manifest_hash,
     signature, public_key, counts, failure_reason"""
 
@@ -63,6 +65,19 @@ async def finish(pool: asyncpg.Pool, export_id: uuid.UUID, fields: dict[str, Any
 WITHDRAWN = "withdrawn: an end user was erased after it was asked for, and it may hold their data; request another"
 EXPIRED = ("withdrawn: the project's retention deleted data older than its limit, which it may hold; "
            "request another")
+
+
+def prefix(project_id: uuid.UUID, export_id: uuid.UUID) -> str:
+    """Where one export's archive and manifest are stored."""
+    return project_key(project_id, "exports", str(export_id))
+
+
+async def withdraw_with_objects(conn: asyncpg.Connection, store: ObjectStore, project_id: uuid.UUID,
+                                reason: str = WITHDRAWN) -> tuple[list[uuid.UUID], list[str]]:
+    """`withdraw`, and the withdrawn exports' stored objects, which the caller deletes once it commits, with the
+    data that made them stale (an end user's erasure, a retention run)."""
+    withdrawn = await withdraw(conn, project_id, reason)
+    return withdrawn, [k for export_id in withdrawn for k, _ in await store.keys(prefix(project_id, export_id))]
 
 
 async def withdraw(conn: asyncpg.Connection, project_id: uuid.UUID, reason: str = WITHDRAWN) -> list[uuid.UUID]:

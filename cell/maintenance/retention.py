@@ -45,7 +45,6 @@ from obstore.exceptions import BaseError as ObjectStoreError
 
 from cell import audit
 from cell.enrichment.queries import lock_project
-from cell.exports import archive
 from cell.exports import queries as exports
 from cell.interactions import groups
 from cell.maintenance.counters import system_principal
@@ -259,10 +258,9 @@ async def _withdraw_exports(conn: asyncpg.Connection, store: ObjectStore, projec
     one transaction with an `objects.delete` row, as a batch's do)."""
     outbox_id: int | None = None
     async with conn.transaction():
-        withdrawn = await exports.withdraw(conn, project_id, exports.EXPIRED)
+        withdrawn, keys = await exports.withdraw_with_objects(conn, store, project_id, exports.EXPIRED)
         if not withdrawn:
             return
-        keys = [k for export_id in withdrawn for k, _ in await store.keys(archive.prefix(project_id, export_id))]
         if keys:
             outbox_id = await conn.fetchval(
                 "INSERT INTO outbox (project_id, kind, payload) VALUES ($1, $2, $3) RETURNING id",

@@ -103,9 +103,8 @@ async def erase(conn: asyncpg.Connection, store: ObjectStore, principal: Princip
         return None
     keys = await object_keys(conn, store, project_id, found)
     # The project's exports may hold the person too: withdrawn, their archives go with the person's objects.
-    withdrawn = await exports.withdraw(conn, project_id)
-    for export_id in withdrawn:
-        keys += [k for k, _ in await store.keys(project_key(project_id, "exports", str(export_id)))]
+    withdrawn, export_keys = await exports.withdraw_with_objects(conn, store, project_id)
+    keys += export_keys
     gone = await groups.leaving(conn, project_id, found.interaction_ids)
     sessions, interactions = found.session_ids, found.interaction_ids
     counts = {

@@ -13,11 +13,10 @@ import pytest
 
 from cell.exports import archive, jobs, queries
 from cell.maintenance import retention
-from cell.settings import CellSettings
 from cell.storage import ObjectStore, project_key
 from common.ids import uuid7
 from common.pg import create_pool
-from tests.services import StorePostgres
+from tests.services import StorePostgres, offline_cell_settings
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +26,7 @@ def dsn(pg: StorePostgres) -> str:
 
 async def test_an_export_withdrawn_while_it_is_built_keeps_no_archive(dsn: str, tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = CellSettings(region="eu-west", database_url=dsn, redis_url="redis://127.0.0.1:1",
-                            object_store=(tmp_path / "objects").as_uri(), hop_secret="h" * 32, secret_key="k" * 32,
-                            key_pepper="p" * 32)
+    settings = offline_cell_settings(dsn, tmp_path)
     store = ObjectStore(settings.object_store)
     pool = await create_pool(dsn, 4)
     try:
@@ -56,11 +53,11 @@ async def test_an_export_withdrawn_while_it_is_built_keeps_no_archive(dsn: str, 
         await jobs.build_export(ctx, {"export_id": str(withdrawn_id)})
         row = await queries.get(pool, pid, withdrawn_id)
         assert row is not None and row["status"] == "failed" and row["failure_reason"] == queries.WITHDRAWN
-        assert row["storage_key"] is None and await store.keys(archive.prefix(pid, withdrawn_id)) == []
+        assert row["storage_key"] is None and await store.keys(queries.prefix(pid, withdrawn_id)) == []
         # The others were withdrawn before their worker came: nothing is built for them.
         for other in (kept_id, pending_id):
             await jobs.build_export(ctx, {"export_id": str(other)})
-            assert await store.keys(archive.prefix(pid, other)) == []
+            assert await store.keys(queries.prefix(pid, other)) == []
             found = await queries.get(pool, pid, other)
             assert found is not None and found["status"] == "failed"
         # An export asked for after the erasure is built and kept as usual.
@@ -70,7 +67,7 @@ async def test_an_export_withdrawn_while_it_is_built_keeps_no_archive(dsn: str, 
         await jobs.build_export(ctx, {"export_id": str(fresh)})
         done = await queries.get(pool, pid, fresh)
         assert done is not None and done["status"] == "ready"
-        assert sorted(k for k, _ in await store.keys(archive.prefix(pid, fresh))) == sorted(
+        assert sorted(k for k, _ in await store.keys(queries.prefix(pid, fresh))) == sorted(
             [done["storage_key"], done["manifest_storage_key"]])
     finally:
         await pool.close()
@@ -79,9 +76,7 @@ async def test_an_export_withdrawn_while_it_is_built_keeps_no_archive(dsn: str, 
 async def test_a_retention_run_that_deletes_withdraws_the_exports_that_may_hold_it(dsn: str, tmp_path: Path) -> None:
     """An export built before data passed the project's retention limit holds that data: the run that deletes it
     withdraws the export and deletes its archive; a run that deletes nothing leaves a fresh export alone."""
-    settings = CellSettings(region="eu-west", database_url=dsn, redis_url="redis://127.0.0.1:1",
-                            object_store=(tmp_path / "objects").as_uri(), hop_secret="h" * 32, secret_key="k" * 32,
-                            key_pepper="p" * 32)
+    settings = offline_cell_settings(dsn, tmp_path)
     store = ObjectStore(settings.object_store)
     pool = await create_pool(dsn, 4)
     try:
@@ -97,13 +92,13 @@ async def test_a_retention_run_that_deletes_withdraws_the_exports_that_may_hold_
         async with pool.acquire() as conn:
             await queries.insert(conn, old, pid, "someone")
         await jobs.build_export(ctx, {"export_id": str(old)})
-        assert await store.keys(archive.prefix(pid, old))  # the archive holds the old report
+        assert await store.keys(queries.prefix(pid, old))  # the archive holds the old report
 
         totals = await retention.purge(pool, store, pid)
         assert totals is not None and totals["interactions"] == 1 and totals["exports_withdrawn"] == 1
         row = await queries.get(pool, pid, old)
         assert row is not None and row["status"] == "failed" and row["failure_reason"] == queries.EXPIRED
-        assert await store.keys(archive.prefix(pid, old)) == []
+        assert await store.keys(queries.prefix(pid, old)) == []
 
         fresh = uuid7()
         async with pool.acquire() as conn:
