@@ -772,7 +772,7 @@ def test_the_residency_page_lists_the_projects_moves(context: BrowserContext, ro
 
 
 def test_a_forgotten_password_is_reset_from_the_emailed_link(context: BrowserContext, router: httpx.Client,
-                                                              topo: dict[str, Any]) -> None:
+                                                              topo: dict[str, Any], shots: Path) -> None:
     """What a person who forgot their password does: ask on the sign-in page, follow the emailed link, choose
     a new password, and be signed in; the link works once, and signing out is audited like the API's logout."""
     base = str(router.base_url).rstrip("/")
@@ -780,6 +780,7 @@ def test_a_forgotten_password_is_reset_from_the_emailed_link(context: BrowserCon
     page = context.new_page()
     page.goto(base + "/app/")
     page.get_by_role("link", name="Forgot your password?").click()
+    snap(page, shots, "forgot-password")
     page.get_by_label("Email").fill(user.email)
     page.get_by_role("button", name="Send reset link").click()
     expect(page.get_by_role("status")).to_contain_text("If an account has this address")
@@ -790,6 +791,7 @@ def test_a_forgotten_password_is_reset_from_the_emailed_link(context: BrowserCon
 
     response = page.goto(base + path)
     assert response is not None and response.status == 200
+    snap(page, shots, "reset-password")
     page.get_by_label("New password").fill("short")
     page.get_by_role("button", name="Set password").click()  # the browser's own minlength stops it
     expect(page.get_by_role("heading", name="Choose a new password")).to_be_visible()
