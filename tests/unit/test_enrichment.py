@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import onnx
 import pytest
 
-from cell.enrichment import embedding, grouping, labels, providers, summary
+from cell.enrichment import embedding, graph, grouping, int8, labels, providers, summary
 from cell.enrichment.grouping import Candidate, Decision, Idf, Signature, Thresholds
 from cell.enrichment.text import Document, cues, document, stem, tokens
 
@@ -452,17 +454,6 @@ def test_the_signature_cache_keeps_the_latest_used_and_drops_the_oldest() -> Non
     assert "b" not in cache and cache.get("a") is a and cache.get("c") is c
 
 
-def test_runs_keep_padding_small_and_cover_every_text_once() -> None:
-    lengths = [5, 80, 6, 7, 40, 5, 9, 200, 42]
-    found = embedding.runs(lengths, limit=4)
-    assert sorted(i for run in found for i in run) == list(range(len(lengths)))
-    for run in found:
-        assert len(run) <= 4
-        width, tokens = max(lengths[i] for i in run), sum(lengths[i] for i in run)
-        assert len(run) == 1 or width * len(run) <= (1 + embedding.PADDING) * tokens
-    assert [lengths[i] for i in found[0]] == [5, 5, 6, 7]
-
-
 def test_vectors_do_not_depend_on_the_batch_they_were_computed_in() -> None:
     texts = ["ok", "Checkout page goes white when I apply a coupon", "word " * 300, "Dark mode please"]
     together = embedding.embed(texts)
@@ -500,6 +491,15 @@ def test_onnxruntime_keeps_the_vectors_of_the_numpy_forward_pass() -> None:
         assert sum(x * y for x, y in zip(got, want, strict=True)) >= 0.99, text
 
 
+def test_the_outlier_channels_are_the_few_far_above_the_median() -> None:
+    """int8.outliers: per linear, the channels whose peak exceeds RATIO × the median channel's, largest first,
+    at most LIMIT; a linear without such channels is not split."""
+    peaks = {"a": np.array([1.0, 9.0, 1.2, 3.0, 0.9, 30.0], np.float32), "b": np.ones(6, np.float32)}
+    assert int8.outliers(peaks, ratio=2.5, limit=8) == {"a": [5, 1]}  # median 2.1
+    assert int8.outliers(peaks, ratio=2.5, limit=1) == {"a": [5]}
+    assert int8.outliers(peaks, ratio=40.0, limit=8) == {}
+
+
 def test_paraphrases_embed_closer_than_unrelated_reports() -> None:
     c = _cosines(["Checkout page goes white when I apply a coupon",
                   "The checkout screen turns blank after entering a promo code",
@@ -514,7 +514,9 @@ def test_the_graph_is_built_once_into_the_cache(tmp_path: Any, monkeypatch: pyte
     first = embedding.Encoder.from_package()
     (cached,) = (tmp_path / "cache").iterdir()
     assert cached.name.startswith(embedding.MODEL) and cached.name.endswith(".onnx")
-    assert cached.stat().st_size > 80_000_000
+    built = onnx.load(str(cached))
+    assert "MatMulInteger" in {node.op_type for node in built.graph.node}  # int8 (cell.enrichment.int8)
+    assert any(node.name.endswith(graph.OUTLIERS) for node in built.graph.node)  # outlier columns kept apart
     written = cached.stat().st_mtime_ns
     second = embedding.Encoder.from_package()
     assert cached.stat().st_mtime_ns == written and list((tmp_path / "cache").iterdir()) == [cached]
