@@ -97,6 +97,18 @@ The parts, and how each was used, so that a reader can tell which figures are he
   that goes on after it ended), 19 bugs with logs, 7 reports in seven other languages, each a duplicate of
   a problem also reported in English.
 
+- `local-v6` (session 14) reads holdout7's mistakes, which moves it to the tuning parts: its one wrong
+  automatic pair (in two of the five arrival orders) shared one rare, incidental word ("clock") and the
+  model gave it 0.517. A pair compared by words and embedding now joins on its own only where the model's
+  own cosine is at least `grouping.EMBEDDING_FLOOR` (0.55, see there how it was chosen), and the cut,
+  calibrated again on the five tuning parts, is 0.51 (precision there 0.951, recall 0.633). Measured once
+  on holdout9 (blind): top-5 recall 0.902 (by plain cosine 0.927: 6 of its 82 reports with a duplicate
+  miss it, 4 of them in another language than their duplicates), automatic grouping precision 0.950,
+  recall 0.225; holdout8 (blind, read a second time): 0.963, 0.960 / 0.254 (at 0.52 under local-v5: 1.000 /
+  0.249). The same run measured the int8 embedding (`cell.enrichment.int8`) side by side with its float32
+  graph: 3.44 against 8.59 ms per report (×2.50), cosine of their vectors 0.9987 at worst; the figures of
+  every other part are those of the float32 embedding. Holdout9 is no longer blind for what comes next.
+
 - Suggestions ranked by CSLS (issue 15, `cell.enrichment.index`): `similar` re-ranks the 50 nearest by
   cosine by cos(q, x) − r(x)/2, r(x) the mean cosine of x to its 10 nearest in the project (hubness
   reduction: a generic report near everything stops crowding every list), kept by the index as reports
@@ -155,7 +167,7 @@ from cell.enrichment.text import Document, document
 
 DATA = Path(__file__).parent / "data" / "enrichment" / "reports.jsonl"
 SEEDS = (1, 2, 3, 4, 5)
-TUNING = ("dev", "test", "holdout2", "holdout3")
+TUNING = ("dev", "test", "holdout2", "holdout3", "holdout7")
 """Parts the method was developed or calibrated on. Every other part in the data is blind, found by its
 `split` (a new part needs no change here)."""
 WORKER_BATCH = 10
