@@ -106,8 +106,9 @@ The parts, and how each was used, so that a reader can tell which figures are he
   miss it, 4 of them in another language than their duplicates), automatic grouping precision 0.950,
   recall 0.225; holdout8 (blind, read a second time): 0.963, 0.960 / 0.254 (at 0.52 under local-v5: 1.000 /
   0.249). The same run measured the int8 embedding (`cell.enrichment.int8`) side by side with its float32
-  graph: 3.44 against 8.59 ms per report (×2.50), cosine of their vectors 0.9987 at worst; the figures of
-  every other part are those of the float32 embedding. Holdout9 is no longer blind for what comes next.
+  graph: 3.44 against 8.59 ms per report (×2.50), cosine of their vectors 0.9987 at worst; every figure of
+  the run comes from the int8 embedding (on local-v5, int8 alone left every part's figures as they were with
+  float32). Holdout9 is no longer blind for what comes next.
 
 - Suggestions ranked by CSLS (issue 15, `cell.enrichment.index`): `similar` re-ranks the 50 nearest by
   cosine by cos(q, x) − r(x)/2, r(x) the mean cosine of x to its 10 nearest in the project (hubness
