@@ -97,7 +97,7 @@ class InteractionPatch(msgspec.Struct, kw_only=True):
 class AiMethod(msgspec.Struct, kw_only=True):
     """Which method wrote an interaction's enrichment fields, with its version: `local-extractive-v1` or
     `llm:<model>` for the summary, `local-rules-v1` or `llm:<model>` for the labels, and the grouping
-    method (e.g. `local-v5`), whose automatic cut is calibrated for precision (cell/enrichment/grouping.py)."""
+    method (e.g. `local-v6`), whose automatic cut is calibrated for precision (cell/enrichment/grouping.py)."""
 
     summary: str | None = None
     labels: str | None = None
