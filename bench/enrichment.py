@@ -408,7 +408,7 @@ def cost(reports: Sequence[Report]) -> tuple[float, dict[str, float]]:
     mark = clock()
     vectors: list[list[float]] = []
     for start in range(0, len(texts), WORKER_BATCH):
-        vectors += [[float(x) for x in row] for row in model.encode(texts[start:start + WORKER_BATCH])]
+        vectors += model.encode(texts[start:start + WORKER_BATCH]).tolist()  # as `Batcher` hands them over
     stages["embedding"] = clock() - mark
     found = iter(vectors)
     limits = auto_limits(grouping.MIXED_THRESHOLD)

@@ -222,7 +222,7 @@ class Batcher:
                     continue
                 for (_, future), row in zip(batch, vectors, strict=True):
                     if not future.done():
-                        future.set_result([float(x) for x in row])
+                        future.set_result(row.tolist())  # Python floats, ~10× faster than one by one
         finally:
             self.running = False
 
@@ -261,7 +261,8 @@ def embed(texts: Sequence[str]) -> list[list[float]] | None:
         return None
     if not texts:
         return []
-    return [[float(x) for x in row] for row in found.encode(texts)]
+    vectors: list[list[float]] = found.encode(texts).tolist()
+    return vectors
 
 
 _batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Batcher] = weakref.WeakKeyDictionary()

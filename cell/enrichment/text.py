@@ -365,9 +365,12 @@ love
 _WORD = re.compile(r"[a-z][a-z0-9]*(?:'[a-z]+)?|\d{3}")
 
 
+@functools.lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     """A light suffix-stripping stem (after Porter's first steps): enough to fold plurals, tenses and a few
-    derivations ("crashes", "crashed" → "crash"; "scanner" → "scan"; "temporarily" → "temporari")."""
+    derivations ("crashes", "crashed" → "crash"; "scanner" → "scan"; "temporarily" → "temporari"). Kept per
+    word: most of a report's words were seen before, and each is stemmed several times (the summary's,
+    the labels' and the signature's tokens)."""
     if len(word) <= 3 or not word.isalpha():
         return word
     if word.endswith("ies") and len(word) > 4:
