@@ -11,8 +11,8 @@ Each linear layer's MatMul is named after its layer (`encoder.layer.0.qkv`, `…
 split), so that the int8 step can find its input to calibrate. Given `outliers` (a linear's name → input
 channels), that linear is built in two parts: the input with those channels zeroed times the weights (the
 part to quantise), plus those channels alone times their weight rows (kept in float32, named `…/outliers`):
-the same product, but the part to quantise no longer spans the few channels whose values are ten times the
-others' (LLM.int8(), Dettmers et al. 2022).
+the same product, but the part to quantise no longer spans the few channels whose values are 4–15 times the
+median channel's (LLM.int8(), Dettmers et al. 2022).
 
 Inputs `input_ids` and `attention_mask` (int64, batch × tokens); output `embedding` (float, batch × 384).
 """

@@ -499,11 +499,12 @@ class Cues:
         return "praise" if self.praise and not problem and not wanted else ""
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)
 def cues(doc: Document) -> Cues:
-    """The kind cues of a report (see `Cues`). Kept for the last few documents (a `Document` is frozen): the
-    labels and the signature of one report each ask for them, and their four patterns are the costliest
-    part of reading it (~60 µs a call)."""
+    """The kind cues of a report (see `Cues`). Kept for the last few documents (a `Document` is frozen; a
+    worker's jobs in hand, not more, as a document holds its whole text): the labels and the signature of
+    one report each ask for them, and their four patterns are the costliest part of reading it (~60 µs a
+    call)."""
     said = ". ".join(part for part in (doc.title, doc.body) if part)
     text = _HOW_TO.sub(" ", " ".join(said.lower().replace("’", "'").split()))
     problem, request, question, praise = (m.group(0) if (m := p.search(text)) else ""
